@@ -1,0 +1,206 @@
+"""Architecture files: every hardware number the compiler and runtime use, read from TOML.
+
+A preset lives in ``presets/NAME.toml`` and cites the source of each number in a comment.
+Code reads an :class:`Arch`; it never hard-codes a hardware parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from aimcc.errors import AimccError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_ARCH = "paper-512"
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """How weights become conductances when a tile is programmed."""
+
+    clip_sigma: float
+    channelwise: bool
+    g_max_us: float
+
+
+@dataclass(frozen=True)
+class Dac:
+    bits: int
+    inp_bound: float
+    noise_management: str
+
+
+@dataclass(frozen=True)
+class Adc:
+    bits: int
+    out_bound: float
+    out_noise: float
+    bound_management: str
+
+
+@dataclass(frozen=True)
+class Pcm:
+    """Coefficients of the PCM statistical model (aihwkit PCMLikeNoiseModel)."""
+
+    t0_s: float
+    t_read_s: float
+    prog_coeff: tuple[float, ...]
+    drift_mu: tuple[float, ...]
+    drift_sigma: tuple[float, ...]
+    read_q: tuple[float, ...]
+    compensation: str
+
+
+@dataclass(frozen=True)
+class Tile:
+    rows: int
+    cols: int
+    count: int
+    integration_time_ns: float
+    postprocess_cycles: int
+    postprocess_units: int
+    clock_mhz: float
+    power_w: float
+    idle_power_w: float
+    area_mm2: float
+    mapping: Mapping
+    dac: Dac
+    adc: Adc
+    pcm: Pcm
+
+
+@dataclass(frozen=True)
+class Cluster:
+    count: int
+    compute_cores: int
+    dma_cores: int
+    clock_mhz: float
+    tcdm_kib: int
+    dma_bytes_per_cycle: int
+    dtype: str
+    matrix_engine: bool
+    engine_fma_units: int
+    power_w: float
+    engine_power_w: float
+    idle_power_w: float
+    area_mm2: float
+    core_fma_lanes: int
+    fpu_utilisation: float
+    kernel_call_cycles: int
+    dma_setup_cycles: int
+    transcendental_ops: int
+    divsqrt_cycles: int
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    description: str
+    tile: Tile
+    cluster: Cluster
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_arch(name_or_path: str = DEFAULT_ARCH, overrides: list[str] | None = None) -> Arch:
+    """Load a preset by name or a TOML file by path, then apply ``section.key=value`` overrides."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = PRESET_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise AimccError(
+                f"unknown architecture '{name_or_path}': use a preset "
+                f"({', '.join(preset_names())}) or a path to a .toml file"
+            )
+    elif not path.is_file():
+        raise AimccError(f"{path}: architecture file not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise AimccError(f"{path}: not valid TOML: {exc}") from None
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return _build(Arch, raw, str(path))
+
+
+def arch_from_dict(raw: dict[str, Any]) -> Arch:
+    """Rebuild an :class:`Arch` from :meth:`Arch.to_dict` output (as stored in a binary)."""
+    return _build(Arch, raw, "<embedded arch>")
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise AimccError(f"bad --set '{item}': expected SECTION.KEY=VALUE, e.g. tile.count=256")
+    *sections, leaf = key.strip().split(".")
+    table = raw
+    for section in sections:
+        table = table.get(section)
+        if not isinstance(table, dict):
+            raise AimccError(f"bad --set '{item}': no section '{section}' in the architecture")
+    if leaf not in table:
+        raise AimccError(f"bad --set '{item}': no key '{key}' in the architecture")
+    try:
+        table[leaf] = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        table[leaf] = text.strip()  # bare string
+
+
+def _build(cls: type, raw: dict[str, Any], where: str, prefix: str = "") -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise AimccError(f"{where}: unknown architecture key '{prefix}{unknown[0]}'")
+    values = {}
+    for name in names:
+        if name not in raw:
+            raise AimccError(f"{where}: missing architecture key '{prefix}{name}'")
+        values[name] = _coerce(hints[name], raw[name], where, f"{prefix}{name}")
+    arch = cls(**values)
+    _check_ranges(arch, where, prefix)
+    return arch
+
+
+def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise AimccError(f"{where}: '{key}' must be a table")
+        return _build(hint, value, where, key + ".")
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:  # tuple[float, ...]
+        ok = isinstance(value, list) and all(isinstance(v, int | float) for v in value)
+        value = tuple(float(v) for v in value) if ok else value
+    if not ok:
+        raise AimccError(f"{where}: '{key}' has the wrong type ({value!r})")
+    return value
+
+
+def _check_ranges(obj: Any, where: str, prefix: str) -> None:
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise AimccError(f"{where}: '{prefix}{f.name}' must not be negative ({value})")
+    if isinstance(obj, Tile | Cluster) and obj.count < 1:
+        raise AimccError(f"{where}: '{prefix}count' must be at least 1")
+    if isinstance(obj, Tile) and (obj.rows < 1 or obj.cols < 1):
+        raise AimccError(f"{where}: tile rows and cols must be at least 1")
+    if isinstance(obj, Dac | Adc) and not 1 <= obj.bits <= 24:
+        raise AimccError(f"{where}: '{prefix}bits' must be between 1 and 24 ({obj.bits})")

@@ -1,0 +1,294 @@
+"""The simulated-runtime binary (``.aimcb``): lowering the final IR, writing and reading it.
+
+Layout (little endian), documented in docs/FORMAT.md:
+
+    magic "AIMCB\\0\\r\\n" | u32 format version | u32 flags (0) | u64 header length
+    | 32-byte sha256 of the header | header (UTF-8 JSON) | zero padding to 64
+    | tensor blobs, each 64-byte aligned
+
+The header holds the program (instructions over numbered value slots, the tile map, the
+architecture) and a table of tensors (dtype, shape, offset, length, sha256). Reading checks
+every length, offset and checksum and never executes anything from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+)
+from xdsl.ir import Attribute, SSAValue
+
+from aimcc.errors import AimccError
+from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
+from aimcc.ir.digital import KernelOp
+from aimcc.ir.graph import NAME_ATTR, AbsentOp, TensorRefAttr, WeightOp
+from aimcc.ir.types import dtype_of, shape_of
+
+MAGIC = b"AIMCB\0\r\n"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sIIQ32s")
+ALIGN = 64
+if TYPE_CHECKING:
+    from aimcc.compiler import Compilation
+
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+def lower_program(comp: Compilation) -> dict[str, Any]:
+    """The final IR as a flat instruction list over value slots (what the runtime executes).
+
+    An operand is a slot number, a tensor key (a weight) or null (an omitted input).
+    """
+    main = next(op for op in comp.module.walk() if isinstance(op, func.FuncOp))
+    slots: dict[SSAValue, int] = {}
+
+    def slot(value: SSAValue) -> int:
+        return slots.setdefault(value, len(slots))
+
+    def operand(value: SSAValue) -> int | str | None:
+        owner = value.owner
+        if isinstance(owner, WeightOp):
+            return owner.key.data
+        if isinstance(owner, AbsentOp):
+            return None
+        return slots[value]
+
+    names = _names(main.arg_attrs)
+    inputs = [
+        {"name": name, "slot": slot(arg), "dtype": dtype_of(arg.type), "shape": shape_of(arg.type)}
+        for name, arg in zip(names, main.body.block.args, strict=True)
+    ]
+    instructions: list[dict[str, Any]] = []
+    tiles: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
+    for op in main.body.block.ops:
+        if isinstance(op, KernelOp):
+            instructions.append(
+                {
+                    "op": "kernel",
+                    "kind": op.kind.data,
+                    "args": [operand(a) for a in op.args],
+                    "outs": [slot(r) for r in op.outs],
+                    "params": {k: _json_attr(v) for k, v in op.params.data.items()},
+                    "cluster": op.cluster.value.data if op.cluster is not None else 0,
+                }
+            )
+        elif isinstance(op, AccumulateOp):
+            instructions.append(
+                _analog_instruction(op, operand, slot(op.result), tiles, len(instructions))
+            )
+        elif isinstance(op, func.ReturnOp):
+            outputs = [
+                {
+                    "name": name,
+                    "value": operand(v),
+                    "dtype": dtype_of(v.type),
+                    "shape": shape_of(v.type),
+                }
+                for name, v in zip(_names(main.res_attrs), op.operands, strict=True)
+            ]
+        elif not isinstance(op, WeightOp | AbsentOp | ProgramOp | MvmOp):
+            raise AimccError(f"backend: '{op.name}' left in the final IR (a pass is missing)")
+    return {
+        "target": comp.target,
+        "source": Path(comp.source).name,
+        "arch": comp.arch.to_dict(),
+        "inputs": inputs,
+        "outputs": outputs,
+        "instructions": instructions,
+        "tiles": tiles,
+        "slots": len(slots),
+    }
+
+
+def _analog_instruction(
+    acc: AccumulateOp, operand: Any, out: int, tiles: list[dict[str, Any]], index: int
+) -> dict[str, Any]:
+    mvms = [p.owner for p in acc.partials]
+    programs = [m.program for m in mvms if isinstance(m, MvmOp)]
+    x = {m.x for m in mvms if isinstance(m, MvmOp)}
+    keys = {weight_key(p) for p in programs}
+    if len(x) != 1 or len(keys) != 1 or len(programs) != len(mvms):
+        raise AimccError("backend: an accumulation mixes inputs or weights (not one layer)")
+    ids = []
+    for p in programs:
+        assert p.tile_id is not None, "place runs before the backend"
+        ids.append(p.tile_id.value.data)
+        tiles.append(
+            {
+                "id": ids[-1],
+                "instruction": index,
+                "weight": weight_key(p),
+                "rows": list(p.row_range),
+                "cols": list(p.col_range),
+            }
+        )
+    tile_type = programs[0].result.type
+    return {
+        "op": "analog",
+        "weight": keys.pop(),
+        "x": operand(x.pop()),
+        "out": out,
+        "grid": list(acc.grid_shape),
+        "tile": [tile_type.rows.data, tile_type.cols.data],
+        "tiles": ids,
+    }
+
+
+def _names(attrs: ArrayAttr | None) -> list[str]:
+    assert attrs is not None
+    return [d.data[NAME_ATTR].data for d in attrs.data if isinstance(d, DictionaryAttr)]
+
+
+def _json_attr(attr: Attribute) -> Any:
+    if isinstance(attr, IntegerAttr):
+        return attr.value.data
+    if isinstance(attr, FloatAttr):
+        return attr.value.data
+    if isinstance(attr, StringAttr):
+        return attr.data
+    if isinstance(attr, ArrayAttr):
+        return [_json_attr(a) for a in attr.data]
+    if isinstance(attr, TensorRefAttr):
+        return {"tensor": attr.key.data}
+    raise AimccError(f"backend: cannot serialise attribute {attr}")
+
+
+def write_binary(comp: Compilation, path: str | Path) -> int:
+    """Write ``comp`` as an .aimcb file, atomically; returns its size in bytes."""
+    program = lower_program(comp)
+    keys = sorted(comp.ctx.weights.keys())
+    table: dict[str, dict[str, Any]] = {}
+    blobs: list[np.ndarray] = []
+    offset = 0
+    for key in keys:
+        array = np.ascontiguousarray(comp.ctx.weights[key])
+        if str(array.dtype) not in DTYPES:
+            array = array.astype(np.float32)
+        offset = _aligned(offset)
+        table[key] = {
+            "dtype": str(array.dtype),
+            "shape": list(array.shape),
+            "offset": offset,
+            "nbytes": array.nbytes,
+            "sha256": hashlib.sha256(array.view(np.uint8).data).hexdigest(),
+        }
+        blobs.append(array)
+        offset += array.nbytes
+    header = json.dumps(
+        {"program": program, "tensors": table}, sort_keys=True, separators=(",", ":")
+    ).encode()
+    data_start = _aligned(_PREFIX.size + len(header))
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), hashlib.sha256(header).digest())
+    return _write_atomically(Path(path), prefix, header, data_start, blobs, table, keys)
+
+
+def _write_atomically(
+    path: Path,
+    prefix: bytes,
+    header: bytes,
+    data_start: int,
+    blobs: list[np.ndarray],
+    table: dict[str, dict[str, Any]],
+    keys: list[str],
+) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(prefix)
+            f.write(header)
+            for key, array in zip(keys, blobs, strict=True):
+                f.write(b"\0" * (data_start + table[key]["offset"] - f.tell()))
+                f.write(array.view(np.uint8).data)
+            f.write(b"\0" * (_aligned(f.tell()) - f.tell()))
+            size = f.tell()
+        os.replace(tmp, path)
+        return size
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write a text file so that a failure leaves nothing half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and check an .aimcb file: (program, tensors), tensors as copy-on-write memory maps."""
+    path = Path(path)
+    if not path.is_file():
+        raise AimccError(f"{path}: no such file")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        raw = f.read(_PREFIX.size)
+        if len(raw) < _PREFIX.size or raw[:8] != MAGIC:
+            raise AimccError(f"{path}: not an aimcc binary (bad magic)")
+        _, version, flags, header_len, digest = _PREFIX.unpack(raw)
+        if version != FORMAT_VERSION or flags != 0:
+            raise AimccError(
+                f"{path}: format version {version} (this aimcc reads {FORMAT_VERSION})"
+            )
+        if _PREFIX.size + header_len > size:
+            raise AimccError(f"{path}: truncated header")
+        header = f.read(header_len)
+    if hashlib.sha256(header).digest() != digest:
+        raise AimccError(f"{path}: header checksum mismatch (file corrupted or tampered)")
+    try:
+        doc = json.loads(header)
+        program, table = doc["program"], doc["tensors"]
+    except (ValueError, KeyError, TypeError):
+        raise AimccError(f"{path}: header is not a valid program") from None
+    data_start = _aligned(_PREFIX.size + header_len)
+    blob = np.memmap(path, dtype=np.uint8, mode="c") if size else np.zeros(0, np.uint8)
+    tensors: dict[str, np.ndarray] = {}
+    for key, entry in table.items():
+        tensors[key] = _tensor(path, blob, data_start, key, entry)
+    return program, tensors
+
+
+def _tensor(
+    path: Path, blob: np.ndarray, data_start: int, key: str, entry: dict[str, Any]
+) -> np.ndarray:
+    try:
+        dtype, shape = np.dtype(entry["dtype"]), tuple(int(d) for d in entry["shape"])
+        start, nbytes = data_start + int(entry["offset"]), int(entry["nbytes"])
+        expected = str(entry["sha256"])
+    except (KeyError, TypeError, ValueError):
+        raise AimccError(f"{path}: tensor '{key}' has a malformed entry") from None
+    if entry["dtype"] not in DTYPES or any(d < 0 for d in shape):
+        raise AimccError(f"{path}: tensor '{key}' has a bad dtype or shape")
+    if nbytes != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or start + nbytes > len(blob):
+        raise AimccError(f"{path}: tensor '{key}' lies outside the file (truncated?)")
+    data = blob[start : start + nbytes]
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise AimccError(f"{path}: tensor '{key}' checksum mismatch (corrupted or tampered)")
+    return data.view(dtype).reshape(shape)
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN

@@ -1,0 +1,237 @@
+"""Import an ONNX graph into the `graph` dialect with static tensor types.
+
+One walk over the nodes does three jobs with the runtime's own op library, so the compiler and
+the runtime cannot disagree on semantics:
+- a node whose inputs are all constant is evaluated (constant folding: shape arithmetic,
+  transposed or dequantised weights, masks and position tables all become plain weights);
+- any other node is evaluated on zero-filled stand-ins for the graph inputs, which gives its
+  result shapes and dtypes (one run of the model on zeros; torch's "meta" tensors would avoid
+  the arithmetic but cost seconds of one-time initialisation per process);
+- only nodes that the graph outputs depend on are emitted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import numpy as np
+import onnx
+import torch
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DictionaryAttr,
+    Float32Type,
+    FloatAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    i64,
+)
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+
+from aimcc.errors import AimccError, first_line
+from aimcc.frontend.load import graph_inputs
+from aimcc.ir.graph import NAME_ATTR, AbsentOp, NodeOp, TensorRefAttr, WeightOp
+from aimcc.ir.types import tensor_type
+from aimcc.ir.weights import WeightStore
+from aimcc.runtime.onnx_ops import attrs_from_node, run_op, supported_ops, to_numpy, to_torch
+
+
+_Op = TypeVar("_Op", bound=Operation)
+NONDETERMINISTIC = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
+
+
+def import_graph(
+    model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]
+) -> tuple[ModuleOp, WeightStore]:
+    """Fold, infer and import ``model`` as ``func.func @main`` in a module."""
+    graph = model.graph
+    _check_opsets(model)
+    weights = WeightStore()
+    known = set(supported_ops())
+    values: dict[str, torch.Tensor] = {}
+    constant: set[str] = set()
+    for init in graph.initializer:
+        values[init.name] = to_torch(onnx.numpy_helper.to_array(init))
+        constant.add(init.name)
+    inputs = graph_inputs(model)
+    for inp in inputs:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+        values[inp.name] = torch.zeros(input_shapes[inp.name], dtype=_torch_dtype(dtype))
+
+    needed = _live_nodes(graph)
+    for index, node in enumerate(graph.node):
+        if index not in needed:
+            continue
+        where = f"node '{node.name or index}' ({node.op_type})"
+        if node.domain not in ("", "ai.onnx") or node.op_type not in known:
+            domain = f" in domain '{node.domain}'" if node.domain not in ("", "ai.onnx") else ""
+            raise AimccError(f"{where}: unsupported ONNX op '{node.op_type}'{domain}")
+        try:
+            attrs = attrs_from_node(node)
+        except (ValueError, NotImplementedError) as exc:
+            raise AimccError(f"{where}: unsupported attribute: {exc}") from None
+        args = []
+        for name in node.input:
+            if name and name not in values:
+                raise AimccError(f"{where}: input '{name}' is not defined before use")
+            args.append(values[name] if name else None)
+        foldable = node.op_type not in NONDETERMINISTIC and all(
+            name == "" or name in constant for name in node.input
+        )
+        try:
+            outs = run_op(node.op_type, args, attrs)
+            foldable = foldable or node.op_type in ("Shape", "Size")  # static shapes are known
+        except AimccError:
+            raise
+        except Exception as exc:  # an op rejecting its inputs: report it where it happened
+            raise AimccError(f"{where}: {first_line(exc)}") from None
+        for name, out in zip(node.output, outs, strict=False):
+            if name:
+                values[name] = out
+                if foldable:
+                    constant.add(name)
+
+    module = _build_module(model, inputs, needed, values, constant, weights)
+    return module, weights
+
+
+def _build_module(
+    model: onnx.ModelProto,
+    inputs: list[onnx.ValueInfoProto],
+    needed: set[int],
+    values: dict[str, torch.Tensor],
+    constant: set[str],
+    weights: WeightStore,
+) -> ModuleOp:
+    graph = model.graph
+    arg_types = [_type_of(values[i.name]) for i in inputs]
+    block = Block(arg_types=arg_types)
+    ssa: dict[str, SSAValue] = {}
+    for inp, arg in zip(inputs, block.args, strict=True):
+        arg.name_hint = _hint(inp.name)
+        ssa[inp.name] = arg
+    absent: list[SSAValue] = []
+
+    def value_of(name: str) -> SSAValue:
+        if not name:
+            if not absent:
+                absent.append(_emit(block, AbsentOp()).result)
+            return absent[0]
+        if name not in ssa:  # a constant: becomes a weight on first use
+            array = to_numpy(values[name])
+            op = _emit(block, WeightOp(weights.add(name, array), _type_of(values[name])))
+            op.result.name_hint = _hint(name)
+            ssa[name] = op.result
+        return ssa[name]
+
+    for index, node in enumerate(graph.node):
+        if index not in needed or all(o in constant for o in node.output if o):
+            continue
+        operands = [value_of(name) for name in node.input]
+        results = [o for o in node.output if o]
+        attrs = _xdsl_attrs(attrs_from_node(node), node.name or node.op_type, weights)
+        types = [_type_of(values[o]) for o in results]
+        op = _emit(block, NodeOp(node.op_type, operands, types, attrs, node.name))
+        for name, result in zip(results, op.outs, strict=True):
+            result.name_hint = _hint(name)
+            ssa[name] = result
+    outputs = [value_of(o.name) for o in graph.output]
+    block.add_op(func.ReturnOp(*outputs))
+    function = func.FuncOp(
+        "main",
+        (arg_types, [v.type for v in outputs]),
+        Region(block),
+        arg_attrs=ArrayAttr([DictionaryAttr({NAME_ATTR: StringAttr(i.name)}) for i in inputs]),
+        res_attrs=ArrayAttr(
+            [DictionaryAttr({NAME_ATTR: StringAttr(o.name)}) for o in graph.output]
+        ),
+    )
+    return ModuleOp([function])
+
+
+def _emit(block: Block, op: _Op) -> _Op:
+    block.add_op(op)
+    return op
+
+
+def _check_opsets(model: onnx.ModelProto) -> None:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and not 7 <= opset.version <= 23:
+            raise AimccError(f"unsupported ONNX opset {opset.version} (supported: 7 to 23)")
+    if model.graph.sparse_initializer:
+        raise AimccError("sparse initializers are not supported")
+
+
+def _live_nodes(graph: onnx.GraphProto) -> set[int]:
+    """Indices of the nodes the graph outputs depend on."""
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    live: set[int] = set()
+    stack = [o.name for o in graph.output]
+    while stack:
+        index = producer.get(stack.pop())
+        if index is not None and index not in live:
+            live.add(index)
+            stack.extend(n for n in graph.node[index].input if n)
+    return live
+
+
+def _xdsl_attrs(attrs: dict[str, Any], where: str, weights: WeightStore) -> dict[str, Attribute]:
+    out: dict[str, Attribute] = {}
+    for name, value in sorted(attrs.items()):
+        out[name] = _xdsl_attr(value, f"{where}.{name}", weights)
+    return out
+
+
+def _xdsl_attr(value: Any, hint: str, weights: WeightStore) -> Attribute:
+    if isinstance(value, bool | int | np.integer):
+        return IntegerAttr(int(value), i64)
+    if isinstance(value, float | np.floating):
+        return FloatAttr(float(value), Float32Type())
+    if isinstance(value, str):
+        return StringAttr(value)
+    if isinstance(value, np.ndarray):
+        return TensorRefAttr(weights.add(hint, value))
+    if isinstance(value, list | tuple):
+        return ArrayAttr([_xdsl_attr(v, hint, weights) for v in value])
+    raise AimccError(f"{hint}: unsupported attribute value of type {type(value).__name__}")
+
+
+def python_attrs(attrs: DictionaryAttr, weights: WeightStore) -> dict[str, Any]:
+    """The inverse of the import: ONNX attribute values for the op library."""
+    return {name: _python_attr(value, weights) for name, value in attrs.data.items()}
+
+
+def _python_attr(value: Attribute, weights: WeightStore) -> Any:
+    if isinstance(value, IntegerAttr):
+        return value.value.data
+    if isinstance(value, FloatAttr):
+        return value.value.data
+    if isinstance(value, StringAttr):
+        return value.data
+    if isinstance(value, TensorRefAttr):
+        return weights[value.key.data]
+    if isinstance(value, ArrayAttr):
+        return [_python_attr(v, weights) for v in value.data]
+    raise AimccError(f"unsupported attribute {value}")
+
+
+def _type_of(t: torch.Tensor) -> Attribute:
+    return tensor_type(tuple(t.shape), str(t.dtype).removeprefix("torch."))
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return to_torch(np.zeros((), dtype=dtype)).dtype
+
+
+def _hint(name: str) -> str | None:
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_")
+    return cleaned if cleaned and not cleaned[0].isdigit() else None

@@ -1,0 +1,32 @@
+"""The IR: xDSL dialects for each level of the pipeline, and the context that knows them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import Builtin
+from xdsl.dialects.func import Func
+
+from aimcc.arch import Arch, load_arch
+from aimcc.ir.aimc import AIMC
+from aimcc.ir.digital import Digital
+from aimcc.ir.graph import Graph
+from aimcc.ir.nn import NN
+from aimcc.ir.weights import WeightStore
+
+
+@dataclass
+class CompileContext(Context):
+    """An xDSL context that also carries what passes read beside the IR: weights and the chip."""
+
+    weights: WeightStore = field(default_factory=WeightStore)
+    arch: Arch = field(default_factory=load_arch)
+
+
+def make_context(weights: WeightStore | None = None, arch: Arch | None = None) -> CompileContext:
+    """A context that parses every stage's IR."""
+    ctx = CompileContext(weights=weights or WeightStore(), arch=arch or load_arch())
+    for dialect in (Builtin, Func, Graph, NN, AIMC, Digital):
+        ctx.load_dialect(dialect)
+    return ctx

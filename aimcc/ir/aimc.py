@@ -1,0 +1,192 @@
+"""`aimc`: analog crossbar tiles: programming weight slices, MVMs on tiles, partial sums."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, StringAttr, TensorType, i64
+from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
+from xdsl.irdl import (
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_attr_definition,
+    irdl_op_definition,
+    operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    var_operand_def,
+)
+from xdsl.parser import AttrParser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import VerifyException
+
+from aimcc.ir.nn import shape
+
+
+@irdl_attr_definition
+class TileType(ParametrizedAttribute, TypeAttribute):
+    """A physical crossbar of rows x cols devices (inputs on rows, outputs on columns)."""
+
+    name = "aimc.tile"
+
+    rows: IntAttr
+    cols: IntAttr
+
+    def __init__(self, rows: int, cols: int):
+        super().__init__(IntAttr(rows), IntAttr(cols))
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
+        with parser.in_angle_brackets():
+            rows, cols = parser.parse_dimension_list()  # "512x512"
+        return (IntAttr(rows), IntAttr(cols))
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f"<{self.rows.data}x{self.cols.data}>")
+
+
+def _ints(values: Sequence[int]) -> ArrayAttr[IntegerAttr]:
+    return ArrayAttr([IntegerAttr(v, i64) for v in values])
+
+
+@irdl_op_definition
+class MatmulOp(IRDLOperation):
+    """y = x @ weight on analog tiles, before tiling: the weight is programmed, not streamed."""
+
+    name = "aimc.matmul"
+
+    x = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    result = result_def(TensorType)
+
+    def __init__(self, x: SSAValue, weight: SSAValue, result_type: Attribute):
+        super().__init__(operands=[x, weight], result_types=[result_type])
+
+    def verify_(self) -> None:
+        k, n = shape(self.weight)
+        if shape(self.x)[-1] != k or shape(self.result) != (*shape(self.x)[:-1], n):
+            raise VerifyException(f"aimc.matmul: shapes {shape(self.x)} @ {(k, n)} mismatch")
+
+
+@irdl_op_definition
+class ProgramOp(IRDLOperation):
+    """Programs weight[rows[0]:rows[1], cols[0]:cols[1]] onto one tile, once, at load time."""
+
+    name = "aimc.program"
+
+    weight = operand_def(TensorType)
+    rows = prop_def(ArrayAttr[IntegerAttr])
+    cols = prop_def(ArrayAttr[IntegerAttr])
+    tile_id = opt_prop_def(IntegerAttr)
+    result = result_def(TileType)
+
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$weight `rows` $rows `cols` $cols attr-dict `:` type($weight) `->` type($result)"
+    )
+
+    def __init__(
+        self, weight: SSAValue, rows: tuple[int, int], cols: tuple[int, int], tile: TileType
+    ):
+        super().__init__(
+            operands=[weight],
+            result_types=[tile],
+            properties={"rows": _ints(rows), "cols": _ints(cols)},
+        )
+
+    @property
+    def row_range(self) -> tuple[int, int]:
+        return self.rows.data[0].value.data, self.rows.data[1].value.data
+
+    @property
+    def col_range(self) -> tuple[int, int]:
+        return self.cols.data[0].value.data, self.cols.data[1].value.data
+
+    def verify_(self) -> None:
+        (r0, r1), (c0, c1) = self.row_range, self.col_range
+        k, n = shape(self.weight)
+        tile = self.result.type
+        assert isinstance(tile, TileType)
+        if not (0 <= r0 < r1 <= k and 0 <= c0 < c1 <= n):
+            raise VerifyException(f"aimc.program: slice [{r0}:{r1}, {c0}:{c1}] outside {k}x{n}")
+        if r1 - r0 > tile.rows.data or c1 - c0 > tile.cols.data:
+            raise VerifyException(
+                f"aimc.program: slice {r1 - r0}x{c1 - c0} does not fit a "
+                f"{tile.rows.data}x{tile.cols.data} tile"
+            )
+
+
+@irdl_op_definition
+class MvmOp(IRDLOperation):
+    """partial = x[..., rows] @ tile: the rows come from the tile's programmed slice."""
+
+    name = "aimc.mvm"
+
+    x = operand_def(TensorType)
+    tile = operand_def(TileType)
+    result = result_def(TensorType)
+
+    assembly_format = (
+        "$x `,` $tile attr-dict `:` `(` type($x) `,` type($tile) `)` `->` type($result)"
+    )
+
+    def __init__(self, x: SSAValue, tile: SSAValue, result_type: Attribute):
+        super().__init__(operands=[x, tile], result_types=[result_type])
+
+    @property
+    def program(self) -> ProgramOp:
+        owner = self.tile.owner
+        assert isinstance(owner, ProgramOp)
+        return owner
+
+    def verify_(self) -> None:
+        if not isinstance(self.tile.owner, ProgramOp):
+            raise VerifyException("aimc.mvm: tile must come from aimc.program")
+        c0, c1 = self.program.col_range
+        if shape(self.result) != (*shape(self.x)[:-1], c1 - c0):
+            raise VerifyException("aimc.mvm: result must have the tile's column count")
+
+
+@irdl_op_definition
+class AccumulateOp(IRDLOperation):
+    """Adds the partial sums of each column of tiles (digitally) and joins the columns.
+
+    Partials come in row-major grid order: grid = [row tiles, column tiles].
+    """
+
+    name = "aimc.accumulate"
+
+    partials = var_operand_def(TensorType)
+    grid = prop_def(ArrayAttr[IntegerAttr])
+    result = result_def(TensorType)
+
+    assembly_format = "$partials `grid` $grid attr-dict `:` functional-type($partials, $result)"
+
+    def __init__(self, partials: Sequence[SSAValue], grid: tuple[int, int], result_type: Attribute):
+        super().__init__(
+            operands=[partials], result_types=[result_type], properties={"grid": _ints(grid)}
+        )
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return self.grid.data[0].value.data, self.grid.data[1].value.data
+
+    def verify_(self) -> None:
+        nr, nc = self.grid_shape
+        if len(self.partials) != nr * nc:
+            raise VerifyException(f"aimc.accumulate: grid {nr}x{nc} needs {nr * nc} partials")
+        if not all(isinstance(p.owner, MvmOp) for p in self.partials):
+            raise VerifyException("aimc.accumulate: partials must come from aimc.mvm")
+
+
+def weight_key(op: MatmulOp | ProgramOp) -> str:
+    """The weight-store key of the tensor an analog op programs."""
+    owner = op.weight.owner
+    key = getattr(owner, "key", None)
+    if not isinstance(key, StringAttr):
+        raise VerifyException(f"{op.name}: weight must come from graph.weight")
+    return key.data
+
+
+AIMC = Dialect("aimc", [MatmulOp, ProgramOp, MvmOp, AccumulateOp], [TileType])

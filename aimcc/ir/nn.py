@@ -1,0 +1,246 @@
+"""`nn`: the transformer parts the raise pass recognises, independent of where they will run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import Float32Type, FloatAttr, StringAttr, TensorType
+from xdsl.ir import Attribute, Dialect, SSAValue
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    traits_def,
+)
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import VerifyException
+
+
+def shape(value: SSAValue | Attribute) -> tuple[int, ...]:
+    typ = value.type if isinstance(value, SSAValue) else value
+    assert isinstance(typ, TensorType)
+    return tuple(typ.get_shape())
+
+
+def f32(value: float) -> FloatAttr:
+    return FloatAttr(value, Float32Type())
+
+
+def _expect(cond: bool, op: IRDLOperation, what: str) -> None:
+    if not cond:
+        raise VerifyException(f"{op.name}: {what}")
+
+
+@irdl_op_definition
+class LinearOp(IRDLOperation):
+    """y = x @ weight (+ bias) (+ lora_scale * x @ lora_a @ lora_b): one static-weight layer.
+
+    The adapter stays attached to its layer so partitioning can place both halves together
+    (analog weight, digital LoRA) or merge them (fully-analog baseline).
+    """
+
+    name = "nn.linear"
+
+    x = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    lora_a = opt_operand_def(TensorType)
+    lora_b = opt_operand_def(TensorType)
+    lora_scale = opt_prop_def(FloatAttr)
+    result = result_def(TensorType)
+
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    traits = traits_def(Pure())
+
+    def __init__(
+        self,
+        x: SSAValue,
+        weight: SSAValue,
+        result_type: Attribute,
+        bias: SSAValue | None = None,
+        lora: tuple[SSAValue, SSAValue, float] | None = None,
+    ):
+        a, b, scale = lora if lora else (None, None, None)
+        super().__init__(
+            operands=[x, weight, bias, a, b],
+            result_types=[result_type],
+            properties={"lora_scale": f32(scale)} if lora else {},
+        )
+
+    def verify_(self) -> None:
+        w = shape(self.weight)
+        _expect(len(w) == 2, self, f"weight must be 2-D [K, N], got {w}")
+        k, n = w
+        _expect(shape(self.x)[-1:] == (k,), self, f"input {shape(self.x)} does not end in K={k}")
+        _expect(shape(self.result) == (*shape(self.x)[:-1], n), self, "result shape mismatch")
+        if self.bias is not None:
+            _expect(shape(self.bias) == (n,), self, f"bias must be [{n}]")
+        has_lora = (self.lora_a is not None, self.lora_b is not None, self.lora_scale is not None)
+        _expect(len(set(has_lora)) == 1, self, "lora_a, lora_b and lora_scale go together")
+        if self.lora_a is not None and self.lora_b is not None:
+            a, b = shape(self.lora_a), shape(self.lora_b)
+            _expect(len(a) == 2 and a[0] == k, self, f"lora_a must be [{k}, R], got {a}")
+            _expect(b == (a[1], n), self, f"lora_b must be [{a[1]}, {n}], got {b}")
+
+
+@irdl_op_definition
+class AttentionOp(IRDLOperation):
+    """softmax(scale * q @ kt + mask) @ v over the last two axes (heads folded into the batch)."""
+
+    name = "nn.attention"
+
+    q = operand_def(TensorType)
+    kt = operand_def(TensorType)
+    v = operand_def(TensorType)
+    mask = opt_operand_def(TensorType)
+    scale = prop_def(FloatAttr)
+    result = result_def(TensorType)
+
+    traits = traits_def(Pure())
+
+    def __init__(
+        self,
+        q: SSAValue,
+        kt: SSAValue,
+        v: SSAValue,
+        mask: SSAValue | None,
+        scale: float,
+        result_type: Attribute,
+    ):
+        super().__init__(
+            operands=[q, kt, v, mask], result_types=[result_type], properties={"scale": f32(scale)}
+        )
+
+    def verify_(self) -> None:
+        q, kt, v = shape(self.q), shape(self.kt), shape(self.v)
+        _expect(min(len(q), len(kt), len(v)) >= 2, self, "q, kt, v need at least 2 dims")
+        _expect(q[-1] == kt[-2], self, f"q {q} and kt {kt} disagree on the head dim")
+        _expect(kt[-1] == v[-2], self, f"kt {kt} and v {v} disagree on the key length")
+
+
+@irdl_op_definition
+class LayerNormOp(IRDLOperation):
+    """Normalise over the last axis, then scale by gamma and shift by beta."""
+
+    name = "nn.layer_norm"
+
+    x = operand_def(TensorType)
+    gamma = operand_def(TensorType)
+    beta = opt_operand_def(TensorType)
+    epsilon = prop_def(FloatAttr)
+    result = result_def(TensorType)
+
+    traits = traits_def(Pure())
+
+    def __init__(self, x: SSAValue, gamma: SSAValue, beta: SSAValue | None, epsilon: float):
+        super().__init__(
+            operands=[x, gamma, beta], result_types=[x.type], properties={"epsilon": f32(epsilon)}
+        )
+
+    def verify_(self) -> None:
+        n = shape(self.x)[-1:]
+        _expect(shape(self.gamma) == n, self, f"gamma must be {n}")
+        if self.beta is not None:
+            _expect(shape(self.beta) == n, self, f"beta must be {n}")
+
+
+@irdl_op_definition
+class RmsNormOp(IRDLOperation):
+    """x / sqrt(mean(x^2) + epsilon) * gamma over the last axis."""
+
+    name = "nn.rms_norm"
+
+    x = operand_def(TensorType)
+    gamma = operand_def(TensorType)
+    epsilon = prop_def(FloatAttr)
+    result = result_def(TensorType)
+
+    traits = traits_def(Pure())
+
+    def __init__(self, x: SSAValue, gamma: SSAValue, epsilon: float):
+        super().__init__(
+            operands=[x, gamma], result_types=[x.type], properties={"epsilon": f32(epsilon)}
+        )
+
+    def verify_(self) -> None:
+        _expect(shape(self.gamma) == shape(self.x)[-1:], self, "gamma must match the last axis")
+
+
+ACTIVATIONS = ("gelu_erf", "gelu_tanh", "silu")
+
+
+@irdl_op_definition
+class ActivationOp(IRDLOperation):
+    """An elementwise activation recognised from any of its exported forms."""
+
+    name = "nn.activation"
+
+    x = operand_def(TensorType)
+    kind = prop_def(StringAttr)
+    result = result_def(TensorType)
+
+    traits = traits_def(Pure())
+
+    def __init__(self, x: SSAValue, kind: str):
+        super().__init__(operands=[x], result_types=[x.type], properties={"kind": StringAttr(kind)})
+
+    def verify_(self) -> None:
+        _expect(self.kind.data in ACTIVATIONS, self, f"unknown activation '{self.kind.data}'")
+
+
+@irdl_op_definition
+class EmbeddingOp(IRDLOperation):
+    """Row gather from a static table: digital, since a gather is not a matrix-vector product."""
+
+    name = "nn.embedding"
+
+    table = operand_def(TensorType)
+    ids = operand_def(TensorType)
+    result = result_def(TensorType)
+
+    traits = traits_def(Pure())
+
+    def __init__(self, table: SSAValue, ids: SSAValue, result_type: Attribute):
+        super().__init__(operands=[table, ids], result_types=[result_type])
+
+    def verify_(self) -> None:
+        t = shape(self.table)
+        _expect(len(t) == 2, self, f"table must be 2-D, got {t}")
+        _expect(shape(self.result) == (*shape(self.ids), t[1]), self, "result shape mismatch")
+
+
+@irdl_op_definition
+class RopeOp(IRDLOperation):
+    """Rotary position embedding: x * cos + rotate_half(x) * sin."""
+
+    name = "nn.rope"
+
+    x = operand_def(TensorType)
+    cos = operand_def(TensorType)
+    sin = operand_def(TensorType)
+    result = result_def(TensorType)
+
+    traits = traits_def(Pure())
+
+    def __init__(self, x: SSAValue, cos: SSAValue, sin: SSAValue, result_type: Attribute):
+        super().__init__(operands=[x, cos, sin], result_types=[result_type])
+
+    def verify_(self) -> None:
+        _expect(shape(self.x)[-1] % 2 == 0, self, "the rotated axis must have even length")
+
+
+NN_OPS: Sequence[type[IRDLOperation]] = (
+    LinearOp,
+    AttentionOp,
+    LayerNormOp,
+    RmsNormOp,
+    ActivationOp,
+    EmbeddingOp,
+    RopeOp,
+)
+NN = Dialect("nn", list(NN_OPS), [])

@@ -1,0 +1,127 @@
+"""partition: decide what runs on analog tiles and what on the RISC-V clusters.
+
+Targets:
+- ``hybrid``: static-weight linears on tiles; LoRA, biases and everything else digital
+  (the AHWA-LoRA deployment: analog weights fixed, adapters digital);
+- ``aimc``: as hybrid but each LoRA adapter merged into its analog weights (the fully-analog
+  baseline the paper compares against);
+- ``digital``: every op a kernel on the clusters (the digital baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
+
+from aimcc.errors import AimccError
+from aimcc.ir import CompileContext
+from aimcc.ir.aimc import MatmulOp
+from aimcc.ir.digital import KernelOp
+from aimcc.ir.graph import NodeOp, WeightOp
+from aimcc.ir.nn import (
+    ActivationOp,
+    AttentionOp,
+    EmbeddingOp,
+    LayerNormOp,
+    LinearOp,
+    RmsNormOp,
+    RopeOp,
+)
+from aimcc.passes.matching import add_weight
+
+TARGETS = ("hybrid", "aimc", "digital")
+
+
+@dataclass
+class PartitionLinear(RewritePattern):
+    ctx: CompileContext
+    target: str
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: LinearOp, rewriter: PatternRewriter) -> None:
+        new_ops: list[Operation] = []
+        weight = op.weight
+        lora = op.lora_a is not None and op.lora_b is not None and op.lora_scale is not None
+        if self.target == "aimc" and lora:
+            merged = add_weight(self.ctx, f"{_key(op.weight)}+lora", self._merged(op))
+            new_ops.append(merged)
+            weight, lora = merged.result, False
+        if self.target == "digital":
+            y: Operation = KernelOp("matmul", [op.x, weight], [op.result.type])
+        else:
+            y = MatmulOp(op.x, weight, op.result.type)
+        new_ops.append(y)
+        if lora:
+            assert op.lora_a is not None and op.lora_b is not None and op.lora_scale is not None
+            y = KernelOp(
+                "lora",
+                [op.x, y.results[0], op.lora_a, op.lora_b],
+                [op.result.type],
+                {"scale": op.lora_scale},
+            )
+            new_ops.append(y)
+        if op.bias is not None:
+            y = KernelOp("bias_add", [y.results[0], op.bias], [op.result.type])
+            new_ops.append(y)
+        rewriter.replace_matched_op(new_ops, [y.results[0]])
+
+    def _merged(self, op: LinearOp) -> np.ndarray:
+        w, a, b = (self.ctx.weights[_key(v)] for v in (op.weight, op.lora_a, op.lora_b))
+        assert op.lora_scale is not None
+        delta = op.lora_scale.value.data * (a.astype(np.float64) @ b.astype(np.float64))
+        return (w.astype(np.float64) + delta).astype(w.dtype)
+
+
+def _key(value: SSAValue | None) -> str:
+    assert value is not None and isinstance(value.owner, WeightOp)
+    return value.owner.key.data
+
+
+class KernelsForTheRest(RewritePattern):
+    """Every other `nn` op and every generic ONNX node becomes a digital kernel."""
+
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        params: dict[str, Attribute] = {}
+        if isinstance(op, NodeOp):
+            kind, params = f"onnx.{op.op_type.data}", dict(op.params.data)
+        elif isinstance(op, AttentionOp):
+            kind, params = "attention", {"scale": op.scale}
+        elif isinstance(op, LayerNormOp | RmsNormOp):
+            kind = "layer_norm" if isinstance(op, LayerNormOp) else "rms_norm"
+            params = {"epsilon": op.epsilon}
+        elif isinstance(op, ActivationOp):
+            kind = op.kind.data
+        elif isinstance(op, EmbeddingOp):
+            kind = "embedding"
+        elif isinstance(op, RopeOp):
+            kind = "rope"
+        else:
+            return
+        kernel = KernelOp(kind, list(op.operands), [r.type for r in op.results], params)
+        rewriter.replace_matched_op(kernel, list(kernel.results))
+
+
+@dataclass(frozen=True)
+class PartitionPass(ModulePass):
+    """Map `nn` and `graph` ops onto `aimc` (analog) and `digital` (RISC-V) ops."""
+
+    name = "partition"
+
+    target: str = "hybrid"
+
+    def apply(self, ctx: CompileContext, op: ModuleOp) -> None:
+        if self.target not in TARGETS:
+            raise AimccError(f"unknown target '{self.target}' (choose {', '.join(TARGETS)})")
+        walker = PatternRewriteWalker(PartitionLinear(ctx, self.target), apply_recursively=False)
+        walker.rewrite_module(op)
+        PatternRewriteWalker(KernelsForTheRest(), apply_recursively=False).rewrite_module(op)

@@ -1,0 +1,198 @@
+"""Executes a loaded program: analog layers through the tile simulator, kernels in torch.
+
+Instructions are turned into closures once at load time so a run is a tight loop over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aimcc.arch import Arch, arch_from_dict
+from aimcc.backends.aimcb import read_binary
+from aimcc.errors import AimccError
+from aimcc.runtime.analog import NoiseSpec, ProgrammedLayer, TileWeights, analog_matmul
+from aimcc.runtime.kernels import KERNEL_IMPLS
+from aimcc.runtime.onnx_ops import run_op, supported_ops
+
+Operand = int | torch.Tensor | None
+Step = Callable[[list[Any]], None]
+
+
+@dataclass
+class AnalogLayer:
+    """One analog instruction: its weight, and its tiles once programmed (pcm)."""
+
+    name: str
+    weight: torch.Tensor  # [K, N], crossbar orientation
+    programmed: ProgrammedLayer | None = None
+    tiles: TileWeights | torch.Tensor | None = None
+
+
+class Executable:
+    """A program ready to run; ``noise`` picks ideal tiles (default) or a non-ideal model."""
+
+    def __init__(self, program: dict[str, Any], tensors: dict[str, np.ndarray], where: str):
+        self.program = program
+        self.where = where
+        self.arch: Arch = arch_from_dict(program["arch"])
+        self._tensors = {k: torch.from_numpy(v) for k, v in tensors.items()}
+        self.layers: list[AnalogLayer] = []
+        self.spec = NoiseSpec("ideal")
+        self._generator: torch.Generator | None = None
+        self._steps = [self._compile(i, ins) for i, ins in enumerate(program["instructions"])]
+        self.inputs = program["inputs"]
+        self.outputs = program["outputs"]
+
+    # -- noise -----------------------------------------------------------------------------
+    def set_noise(self, spec: NoiseSpec, seed: int = 0) -> None:
+        """Choose the tile model; for pcm, program every tile now (device noise drawn once)."""
+        self.spec = spec
+        self._generator = torch.Generator().manual_seed(seed)
+        if spec.model == "pcm":
+            for layer in self.layers:
+                layer.programmed = ProgrammedLayer.program(layer.weight, self.arch, self._generator)
+            self.at_time(spec.t_inference_s)
+        else:
+            for layer in self.layers:
+                layer.programmed = None
+                layer.tiles = (
+                    layer.weight
+                    if spec.model == "ideal"
+                    else TileWeights.from_weight(layer.weight, self.arch)
+                )
+
+    def at_time(self, t_inference_s: float) -> None:
+        """Read the programmed devices at another time after programming (same drift nu)."""
+        if self.spec.model != "pcm" or self._generator is None:
+            raise AimccError("at_time needs pcm noise: call set_noise(NoiseSpec('pcm')) first")
+        self.spec = NoiseSpec("pcm", t_inference_s, self.spec.compensation)
+        for layer in self.layers:
+            assert layer.programmed is not None
+            layer.tiles = layer.programmed.at_time(t_inference_s, self._generator)
+
+    # -- execution -------------------------------------------------------------------------
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Execute on named inputs; returns named outputs."""
+        env: list[Any] = [None] * self.program["slots"]
+        for spec in self.inputs:
+            env[spec["slot"]] = self._feed(spec, feeds)
+        extra = sorted(set(feeds) - {s["name"] for s in self.inputs})
+        if extra:
+            raise AimccError(
+                f"unknown input '{extra[0]}' (inputs: {', '.join(s['name'] for s in self.inputs)})"
+            )
+        with torch.inference_mode():
+            for step in self._steps:
+                step(env)
+        result = {}
+        for spec in self.outputs:
+            value = self._resolve(spec["value"])
+            tensor = env[value] if isinstance(value, int) else value
+            result[spec["name"]] = tensor.numpy().copy()
+        return result
+
+    def _feed(self, spec: dict[str, Any], feeds: dict[str, np.ndarray]) -> torch.Tensor:
+        name = spec["name"]
+        if name not in feeds:
+            raise AimccError(
+                f"missing input '{name}' (shape {tuple(spec['shape'])}, {spec['dtype']})"
+            )
+        array = np.asarray(feeds[name])
+        if tuple(array.shape) != tuple(spec["shape"]):
+            raise AimccError(
+                f"input '{name}': shape {tuple(array.shape)} given, the program "
+                f"was compiled for {tuple(spec['shape'])}"
+            )
+        if array.dtype != np.dtype(spec["dtype"]):
+            if array.dtype.kind != np.dtype(spec["dtype"]).kind:
+                raise AimccError(
+                    f"input '{name}': dtype {array.dtype} given, expected {spec['dtype']}"
+                )
+            array = array.astype(spec["dtype"])
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    def _resolve(self, operand: int | str | None) -> Operand:
+        if operand is None or isinstance(operand, int):
+            return operand
+        if operand not in self._tensors:
+            raise AimccError(f"{self.where}: program refers to missing tensor '{operand}'")
+        return self._tensors[operand]
+
+    def _params(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: self._tensors[v["tensor"]].numpy() if isinstance(v, dict) else v
+            for k, v in params.items()
+        }
+
+    def _compile(self, index: int, ins: dict[str, Any]) -> Step:
+        try:
+            if ins["op"] == "analog":
+                return self._analog_step(ins)
+            if ins["op"] == "kernel":
+                return self._kernel_step(ins)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AimccError(f"{self.where}: instruction {index} is malformed ({exc})") from None
+        raise AimccError(f"{self.where}: instruction {index} has unknown op '{ins.get('op')}'")
+
+    def _kernel_step(self, ins: dict[str, Any]) -> Step:
+        kind: str = ins["kind"]
+        params = self._params(ins["params"])
+        if kind.startswith("onnx."):
+            op_type = kind.removeprefix("onnx.")
+            if op_type not in supported_ops():
+                raise AimccError(f"{self.where}: unsupported ONNX op '{op_type}'")
+
+            def impl(args: list[Any], p: dict[str, Any]) -> list[torch.Tensor]:
+                return run_op(op_type, args, p)
+        elif kind in KERNEL_IMPLS:
+            impl = KERNEL_IMPLS[kind]
+        else:
+            raise AimccError(f"{self.where}: unknown kernel kind '{kind}'")
+        args = [self._resolve(a) for a in ins["args"]]
+        slots = [i for i, a in enumerate(args) if isinstance(a, int)]
+        outs: list[int] = ins["outs"]
+
+        def step(env: list[Any]) -> None:
+            values = list(args)
+            for i in slots:
+                values[i] = env[args[i]]
+            for slot, value in zip(outs, impl(values, params), strict=False):
+                env[slot] = value
+
+        return step
+
+    def _analog_step(self, ins: dict[str, Any]) -> Step:
+        weight = self._resolve(ins["weight"])
+        if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+            raise AimccError(f"{self.where}: analog weight '{ins['weight']}' is not a matrix")
+        if list(ins["tile"]) != [self.arch.tile.rows, self.arch.tile.cols]:
+            raise AimccError(f"{self.where}: tiles of {ins['tile']} do not match the arch")
+        layer = AnalogLayer(ins["weight"], weight.float(), tiles=weight.float())
+        self.layers.append(layer)
+        x, out = ins["x"], ins["out"]
+
+        def step(env: list[Any]) -> None:
+            assert layer.tiles is not None
+            env[out] = analog_matmul(env[x], layer.tiles, self.arch, self.spec, self._generator)
+
+        return step
+
+
+def load(path: str | Path) -> Executable:
+    """Load an .aimcb binary (checked; nothing in it is executed)."""
+    program, tensors = read_binary(path)
+    for key in ("arch", "inputs", "outputs", "instructions", "slots"):
+        if key not in program:
+            raise AimccError(f"{path}: program has no '{key}' (not an aimcc binary?)")
+    try:
+        return Executable(program, tensors, str(path))
+    except AimccError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AimccError(f"{path}: malformed program ({exc})") from None
