@@ -1,0 +1,616 @@
+"""RISC-V code generation for the digital kernels that run on the PMCA clusters.
+
+Each kernel is built as a `func.func` on static memrefs (linalg where the op is a structured
+loop nest, scf loops where a row needs a running reduction), then lowered with xDSL's plain
+RISC-V pipeline to rv64gc assembly. f32 values live in f registers (`.s` instructions), so
+the output assembles with stock `riscv64-linux-gnu-gcc -march=rv64gc` and follows the
+standard calling convention: arguments in a0, a1, ... and only caller-saved registers used.
+"""
+
+import math as pymath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+from xdsl.context import Context
+from xdsl.dialects import arith, func, math, memref, riscv, scf
+from xdsl.dialects.builtin import (
+    AffineMapAttr,
+    FloatAttr,
+    IndexType,
+    IntegerAttr,
+    MemRefType,
+    ModuleOp,
+    UnrealizedConversionCastOp,
+    f32,
+    i32,
+)
+from xdsl.dialects.linalg.attrs import IteratorTypeAttr
+from xdsl.dialects.linalg.ops import FillOp, GenericOp, MatmulOp, YieldOp
+from xdsl.dialects.riscv import riscv_code
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.ir.affine import AffineMap
+from xdsl.passes import ModulePass, PassPipeline
+from xdsl.pattern_rewriter import (
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+)
+from xdsl.transforms import get_all_passes
+
+from aimcc.errors import AimccError
+
+# kind -> (dims it needs, attrs it needs); the order of each tuple is irrelevant (sorted later).
+_KIND_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "lora_xa": (("K", "R", "T"), ()),
+    "lora_b_add": (("N", "R", "T"), ("scale",)),
+    "matmul": (("K", "M", "N"), ()),
+    "qk": (("D", "S", "S2"), ("scale",)),
+    "av": (("D", "S", "S2"), ()),
+    "softmax": (("M", "N"), ()),
+    "layer_norm": (("M", "N"), ("eps",)),
+    "rms_norm": (("M", "N"), ("eps",)),
+    "gelu_erf": (("N",), ()),
+    "gelu_tanh": (("N",), ()),
+    "silu": (("N",), ()),
+    "add": (("M", "N"), ()),
+    "bias_add": (("M", "N"), ()),
+    "accumulate": (("M", "N", "P"), ()),
+    "gather": (("D", "T", "V"), ()),
+}
+KERNEL_KINDS: tuple[str, ...] = tuple(_KIND_PARAMS)
+
+_DTYPE_BYTES = {"f32": 4, "i32": 4}
+
+
+def _symbol_float(value: float) -> str:
+    """A float spelled with identifier characters only; repr round-trips, so it stays unique."""
+    return repr(float(value)).replace("+", "").replace("-", "m").replace(".", "p")
+
+
+@dataclass(frozen=True)
+class KernelSignature:
+    """What a digital kernel computes: kind, static sizes and compile-time scalars."""
+
+    kind: str
+    dims: tuple[tuple[str, int], ...]
+    attrs: tuple[tuple[str, float], ...] = ()
+    dtype: str = "f32"
+
+    @property
+    def symbol(self) -> str:
+        """Link name, e.g. `aimcc_lora_xa_K128_R8_T8`; attrs are part of it (they are baked in)."""
+        parts = [f"aimcc_{self.kind}"]
+        parts += [f"{name}{size}" for name, size in sorted(self.dims)]
+        parts += [f"{name}{_symbol_float(value)}" for name, value in sorted(self.attrs)]
+        return "_".join(parts)
+
+    def dim(self, name: str) -> int:
+        return dict(self.dims)[name]
+
+    def attr(self, name: str) -> float:
+        return dict(self.attrs)[name]
+
+
+@dataclass(frozen=True)
+class KernelAsm:
+    """A lowered kernel: its assembly and the buffers it expects in a0, a1, ..."""
+
+    signature: KernelSignature
+    asm: str
+    args: tuple[tuple[str, str, tuple[int, ...]], ...]
+    footprint_bytes: int
+
+
+def _check_signature(sig: KernelSignature) -> None:
+    if sig.kind not in _KIND_PARAMS:
+        raise AimccError(f"riscv backend: unknown kernel kind {sig.kind!r} (have {KERNEL_KINDS})")
+    if sig.dtype != "f32":
+        raise AimccError(f"riscv backend: kernel {sig.kind} supports dtype f32, not {sig.dtype}")
+    want_dims, want_attrs = _KIND_PARAMS[sig.kind]
+    dim_names = sorted(name for name, _ in sig.dims)
+    if dim_names != sorted(want_dims):
+        raise AimccError(
+            f"riscv backend: kernel {sig.kind} needs dims {want_dims}, got {dim_names}"
+        )
+    if any(size <= 0 for _, size in sig.dims):
+        raise AimccError(f"riscv backend: kernel {sig.symbol} has a non-positive dim")
+    attr_names = sorted(name for name, _ in sig.attrs)
+    if attr_names != sorted(want_attrs):
+        raise AimccError(
+            f"riscv backend: kernel {sig.kind} needs attrs {want_attrs}, got {attr_names}"
+        )
+
+
+def kernel_args(sig: KernelSignature) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """(name, dtype, shape) of each argument in calling order; outputs come last."""
+    _check_signature(sig)
+    d = dict(sig.dims)
+    match sig.kind:
+        case "lora_xa":
+            return (
+                ("x", "f32", (d["T"], d["K"])),
+                ("A", "f32", (d["K"], d["R"])),
+                ("h", "f32", (d["T"], d["R"])),
+            )
+        case "lora_b_add":
+            return (
+                ("h", "f32", (d["T"], d["R"])),
+                ("B", "f32", (d["R"], d["N"])),
+                ("y", "f32", (d["T"], d["N"])),
+            )
+        case "matmul":
+            return (
+                ("a", "f32", (d["M"], d["K"])),
+                ("b", "f32", (d["K"], d["N"])),
+                ("y", "f32", (d["M"], d["N"])),
+            )
+        case "qk":
+            return (
+                ("q", "f32", (d["S"], d["D"])),
+                ("k", "f32", (d["S2"], d["D"])),
+                ("s", "f32", (d["S"], d["S2"])),
+            )
+        case "av":
+            return (
+                ("p", "f32", (d["S"], d["S2"])),
+                ("v", "f32", (d["S2"], d["D"])),
+                ("o", "f32", (d["S"], d["D"])),
+            )
+        case "softmax":
+            return (("x", "f32", (d["M"], d["N"])), ("y", "f32", (d["M"], d["N"])))
+        case "layer_norm":
+            return (
+                ("x", "f32", (d["M"], d["N"])),
+                ("gamma", "f32", (d["N"],)),
+                ("beta", "f32", (d["N"],)),
+                ("y", "f32", (d["M"], d["N"])),
+            )
+        case "rms_norm":
+            return (
+                ("x", "f32", (d["M"], d["N"])),
+                ("gamma", "f32", (d["N"],)),
+                ("y", "f32", (d["M"], d["N"])),
+            )
+        case "gelu_erf" | "gelu_tanh" | "silu":
+            return (("x", "f32", (d["N"],)), ("y", "f32", (d["N"],)))
+        case "add":
+            return (
+                ("a", "f32", (d["M"], d["N"])),
+                ("b", "f32", (d["M"], d["N"])),
+                ("y", "f32", (d["M"], d["N"])),
+            )
+        case "bias_add":
+            return (
+                ("a", "f32", (d["M"], d["N"])),
+                ("b", "f32", (d["N"],)),
+                ("y", "f32", (d["M"], d["N"])),
+            )
+        case "accumulate":
+            return (("parts", "f32", (d["P"], d["M"], d["N"])), ("y", "f32", (d["M"], d["N"])))
+        case "gather":
+            return (
+                ("table", "f32", (d["V"], d["D"])),
+                ("idx", "i32", (d["T"],)),
+                ("y", "f32", (d["T"], d["D"])),
+            )
+    raise AssertionError(sig.kind)
+
+
+class _Emit:
+    """Inserts arith/math/memref/scf ops through any `insert` (a Builder's or a rewriter's), so
+    kernel bodies and the math expansions read like the formulas they compute."""
+
+    def __init__(self, insert: Callable[[Operation], Operation]) -> None:
+        self._insert = insert
+
+    def op(self, op: Operation) -> SSAValue:
+        return self._insert(op).results[0]
+
+    def f(self, value: float) -> SSAValue:
+        return self.op(arith.ConstantOp(FloatAttr(value, f32)))
+
+    def i(self, value: int) -> SSAValue:
+        return self.op(arith.ConstantOp.from_int_and_width(value, 32))
+
+    def index(self, value: int) -> SSAValue:
+        return self.op(arith.ConstantOp(IntegerAttr.from_index_int_value(value)))
+
+    def add(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.op(arith.AddfOp(a, b))
+
+    def sub(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.op(arith.SubfOp(a, b))
+
+    def mul(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.op(arith.MulfOp(a, b))
+
+    def div(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.op(arith.DivfOp(a, b))
+
+    def max(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.op(arith.MaximumfOp(a, b))
+
+    def min(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.op(arith.MinimumfOp(a, b))
+
+    def neg(self, a: SSAValue) -> SSAValue:
+        return self.op(arith.NegfOp(a))
+
+    def horner(self, x: SSAValue, coeffs: Sequence[float]) -> SSAValue:
+        """sum coeffs[i] * x**(n-1-i), highest power first."""
+        acc = self.f(coeffs[0])
+        for c in coeffs[1:]:
+            acc = self.add(self.mul(acc, x), self.f(c))
+        return acc
+
+    def load(self, mem: SSAValue, *indices: SSAValue) -> SSAValue:
+        return self.op(memref.LoadOp.get(mem, indices))
+
+    def store(self, value: SSAValue, mem: SSAValue, *indices: SSAValue) -> None:
+        self._insert(memref.StoreOp.get(value, mem, indices))
+
+    def loop(
+        self,
+        n: int,
+        body: Callable[["_Emit", SSAValue, tuple[SSAValue, ...]], Sequence[SSAValue]],
+        init: Sequence[SSAValue] = (),
+    ) -> tuple[SSAValue, ...]:
+        """scf.for i in [0, n) carrying `init` through iter_args; returns the final carries."""
+        block = Block(arg_types=(IndexType(), *(v.type for v in init)))
+        inner = _Emit(_Builder(block).insert)
+        inner._insert(scf.YieldOp(*body(inner, block.args[0], block.args[1:])))
+        lo, hi, step = self.index(0), self.index(n), self.index(1)
+        return tuple(self._insert(scf.ForOp(lo, hi, step, init, Region(block))).results)
+
+    def generic(
+        self,
+        ins: Sequence[SSAValue],
+        out: SSAValue,
+        maps: Sequence[AffineMap],
+        reduced_dims: Sequence[int],
+        body: Callable[..., SSAValue],
+    ) -> None:
+        """linalg.generic writing `out`; `body(emit, *in_elements, out_element)` gives the new
+        out element. Dims in `reduced_dims` are reduction iterators."""
+        element_types = [_element_type(v) for v in (*ins, out)]
+        block = Block(arg_types=element_types)
+        inner = _Emit(_Builder(block).insert)
+        inner._insert(YieldOp(body(inner, *block.args)))
+        iterators = [
+            IteratorTypeAttr.reduction() if dim in reduced_dims else IteratorTypeAttr.parallel()
+            for dim in range(maps[0].num_dims)
+        ]
+        self._insert(
+            GenericOp(ins, [out], Region(block), [AffineMapAttr(m) for m in maps], iterators)
+        )
+
+
+class _Builder:
+    """Appends ops to the end of a block (the only insertion kernels need)."""
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+
+    def insert(self, op: Operation) -> Operation:
+        self.block.add_op(op)
+        return op
+
+
+def _element_type(value: SSAValue) -> Attribute:
+    assert isinstance(value.type, MemRefType)
+    return value.type.element_type
+
+
+# ---- math expansions -------------------------------------------------------------------------
+# xDSL's `expand-math-to-polynomials` only rewrites math.exp, as a Taylor series around 0 with no
+# range reduction: softmax feeds it x - max in [-20, 0], where the alternating series cancels
+# catastrophically in f32. So exp is range-reduced here (Cody-Waite), and tanh/erf build on it.
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.693145751953125  # 15 significant bits: n * _LN2_HI is exact in f32 for |n| < 2**9
+_LN2_LO = 1.4286068203094172e-06  # ln 2 - _LN2_HI
+_EXP_CLAMP = (-87.0, 88.0)  # keeps 2**n a normal f32 (n + 127 in [1, 254])
+
+
+def _expand_exp(e: _Emit, x: SSAValue) -> SSAValue:
+    """exp(x) = 2**n * exp(r): n = int(x log2 e), |r| <= ln 2 whichever way fcvt.w.s rounds;
+    exp(r) by its degree-9 Taylor polynomial (truncation error < 7e-9 relative on |r| <= ln 2);
+    2**n by writing n + 127 into the f32 exponent field."""
+    x = e.min(e.max(x, e.f(_EXP_CLAMP[0])), e.f(_EXP_CLAMP[1]))
+    n = e.op(arith.FPToSIOp(e.mul(x, e.f(_LOG2E)), i32))
+    n_f = e.op(arith.SIToFPOp(n, f32))
+    r = e.sub(e.sub(x, e.mul(n_f, e.f(_LN2_HI))), e.mul(n_f, e.f(_LN2_LO)))
+    poly = e.horner(r, [1.0 / pymath.factorial(k) for k in range(9, -1, -1)])
+    biased = e.op(arith.ShLIOp(e.op(arith.AddiOp(n, e.i(127))), e.i(23)))
+    return e.mul(poly, e.op(arith.BitcastOp(biased, f32)))
+
+
+def _expand_tanh(e: _Emit, x: SSAValue) -> SSAValue:
+    """tanh(x) = 1 - 2 / (exp(2x) + 1): saturates to +-1 through the exp clamp."""
+    exp2x = _expand_exp(e, e.add(x, x))
+    return e.sub(e.f(1.0), e.div(e.f(2.0), e.add(exp2x, e.f(1.0))))
+
+
+# Abramowitz & Stegun 7.1.26: |error| <= 1.5e-7 for x >= 0.
+_ERF_P = 0.3275911
+_ERF_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592, 0.0)
+
+
+def _expand_erf(e: _Emit, x: SSAValue) -> SSAValue:
+    a = e.max(x, e.neg(x))
+    t = e.div(e.f(1.0), e.add(e.f(1.0), e.mul(e.f(_ERF_P), a)))
+    tail = e.mul(e.horner(t, _ERF_A), _expand_exp(e, e.neg(e.mul(a, a))))
+    return e.op(math.CopySignOp(e.sub(e.f(1.0), tail), x))
+
+
+_EXPANSIONS: dict[type[Operation], Callable[[_Emit, SSAValue], SSAValue]] = {
+    math.ExpOp: _expand_exp,
+    math.TanhOp: _expand_tanh,
+    math.ErfOp: _expand_erf,
+}
+
+
+class _ExpandMath(RewritePattern):
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        expand = _EXPANSIONS.get(type(op))
+        if expand is not None and op.results[0].type == f32:
+            rewriter.replace(op, [], [expand(_Emit(rewriter.insert), op.operands[0])])
+
+
+class _LowerFloatBitsToRiscv(RewritePattern):
+    """The f32 ops convert-arith-to-riscv leaves alone: sqrt, copysign, i32->f32 bitcast."""
+
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        freg, ireg = riscv.Registers.UNALLOCATED_FLOAT, riscv.Registers.UNALLOCATED_INT
+        match op:
+            case math.SqrtOp() if op.result.type == f32:
+                reg_types, make = (freg,), lambda a: riscv.FSqrtSOp(a, rd=freg)
+            case math.CopySignOp() if op.result.type == f32:
+                reg_types, make = (freg, freg), lambda a, b: riscv.FSgnJSOp(a, b, rd=freg)
+            case arith.BitcastOp() if op.result.type == f32 and op.input.type == i32:
+                reg_types, make = (ireg,), lambda a: riscv.FMvWXOp(a, rd=freg)
+            case _:
+                return
+        casts = [
+            UnrealizedConversionCastOp.get((v,), (t,))
+            for v, t in zip(op.operands, reg_types, strict=True)
+        ]
+        new = make(*(c.results[0] for c in casts))
+        back = UnrealizedConversionCastOp.get(new.results, (op.results[0].type,))
+        rewriter.replace(op, [*casts, new, back], back.results)
+
+
+@dataclass(frozen=True)
+class ExpandMathPass(ModulePass):
+    """Range-reduced f32 exp/tanh/erf in arith (see `_expand_exp`)."""
+
+    name = "aimcc-expand-math"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        PatternRewriteWalker(_ExpandMath(), apply_recursively=False).rewrite_module(op)
+
+
+@dataclass(frozen=True)
+class LowerFloatBitsToRiscvPass(ModulePass):
+    name = "aimcc-lower-float-bits-to-riscv"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        PatternRewriteWalker(_LowerFloatBitsToRiscv(), apply_recursively=False).rewrite_module(op)
+
+
+# ---- kernels ---------------------------------------------------------------------------------
+
+
+def _maps(fn: Callable[..., tuple], *more: Callable[..., tuple]) -> list[AffineMap]:
+    return [AffineMap.from_callable(f) for f in (fn, *more)]
+
+
+def _fill_zero(e: _Emit, out: SSAValue) -> None:
+    e._insert(FillOp([e.f(0.0)], [out], res=()))
+
+
+def _matmul(e: _Emit, a: SSAValue, b: SSAValue, out: SSAValue) -> None:
+    _fill_zero(e, out)
+    e._insert(MatmulOp([a, b], [out], res=()))
+
+
+def _row_sum(e: _Emit, n: int, term: Callable[[_Emit, SSAValue], SSAValue]) -> SSAValue:
+    """sum_{j<n} term(j), accumulated left to right in a register."""
+
+    def step(inner: _Emit, j: SSAValue, acc: tuple[SSAValue, ...]) -> list[SSAValue]:
+        return [inner.add(acc[0], term(inner, j))]
+
+    return e.loop(n, step, [e.f(0.0)])[0]
+
+
+def _softmax(e: _Emit, sig: KernelSignature, x: SSAValue, y: SSAValue) -> None:
+    m_size, n_size = sig.dim("M"), sig.dim("N")
+
+    def row(r: _Emit, m: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+        def running_max(inner: _Emit, j: SSAValue, acc: tuple[SSAValue, ...]) -> list[SSAValue]:
+            return [inner.max(acc[0], inner.load(x, m, j))]
+
+        (row_max,) = r.loop(n_size, running_max, [r.load(x, m, r.index(0))])
+
+        def exp_and_sum(inner: _Emit, j: SSAValue) -> SSAValue:
+            ex = inner.op(math.ExpOp(inner.sub(inner.load(x, m, j), row_max)))
+            inner.store(ex, y, m, j)
+            return ex
+
+        total = _row_sum(r, n_size, exp_and_sum)
+
+        def normalise(inner: _Emit, j: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+            inner.store(inner.div(inner.load(y, m, j), total), y, m, j)
+            return []
+
+        r.loop(n_size, normalise)
+        return []
+
+    e.loop(m_size, row)
+
+
+def _norm(
+    e: _Emit, sig: KernelSignature, x: SSAValue, gamma: SSAValue, beta: SSAValue | None, y: SSAValue
+) -> None:
+    """layer_norm when `beta` is given (centred, two-pass variance), else rms_norm."""
+    m_size, n_size = sig.dim("M"), sig.dim("N")
+
+    def row(r: _Emit, m: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+        inv_n = r.f(1.0 / n_size)
+        if beta is not None:
+            mean = r.mul(_row_sum(r, n_size, lambda i, j: i.load(x, m, j)), inv_n)
+        else:
+            mean = r.f(0.0)
+
+        def square(inner: _Emit, j: SSAValue) -> SSAValue:
+            d = inner.sub(inner.load(x, m, j), mean)
+            return inner.mul(d, d)
+
+        var = r.mul(_row_sum(r, n_size, square), inv_n)
+        inv_std = r.div(r.f(1.0), r.op(math.SqrtOp(r.add(var, r.f(sig.attr("eps"))))))
+
+        def scale(inner: _Emit, j: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+            v = inner.mul(
+                inner.mul(inner.sub(inner.load(x, m, j), mean), inv_std), inner.load(gamma, j)
+            )
+            if beta is not None:
+                v = inner.add(v, inner.load(beta, j))
+            inner.store(v, y, m, j)
+            return []
+
+        r.loop(n_size, scale)
+        return []
+
+    e.loop(m_size, row)
+
+
+def _gelu_erf(e: _Emit, x: SSAValue, _: SSAValue) -> SSAValue:
+    cdf = e.add(e.f(1.0), e.op(math.ErfOp(e.mul(x, e.f(pymath.sqrt(0.5))))))
+    return e.mul(e.mul(e.f(0.5), x), cdf)
+
+
+def _gelu_tanh(e: _Emit, x: SSAValue, _: SSAValue) -> SSAValue:
+    inner = e.mul(
+        e.f(pymath.sqrt(2.0 / pymath.pi)), e.add(x, e.mul(e.f(0.044715), e.mul(x, e.mul(x, x))))
+    )
+    return e.mul(e.mul(e.f(0.5), x), e.add(e.f(1.0), e.op(math.TanhOp(inner))))
+
+
+def _silu(e: _Emit, x: SSAValue, _: SSAValue) -> SSAValue:
+    return e.div(x, e.add(e.f(1.0), e.op(math.ExpOp(e.neg(x)))))
+
+
+_UNARY = {"gelu_erf": _gelu_erf, "gelu_tanh": _gelu_tanh, "silu": _silu}
+
+
+def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> None:
+    match sig.kind, args:
+        case "lora_xa" | "matmul" | "av", (a, b, out):
+            _matmul(e, a, b, out)
+        case "lora_b_add", (h, b, y):
+            scale = sig.attr("scale")
+            e.generic(
+                [h, b],
+                y,
+                _maps(lambda t, n, r: (t, r), lambda t, n, r: (r, n), lambda t, n, r: (t, n)),
+                [2],
+                lambda i, hv, bv, yv: i.add(yv, i.mul(i.mul(i.f(scale), hv), bv)),
+            )
+        case "qk", (q, k, s):
+            _fill_zero(e, s)
+            e.generic(
+                [q, k],
+                s,
+                _maps(lambda a, b, d: (a, d), lambda a, b, d: (b, d), lambda a, b, d: (a, b)),
+                [2],
+                lambda i, qv, kv, sv: i.add(sv, i.mul(qv, kv)),
+            )
+            scale = sig.attr("scale")
+            e.generic([], s, _maps(lambda a, b: (a, b)), [], lambda i, sv: i.mul(sv, i.f(scale)))
+        case "softmax", (x, y):
+            _softmax(e, sig, x, y)
+        case "layer_norm", (x, gamma, beta, y):
+            _norm(e, sig, x, gamma, beta, y)
+        case "rms_norm", (x, gamma, y):
+            _norm(e, sig, x, gamma, None, y)
+        case "gelu_erf" | "gelu_tanh" | "silu", (x, y):
+            e.generic([x], y, _maps(lambda n: (n,), lambda n: (n,)), [], _UNARY[sig.kind])
+        case "add", (a, b, y):
+            ident = lambda m, n: (m, n)  # noqa: E731
+            e.generic([a, b], y, _maps(ident, ident, ident), [], lambda i, av, bv, _: i.add(av, bv))
+        case "bias_add", (a, b, y):
+            e.generic(
+                [a, b],
+                y,
+                _maps(lambda m, n: (m, n), lambda m, n: (n,), lambda m, n: (m, n)),
+                [],
+                lambda i, av, bv, _: i.add(av, bv),
+            )
+        case "accumulate", (parts, y):
+            _fill_zero(e, y)
+            e.generic(
+                [parts],
+                y,
+                _maps(lambda m, n, p: (p, m, n), lambda m, n, p: (m, n)),
+                [2],
+                lambda i, pv, yv: i.add(yv, pv),
+            )
+        case "gather", (table, idx, y):
+
+            def row(r: _Emit, t: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+                token = r.op(arith.IndexCastOp(r.load(idx, t), IndexType()))
+
+                def copy(inner: _Emit, d: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+                    inner.store(inner.load(table, token, d), y, t, d)
+                    return []
+
+                r.loop(sig.dim("D"), copy)
+                return []
+
+            e.loop(sig.dim("T"), row)
+        case _:
+            raise AssertionError(sig.kind)
+
+
+_MLIR_TYPES: dict[str, Attribute] = {"f32": f32, "i32": i32}
+
+
+def build_kernel_module(sig: KernelSignature) -> ModuleOp:
+    """`func.func @symbol(memrefs...)` in linalg/scf/arith/math on static row-major memrefs."""
+    arg_types = [MemRefType(_MLIR_TYPES[dt], shape) for _, dt, shape in kernel_args(sig)]
+    block = Block(arg_types=arg_types)
+    emit = _Emit(_Builder(block).insert)
+    _build_body(emit, sig, block.args)
+    emit._insert(func.ReturnOp())
+    kernel = func.FuncOp(sig.symbol, (arg_types, []), Region(block))
+    return ModuleOp([kernel])
+
+
+_LOWERING = (
+    "linalg-generalize-named-ops,convert-linalg-to-loops,convert-func-to-riscv-func,"
+    "convert-memref-to-riscv,convert-arith-to-riscv,convert-scf-to-riscv-scf,"
+    # infer-constant-step frees one register per loop: without it the naive allocator runs out
+    # on 4-argument kernels with nested loops (layer_norm), as only a*/t* registers are used
+    "reconcile-unrealized-casts,riscv-scf-for-infer-constant-step,riscv-allocate-registers,"
+    "canonicalize,riscv-lower-parallel-mov,canonicalize,convert-riscv-scf-to-riscv-cf,canonicalize"
+)
+
+
+@cache
+def _pipeline() -> PassPipeline:
+    """xDSL's plain RISC-V pipeline with the two f32 passes above spliced in before lowering."""
+    passes = PassPipeline.parse_spec(get_all_passes(), _LOWERING).passes
+    split = [p.name for p in passes].index("convert-arith-to-riscv")
+    return PassPipeline(
+        (ExpandMathPass(), *passes[:split], LowerFloatBitsToRiscvPass(), *passes[split:])
+    )
+
+
+def generate_kernel(sig: KernelSignature) -> KernelAsm:
+    """Lower one kernel to rv64gc assembly (f32 in `.s` instructions)."""
+    args = kernel_args(sig)
+    module = build_kernel_module(sig)
+    _pipeline().apply(Context(), module)
+    footprint = sum(_DTYPE_BYTES[dt] * pymath.prod(shape) for _, dt, shape in args)
+    return KernelAsm(sig, riscv_code(module), args, footprint)

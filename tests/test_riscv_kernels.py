@@ -1,0 +1,295 @@
+"""Every digital kernel kind, lowered to RISC-V, run under qemu and checked against numpy.
+
+All kernels of a run are assembled and linked into one static rv64gc binary (one gcc call),
+which `qemu-riscv64` runs once per case: argv names the kernel and two files holding the
+argument buffers before and after the call. Without the cross toolchain the lowered RISC-V
+module is run in xDSL's interpreter instead, so the check never silently disappears.
+"""
+
+import math
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from xdsl.context import Context
+from xdsl.dialects import arith
+from xdsl.dialects import math as xmath
+from xdsl.interpreter import Interpreter, InterpreterFunctions, PythonValues, impl, register_impls
+from xdsl.interpreters.arith import ArithFunctions
+from xdsl.interpreters.func import FuncFunctions
+from xdsl.interpreters.math import MathFunctions
+from xdsl.interpreters.memref import MemRefFunctions
+from xdsl.interpreters.scf import ScfFunctions
+from xdsl.interpreters.shaped_array import ShapedArray
+from xdsl.interpreters.utils.ptr import TypedPtr
+from xdsl.passes import PassPipeline
+from xdsl.transforms.convert_linalg_to_loops import ConvertLinalgToLoopsPass
+from xdsl.transforms.linalg_generalize_named_ops import LinalgGeneralizeNamedOpsPass
+
+from aimcc.backends import riscv as rv
+
+EPS32 = float(np.finfo(np.float32).eps)
+CC, QEMU = "riscv64-linux-gnu-gcc", "qemu-riscv64"
+HAVE_QEMU = shutil.which(CC) is not None and shutil.which(QEMU) is not None
+
+# Two shapes per kind; the second has no power-of-two dims.
+CASES: list[rv.KernelSignature] = [
+    rv.KernelSignature(kind, tuple(sorted(dims.items())), tuple(sorted(attrs.items())))
+    for kind, attrs, shapes in [
+        ("lora_xa", {}, [{"T": 8, "K": 128, "R": 8}, {"T": 3, "K": 37, "R": 5}]),
+        ("lora_b_add", {"scale": 2.0}, [{"T": 8, "R": 8, "N": 64}, {"T": 3, "R": 5, "N": 23}]),
+        ("matmul", {}, [{"M": 8, "K": 32, "N": 16}, {"M": 5, "K": 19, "N": 7}]),
+        ("qk", {"scale": 0.125}, [{"S": 8, "S2": 8, "D": 64}, {"S": 5, "S2": 7, "D": 24}]),
+        ("av", {}, [{"S": 8, "S2": 8, "D": 64}, {"S": 5, "S2": 7, "D": 24}]),
+        ("softmax", {}, [{"M": 4, "N": 64}, {"M": 3, "N": 37}]),
+        ("layer_norm", {"eps": 1e-5}, [{"M": 4, "N": 64}, {"M": 3, "N": 37}]),
+        ("rms_norm", {"eps": 1e-6}, [{"M": 4, "N": 64}, {"M": 3, "N": 37}]),
+        ("gelu_erf", {}, [{"N": 256}, {"N": 333}]),
+        ("gelu_tanh", {}, [{"N": 256}, {"N": 333}]),
+        ("silu", {}, [{"N": 256}, {"N": 333}]),
+        ("add", {}, [{"M": 4, "N": 32}, {"M": 3, "N": 37}]),
+        ("bias_add", {}, [{"M": 4, "N": 32}, {"M": 3, "N": 37}]),
+        ("accumulate", {}, [{"P": 4, "M": 4, "N": 32}, {"P": 3, "M": 3, "N": 37}]),
+        ("gather", {}, [{"V": 32, "D": 16, "T": 8}, {"V": 29, "D": 13, "T": 5}]),
+    ]
+    for dims in shapes
+]
+
+_HARNESS = """\
+#include <stdio.h>
+#include <string.h>
+typedef void (*kernel_fn)(void *, void *, void *, void *);
+{decls}
+static const struct {{ const char *name; kernel_fn fn; int nargs; }} kernels[] = {{
+{table}
+}};
+static double blob[{max_words}];
+/* usage: run SYMBOL IN OUT SIZE0 SIZE1 ... (argument byte sizes, in calling order) */
+int main(int argc, char **argv) {{
+  void *args[4] = {{0, 0, 0, 0}};
+  long total = 0;
+  for (int i = 4; i < argc; i++) {{ args[i - 4] = (char *)blob + total; total += atol(argv[i]); }}
+  FILE *in = fopen(argv[2], "rb");
+  if (!in || fread(blob, 1, total, in) != (size_t)total) return 2;
+  fclose(in);
+  for (unsigned k = 0; k < sizeof kernels / sizeof kernels[0]; k++)
+    if (!strcmp(kernels[k].name, argv[1])) {{
+      kernels[k].fn(args[0], args[1], args[2], args[3]);
+      FILE *out = fopen(argv[3], "wb");
+      if (!out || fwrite(blob, 1, total, out) != (size_t)total) return 3;
+      fclose(out);
+      return 0;
+    }}
+  return 4;
+}}
+"""
+
+
+def _inputs(sig: rv.KernelSignature, rng: np.random.Generator) -> list[np.ndarray]:
+    """Argument buffers in calling order; outputs start as garbage unless they are read."""
+    arrays = []
+    for name, dtype, shape in rv.kernel_args(sig):
+        if dtype == "i32":
+            arrays.append(rng.integers(0, sig.dim("V"), shape).astype(np.int32))
+        elif sig.kind in ("gelu_erf", "gelu_tanh", "silu") and name == "x":
+            # cover the saturated tails as well as the curved middle
+            arrays.append(
+                np.concatenate([np.linspace(-12, 12, 41), rng.normal(0, 3, shape[0] - 41)]).astype(
+                    np.float32
+                )
+            )
+        elif sig.kind == "softmax" and name == "x":
+            arrays.append((rng.normal(0, 6, shape)).astype(np.float32))
+        elif sig.kind in ("layer_norm", "rms_norm") and name == "x":
+            arrays.append((rng.normal(1.5, 3, shape)).astype(np.float32))
+        else:
+            arrays.append(rng.normal(0, 1, shape).astype(np.float32))
+    if sig.kind != "lora_b_add":  # y += ... reads y; every other output is write-only
+        arrays[-1] = np.full_like(arrays[-1], np.nan)
+    return arrays
+
+
+def _reference(sig: rv.KernelSignature, args: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(numpy reference in float64, allowed absolute error per element) for the output."""
+    a64 = [a.astype(np.float64) for a in args]
+    ulp_out: Callable[[np.ndarray], np.ndarray] = lambda r: 4 * EPS32 * np.abs(r)  # noqa: E731
+    match sig.kind:
+        case "lora_xa" | "matmul" | "av":
+            # dot products of length K: |error| <= K eps sum|a||b| (Higham's gamma_K bound)
+            ref = a64[0] @ a64[1]
+            return ref, a64[0].shape[1] * EPS32 * (np.abs(a64[0]) @ np.abs(a64[1]))
+        case "qk":
+            s = sig.attr("scale")
+            ref = s * a64[0] @ a64[1].T
+            return ref, (a64[0].shape[1] + 1) * EPS32 * s * (np.abs(a64[0]) @ np.abs(a64[1]).T)
+        case "lora_b_add":
+            s = sig.attr("scale")
+            ref = a64[2] + s * (a64[0] @ a64[1])
+            bound = np.abs(a64[2]) + s * (np.abs(a64[0]) @ np.abs(a64[1]))
+            return ref, (a64[0].shape[1] + 2) * EPS32 * bound
+        case "softmax":
+            e = np.exp(a64[0] - a64[0].max(axis=1, keepdims=True))
+            ref = e / e.sum(axis=1, keepdims=True)
+            # exp polynomial (< 1e-8 rel) + N-term sum + divide: a few ulp of each output
+            return ref, 16 * EPS32 * ref + 1e-12
+        case "layer_norm" | "rms_norm":
+            x, gamma = a64[0], a64[1]
+            eps = sig.attr("eps")
+            if sig.kind == "layer_norm":
+                centred = x - x.mean(axis=1, keepdims=True)
+                ref = centred / np.sqrt((centred**2).mean(axis=1, keepdims=True) + eps)
+                ref = ref * gamma + a64[2]
+                scale = np.abs(centred / np.sqrt((centred**2).mean(axis=1, keepdims=True)))
+                bound = scale * np.abs(gamma) + np.abs(a64[2])
+            else:
+                ref = x / np.sqrt((x**2).mean(axis=1, keepdims=True) + eps) * gamma
+                bound = np.abs(ref)
+            # N-term sums feed the statistics: relative error ~ N eps of the normalised value
+            return ref, x.shape[1] * EPS32 * bound + 1e-6
+        case "gelu_erf":
+            x = a64[0]
+            ref = 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+            # A&S 7.1.26 erf: |error| <= 1.5e-7, times 0.5|x|; plus a few ulp of rounding
+            return ref, 0.5 * np.abs(x) * 2e-7 + ulp_out(ref) + 1e-7
+        case "gelu_tanh":
+            x = a64[0]
+            ref = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+            # tanh = 1 - 2/(exp(2u)+1) has ~1 ulp of 1.0 absolute error, times 0.5|x|
+            return ref, 0.5 * np.abs(x) * 4 * EPS32 + ulp_out(ref) + 1e-7
+        case "silu":
+            x = a64[0]
+            ref = x / (1 + np.exp(-x))
+            return ref, ulp_out(ref) + 1e-30
+        case "add":
+            return (args[0] + args[1]).astype(np.float64), np.zeros(args[0].shape)
+        case "bias_add":
+            return (args[0] + args[1]).astype(np.float64), np.zeros(args[0].shape)
+        case "accumulate":
+            total = np.zeros(args[0].shape[1:], np.float32)
+            for part in args[0]:  # same left-to-right f32 order as the kernel: bit-exact
+                total = total + part
+            return total.astype(np.float64), np.zeros(total.shape)
+        case "gather":
+            return a64[0][args[1]], np.zeros((args[1].shape[0], args[0].shape[1]))
+    raise AssertionError(sig.kind)
+
+
+@pytest.fixture(scope="module")
+def riscv_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One static binary holding every kernel of CASES."""
+    work = tmp_path_factory.mktemp("riscv")
+    kernels = [rv.generate_kernel(sig) for sig in CASES]
+    sources = []
+    for kernel in kernels:
+        path = work / f"{kernel.signature.symbol}.S"
+        path.write_text(kernel.asm)
+        sources.append(str(path))
+    decls = "\n".join(f"void {sig.symbol}(void *, void *, void *, void *);" for sig in CASES)
+    table = ",\n".join(f'  {{"{sig.symbol}", {sig.symbol}, 0}}' for sig in CASES)
+    max_bytes = max(kernel.footprint_bytes for kernel in kernels)
+    harness = work / "harness.c"
+    harness.write_text(_HARNESS.format(decls=decls, table=table, max_words=max_bytes // 8 + 1))
+    binary = work / "run"
+    cmd = [CC, "-static", "-O1", "-march=rv64gc", "-mabi=lp64d", str(harness), *sources]
+    subprocess.run([*cmd, "-o", str(binary)], check=True, capture_output=True, text=True)
+    return binary
+
+
+def _run_qemu(binary: Path, sig: rv.KernelSignature, args: list[np.ndarray]) -> list[np.ndarray]:
+    work = binary.parent
+    (work / "in.bin").write_bytes(b"".join(a.tobytes() for a in args))
+    sizes = [str(a.nbytes) for a in args]
+    cmd = [QEMU, str(binary), sig.symbol, str(work / "in.bin"), str(work / "out.bin"), *sizes]
+    subprocess.run(cmd, check=True, timeout=60)
+    raw, out, offset = (work / "out.bin").read_bytes(), [], 0
+    for a in args:
+        out.append(np.frombuffer(raw, a.dtype, a.size, offset).reshape(a.shape))
+        offset += a.nbytes
+    return out
+
+
+def _check(sig: rv.KernelSignature, args: list[np.ndarray], result: list[np.ndarray]) -> float:
+    """Assert the output is within bounds and the inputs untouched; return the worst error."""
+    ref, allowed = _reference(sig, args)
+    for before, after in zip(args[:-1], result[:-1], strict=True):
+        np.testing.assert_array_equal(before, after)
+    err = np.abs(result[-1].astype(np.float64) - ref)
+    assert np.all(np.isfinite(result[-1])), sig.symbol
+    worst = int(np.argmax(err - allowed))
+    assert np.all(err <= allowed), (
+        f"{sig.symbol}: error {err.flat[worst]:.3g} > {allowed.flat[worst]:.3g} at {worst}"
+    )
+    return float(err.max())
+
+
+@register_impls
+class _F32Functions(InterpreterFunctions):
+    """The ops the expanded kernels use that xDSL's interpreter lacks (values are Python floats;
+    memrefs of f32 round on every store, as the hardware's registers round on every op)."""
+
+    @impl(arith.DivfOp)
+    def run_divf(self, interpreter: Interpreter, op: arith.DivfOp, args: PythonValues):
+        return (args[0] / args[1],)
+
+    @impl(arith.NegfOp)
+    def run_negf(self, interpreter: Interpreter, op: arith.NegfOp, args: PythonValues):
+        return (-args[0],)
+
+    @impl(arith.FPToSIOp)
+    def run_fptosi(self, interpreter: Interpreter, op: arith.FPToSIOp, args: PythonValues):
+        return (int(args[0]),)
+
+    @impl(arith.SIToFPOp)
+    def run_sitofp(self, interpreter: Interpreter, op: arith.SIToFPOp, args: PythonValues):
+        return (float(args[0]),)
+
+    @impl(arith.BitcastOp)
+    def run_bitcast(self, interpreter: Interpreter, op: arith.BitcastOp, args: PythonValues):
+        return (float(np.array(args[0], np.int32).view(np.float32)),)
+
+    @impl(xmath.CopySignOp)
+    def run_copysign(self, interpreter: Interpreter, op: xmath.CopySignOp, args: PythonValues):
+        return (math.copysign(args[0], args[1]),)
+
+
+def _run_interpreter(sig: rv.KernelSignature, args: list[np.ndarray]) -> list[np.ndarray]:
+    """The kernel at the last level before register lowering, with the same math expansions."""
+    module = rv.build_kernel_module(sig)
+    lowering = (rv.ExpandMathPass(), LinalgGeneralizeNamedOpsPass(), ConvertLinalgToLoopsPass())
+    PassPipeline(lowering).apply(Context(), module)
+    interpreter = Interpreter(module)
+    for functions in (ArithFunctions, MathFunctions, MemRefFunctions, ScfFunctions, FuncFunctions):
+        interpreter.register_implementations(functions())
+    interpreter.register_implementations(_F32Functions())
+    buffers = [
+        ShapedArray(
+            TypedPtr.new_int32(a.ravel().tolist())
+            if a.dtype == np.int32
+            else TypedPtr.new_float32(a.ravel().tolist()),
+            list(a.shape),
+        )
+        for a in args
+    ]
+    interpreter.call_op(sig.symbol, buffers)
+    return [np.array(b.data, a.dtype).reshape(a.shape) for a, b in zip(args, buffers, strict=True)]
+
+
+@pytest.mark.parametrize("sig", CASES, ids=lambda s: s.symbol)
+def test_kernel(request: pytest.FixtureRequest, sig: rv.KernelSignature) -> None:
+    """The assembly under qemu; without the cross toolchain, the interpreter instead."""
+    args = _inputs(sig, np.random.default_rng(0))
+    if HAVE_QEMU:
+        result = _run_qemu(request.getfixturevalue("riscv_binary"), sig, args)
+    else:
+        result = _run_interpreter(sig, args)
+    _check(sig, args, result)
+
+
+@pytest.mark.parametrize("sig", CASES[1::2], ids=lambda s: s.symbol)
+def test_kernel_in_interpreter(sig: rv.KernelSignature) -> None:
+    """Keeps the fallback path honest on machines that do have qemu."""
+    args = _inputs(sig, np.random.default_rng(1))
+    _check(sig, args, _run_interpreter(sig, args))
