@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +30,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, SSAValue
 
+from aimcc.atomic import atomic_write
 from aimcc.errors import AimccError
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
 from aimcc.ir.digital import KernelOp
@@ -194,48 +193,19 @@ def write_binary(comp: Compilation, path: str | Path) -> int:
     ).encode()
     data_start = _aligned(_PREFIX.size + len(header))
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), hashlib.sha256(header).digest())
-    return _write_atomically(Path(path), prefix, header, data_start, blobs, table, keys)
+    return _write(Path(path), prefix, header, data_start, blobs, [table[k]["offset"] for k in keys])
 
 
-def _write_atomically(
-    path: Path,
-    prefix: bytes,
-    header: bytes,
-    data_start: int,
-    blobs: list[np.ndarray],
-    table: dict[str, dict[str, Any]],
-    keys: list[str],
-) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(prefix)
-            f.write(header)
-            for key, array in zip(keys, blobs, strict=True):
-                f.write(b"\0" * (data_start + table[key]["offset"] - f.tell()))
-                f.write(array.view(np.uint8).data)
-            f.write(b"\0" * (_aligned(f.tell()) - f.tell()))
-            size = f.tell()
-        os.replace(tmp, path)
-        return size
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomically(path: str | Path, text: str) -> None:
-    """Write a text file so that a failure leaves nothing half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write(path: Path, prefix: bytes, header: bytes, data_start: int,
+           blobs: list[np.ndarray], offsets: list[int]) -> int:
+    with atomic_write(path) as f:
+        f.write(prefix)
+        f.write(header)
+        for array, offset in zip(blobs, offsets, strict=True):
+            f.write(b"\0" * (data_start + offset - f.tell()))
+            f.write(array.view(np.uint8).data)
+        f.write(b"\0" * (_aligned(f.tell()) - f.tell()))
+        return f.tell()
 
 
 def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -372,16 +372,17 @@ class RaiseActivation(_Pattern):
                 return
 
     def _inputs_above(self, op: NodeOp) -> list[SSAValue]:
-        chain, value = [], op.args[0]
-        for _ in range(4):
+        """Candidate inputs: values in the elementwise cone above the anchor, nearest first."""
+        chain: list[SSAValue] = []
+        frontier = [op.args[0]]
+        while frontier and len(chain) < 8:
+            value = frontier.pop(0)
+            if value in chain or const(self.ctx, value) is not None:
+                continue
             chain.append(value)
             owner = value.owner
-            if not isinstance(owner, NodeOp) or owner.op_type.data not in ELEMENTWISE:
-                break
-            dynamic = [a for a in owner.args if const(self.ctx, a) is None]
-            if len(dynamic) != 1:
-                break
-            value = dynamic[0]
+            if isinstance(owner, NodeOp) and owner.op_type.data in ELEMENTWISE:
+                frontier.extend(owner.args)
         return chain
 
     def _region(self, x: SSAValue) -> list[NodeOp]:

@@ -76,6 +76,18 @@ class Executable:
             assert layer.programmed is not None
             layer.tiles = layer.programmed.at_time(t_inference_s, self._generator)
 
+    def index_bounds(self) -> dict[str, int]:
+        """Inputs used directly as embedding ids, with the number of rows of their table."""
+        by_slot = {spec["slot"]: spec["name"] for spec in self.inputs}
+        bounds: dict[str, int] = {}
+        for ins in self.program["instructions"]:
+            if ins["op"] == "kernel" and ins["kind"] == "embedding":
+                table, ids = (self._resolve(a) for a in ins["args"])
+                if isinstance(ids, int) and ids in by_slot and isinstance(table, torch.Tensor):
+                    name = by_slot[ids]
+                    bounds[name] = min(bounds.get(name, table.shape[0]), table.shape[0])
+        return bounds
+
     # -- execution -------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Execute on named inputs; returns named outputs."""
