@@ -1,0 +1,59 @@
+"""One module per `aimcc` command, each with ``parser()`` and ``main(argv)``; shared helpers."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from aimcc.errors import AimccError, first_line
+from aimcc.runtime import Executable
+
+TIME_UNITS = {
+    "s": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+    "month": 2629800.0,
+    "y": 31557600.0,
+}
+
+
+def parse_time(text: str) -> float:
+    """'1d', '10y', '3600', '1month' -> seconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z]*)\s*", text.lower())
+    if not match or match.group(2) not in ("", *TIME_UNITS):
+        raise AimccError(
+            f"bad time '{text}': use a number with s, min, h, d, w, month or y (e.g. 1d, 10y)"
+        )
+    return float(match.group(1)) * TIME_UNITS.get(match.group(2) or "s", 1.0)
+
+
+def random_inputs(exe: Executable, seed: int) -> dict[str, np.ndarray]:
+    """Random feeds: ids below the size of the table they index, masks of ones, floats normal."""
+    rng = np.random.default_rng(seed)
+    bounds = exe.index_bounds()
+    feeds = {}
+    for spec in exe.inputs:
+        dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+        if spec["name"] in bounds:
+            feeds[spec["name"]] = rng.integers(0, bounds[spec["name"]], shape).astype(dtype)
+        elif dtype.kind in "iub":
+            feeds[spec["name"]] = np.ones(shape, dtype)
+        else:
+            feeds[spec["name"]] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def read_npz(path: Path) -> dict:
+    if not path.is_file():
+        raise AimccError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise AimccError(f"{path}: not a readable .npz file ({first_line(exc)})") from None
