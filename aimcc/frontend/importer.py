@@ -37,8 +37,8 @@ from aimcc.ir.types import tensor_type
 from aimcc.ir.weights import WeightStore
 from aimcc.runtime.onnx_ops import attrs_from_node, run_op, supported_ops, to_numpy, to_torch
 
-
 _Op = TypeVar("_Op", bound=Operation)
+OPSET13_AXIS_OPS = ("Softmax", "LogSoftmax", "Hardmax")
 NONDETERMINISTIC = {
     "RandomNormal",
     "RandomUniform",
@@ -54,7 +54,7 @@ def import_graph(
 ) -> tuple[ModuleOp, WeightStore]:
     """Fold, infer and import ``model`` as ``func.func @main`` in a module."""
     graph = model.graph
-    _check_opsets(model)
+    opset = _check_opsets(model)
     weights = WeightStore()
     known = set(supported_ops())
     values: dict[str, torch.Tensor] = {}
@@ -75,6 +75,8 @@ def import_graph(
         if node.domain not in ("", "ai.onnx") or node.op_type not in known:
             domain = f" in domain '{node.domain}'" if node.domain not in ("", "ai.onnx") else ""
             raise AimccError(f"{where}: unsupported ONNX op '{node.op_type}'{domain}")
+        if node.op_type in OPSET13_AXIS_OPS and opset < 13:
+            _check_legacy_axis(node, values[node.input[0]].ndim, where)
         try:
             attrs = attrs_from_node(node)
         except (ValueError, NotImplementedError) as exc:
@@ -163,12 +165,27 @@ def _emit(block: Block, op: _Op) -> _Op:
     return op
 
 
-def _check_opsets(model: onnx.ModelProto) -> None:
+def _check_opsets(model: onnx.ModelProto) -> int:
+    """The default domain's opset version, checked against the supported range."""
+    version = 0
     for opset in model.opset_import:
-        if opset.domain in ("", "ai.onnx") and not 7 <= opset.version <= 23:
-            raise AimccError(f"unsupported ONNX opset {opset.version} (supported: 7 to 23)")
+        if opset.domain in ("", "ai.onnx"):
+            version = opset.version
+            if not 7 <= version <= 23:
+                raise AimccError(f"unsupported ONNX opset {version} (supported: 7 to 23)")
     if model.graph.sparse_initializer:
         raise AimccError("sparse initializers are not supported")
+    return version
+
+
+def _check_legacy_axis(node: onnx.NodeProto, rank: int, where: str) -> None:
+    """Before opset 13 these ops flattened the input from ``axis`` on; only the last axis agrees."""
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    if axis not in (-1, rank - 1):
+        raise AimccError(
+            f"{where}: opset < 13 semantics on axis {axis} of a rank-{rank} input "
+            "are not supported (upgrade the model to opset 13+)"
+        )
 
 
 def _live_nodes(graph: onnx.GraphProto) -> set[int]:
