@@ -102,4 +102,6 @@ def _verify(module: ModuleOp, stage: str) -> None:
     try:
         module.verify()
     except VerifyException as exc:
-        raise AimccError(f"internal error: IR after '{stage}' does not verify: {first_line(exc)}")
+        raise AimccError(
+            f"internal error: IR after '{stage}' does not verify: {first_line(exc)}"
+        ) from None

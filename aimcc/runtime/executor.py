@@ -74,7 +74,9 @@ class Executable:
         self.spec = NoiseSpec("pcm", t_inference_s, self.spec.compensation)
         for layer in self.layers:
             assert layer.programmed is not None
-            layer.tiles = layer.programmed.at_time(t_inference_s, self._generator)
+            layer.tiles = layer.programmed.at_time(
+                t_inference_s, self._generator, self.spec.compensation
+            )
 
     def index_bounds(self) -> dict[str, int]:
         """Inputs used directly as embedding ids, with the number of rows of their table."""
