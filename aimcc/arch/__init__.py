@@ -40,6 +40,8 @@ class Adc:
     out_bound: float
     out_noise: float
     bound_management: str
+    bm_max_factor: float
+    bm_max_resolution: float
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class Pcm:
     drift_sigma: tuple[float, ...]
     read_q: tuple[float, ...]
     compensation: str
+    prog_coeff_g_max_us: float
+    drift_x_floor: float
+    readout_floor: float
 
 
 @dataclass(frozen=True)
@@ -157,8 +162,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 def _build(cls: type, raw: dict[str, Any], where: str, prefix: str = "") -> Any:
     hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - names)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(raw) - set(names))
     if unknown:
         raise AimccError(f"{where}: unknown architecture key '{prefix}{unknown[0]}'")
     values = {}
@@ -186,7 +191,7 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
     elif hint is str:
         ok = isinstance(value, str)
     else:  # tuple[float, ...]
-        ok = isinstance(value, list) and all(isinstance(v, int | float) for v in value)
+        ok = isinstance(value, list | tuple) and all(isinstance(v, int | float) for v in value)
         value = tuple(float(v) for v in value) if ok else value
     if not ok:
         raise AimccError(f"{where}: '{key}' has the wrong type ({value!r})")
