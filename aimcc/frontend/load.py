@@ -29,7 +29,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     if not model.graph.node:
         raise AimccError(f"{path}: the graph has no nodes (not an ONNX model?)")
     try:
-        onnx.checker.check_model(model if model.ByteSize() < 2**31 - 1 else str(path))
+        onnx.checker.check_model(str(path))  # by path: checking the proto would re-serialise it
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise AimccError(f"{path}: invalid ONNX model: {first_line(exc)}") from None
     return model

@@ -1,0 +1,78 @@
+"""Compile time of all-MiniLM-L6-v2 against onnxruntime's session creation, same run.
+
+    python bench/compile.py [--model PATH] [--repeat 5] [--target hybrid]
+
+Prints medians and the ratio (target: compile within 3x of session creation). Both are timed
+in-process after one warm-up, so interpreter and library imports are excluded from both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+
+from aimcc.atomic import write_text
+from aimcc.backends.aimcb import write_binary
+from aimcc.backends.manifest import kernel_manifest, manifest_json
+from aimcc.compiler import compile_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> tuple[float, list[float]]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "examples/models/minilm.onnx")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--target", default="hybrid")
+    opts = parser.parse_args()
+    if not opts.model.is_file():
+        subprocess.run([sys.executable, str(ROOT / "examples/build_corpus.py"), "--only",
+                        opts.model.stem], check=True)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+
+    def session() -> object:
+        return ort.InferenceSession(str(opts.model), options)
+
+    stages: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "model.aimcb"
+
+        def aimcc_compile() -> None:
+            comp = compile_model(opts.model, opts.target)
+            start = time.perf_counter()
+            write_binary(comp, out)
+            write_text(out.with_suffix(".kernels.json"), manifest_json(kernel_manifest(comp)))
+            for name, seconds in [*comp.seconds.items(), ("write", time.perf_counter() - start)]:
+                stages.setdefault(name, []).append(seconds)
+
+        ort_median, _ = median_seconds(session, opts.repeat)
+        aimcc_median, _ = median_seconds(aimcc_compile, opts.repeat)
+    print(f"model: {opts.model.name}, target {opts.target}, median of {opts.repeat}")
+    print(f"onnxruntime session creation: {ort_median * 1e3:8.1f} ms")
+    print(f"aimcc compile (to .aimcb):    {aimcc_median * 1e3:8.1f} ms")
+    for name, values in stages.items():
+        print(f"  {name:<10} {statistics.median(values) * 1e3:8.1f} ms")
+    print(f"ratio aimcc / onnxruntime:    {aimcc_median / ort_median:8.2f}x  (target <= 3x)")
+
+
+if __name__ == "__main__":
+    main()
