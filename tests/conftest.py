@@ -40,8 +40,11 @@ def minilm_path() -> Path:
 
 
 def onnxruntime_outputs(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """ONNX semantics as onnxruntime computes them, without its graph optimisations: those
+    may rewrite e.g. DequantizeLinear -> MatMul into dynamically quantised arithmetic."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), options).run(None, feeds)
 
 

@@ -95,7 +95,10 @@ def import_graph(
         except AimccError:
             raise
         except Exception as exc:  # an op rejecting its inputs: report it where it happened
-            raise AimccError(f"{where}: {first_line(exc)}") from None
+            shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in input_shapes.items())
+            raise AimccError(
+                f"{where}: {first_line(exc)} (with input shapes {shapes}; see --input-shape)"
+            ) from None
         for name, out in zip(node.output, outs, strict=False):
             if name:
                 values[name] = out

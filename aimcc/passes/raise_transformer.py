@@ -312,6 +312,31 @@ class RaiseRmsNorm(_Pattern):
         return axes in ([-1], [rank - 1])
 
 
+class RaiseCenteredRmsNorm(_Pattern):
+    """rms_norm(x - mean(x)) * gamma + beta is LayerNorm (the decomposed form of old exports)."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: RmsNormOp, rewriter: PatternRewriter) -> None:
+        sub = node(op.x, "Sub")
+        if sub is None or only_use(sub.outs[0]) is None:
+            return
+        x, mean = sub.args
+        reduce = node(mean, "ReduceMean")
+        if reduce is None or reduce.args[0] is not x:
+            return
+        if not RaiseRmsNorm(self.ctx)._last_axis_keepdims(reduce):
+            return
+        beta = None
+        add = only_use(op.result)
+        if isinstance(add, NodeOp) and add.op_type.data == "Add":
+            b = other_operand(add, op.result)
+            c = const(self.ctx, b)
+            if c is not None and c.shape == shape(op.gamma) and add.outs[0].type == x.type:
+                beta = b
+        norm = LayerNormOp(x, op.gamma, beta, op.epsilon.value.data)
+        rewriter.replace_op(add if beta is not None else op, norm, [norm.result])
+
+
 ELEMENTWISE = {
     "Add",
     "Sub",
@@ -508,6 +533,7 @@ class RaiseTransformerPass(ModulePass):
             RaiseAttention(ctx),
             RaiseLayerNorm(ctx),
             RaiseRmsNorm(ctx),
+            RaiseCenteredRmsNorm(ctx),
             RaiseActivation(ctx),
             RaiseEmbedding(ctx),
             RaiseRope(ctx),
