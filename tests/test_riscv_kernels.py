@@ -34,6 +34,7 @@ from aimcc.backends import riscv as rv
 EPS32 = float(np.finfo(np.float32).eps)
 CC, QEMU = "riscv64-linux-gnu-gcc", "qemu-riscv64"
 HAVE_QEMU = shutil.which(CC) is not None and shutil.which(QEMU) is not None
+BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
 
 # Two shapes per kind; the second has no power-of-two dims.
 CASES: list[rv.KernelSignature] = [
@@ -54,6 +55,28 @@ CASES: list[rv.KernelSignature] = [
         ("bias_add", {}, [{"M": 4, "N": 32}, {"M": 3, "N": 37}]),
         ("accumulate", {}, [{"P": 4, "M": 4, "N": 32}, {"P": 3, "M": 3, "N": 37}]),
         ("gather", {}, [{"V": 32, "D": 16, "T": 8}, {"V": 29, "D": 13, "T": 5}]),
+        *[
+            (kind, {}, [{"M": 4, "N": 32}, {"M": 3, "N": 37}])
+            for kind in [
+                "sub",
+                "mul",
+                "div",
+                "sub_row",
+                "mul_row",
+                "div_row",
+                "add_col",
+                "sub_col",
+                "mul_col",
+                "div_col",
+            ]
+        ],
+        ("clip", {"lo": -0.5, "hi": 0.75}, [{"N": 256}, {"N": 333}]),
+        ("rope", {}, [{"T": 8, "D": 32}, {"T": 5, "D": 14}]),
+        ("transpose", {}, [{"A": 5, "B": 3, "C": 7}, {"A": 6, "B": 9, "C": 1}]),
+        ("broadcast", {}, [{"A": 2, "B": 3, "C": 16}, {"A": 1, "B": 37, "C": 1}]),
+        ("column_slice", {}, [{"M": 4, "N": 8, "W": 24}, {"M": 3, "N": 5, "W": 13}]),
+        ("reduce_sum", {}, [{"A": 1, "B": 16, "C": 32}, {"A": 3, "B": 5, "C": 7}]),
+        ("reduce_l2", {}, [{"A": 1, "B": 16, "C": 32}, {"A": 3, "B": 5, "C": 7}]),
     ]
     for dims in shapes
 ]
@@ -92,14 +115,18 @@ def _inputs(sig: rv.KernelSignature, rng: np.random.Generator) -> list[np.ndarra
     """Argument buffers in calling order; outputs start as garbage unless they are read."""
     arrays = []
     for name, dtype, shape in rv.kernel_args(sig):
-        if dtype == "i32":
-            arrays.append(rng.integers(0, sig.dim("V"), shape).astype(np.int32))
+        if dtype == "i64":
+            arrays.append(rng.integers(0, sig.dim("V"), shape).astype(np.int64))
         elif sig.kind in ("gelu_erf", "gelu_tanh", "silu") and name == "x":
             # cover the saturated tails as well as the curved middle
             arrays.append(
                 np.concatenate([np.linspace(-12, 12, 41), rng.normal(0, 3, shape[0] - 41)]).astype(
                     np.float32
                 )
+            )
+        elif sig.kind.startswith("div") and name == "b":  # divisors away from zero
+            arrays.append(
+                (rng.uniform(0.5, 2, shape) * rng.choice([-1, 1], shape)).astype(np.float32)
             )
         elif sig.kind == "softmax" and name == "x":
             arrays.append((rng.normal(0, 6, shape)).astype(np.float32))
@@ -121,10 +148,10 @@ def _reference(sig: rv.KernelSignature, args: list[np.ndarray]) -> tuple[np.ndar
             # dot products of length K: |error| <= K eps sum|a||b| (Higham's gamma_K bound)
             ref = a64[0] @ a64[1]
             return ref, a64[0].shape[1] * EPS32 * (np.abs(a64[0]) @ np.abs(a64[1]))
-        case "qk":
+        case "qk":  # q @ kt with kt (D, S2)
             s = sig.attr("scale")
-            ref = s * a64[0] @ a64[1].T
-            return ref, (a64[0].shape[1] + 1) * EPS32 * s * (np.abs(a64[0]) @ np.abs(a64[1]).T)
+            ref = s * a64[0] @ a64[1]
+            return ref, (a64[0].shape[1] + 1) * EPS32 * s * (np.abs(a64[0]) @ np.abs(a64[1]))
         case "lora_b_add":
             s = sig.attr("scale")
             ref = a64[2] + s * (a64[0] @ a64[1])
@@ -163,10 +190,36 @@ def _reference(sig: rv.KernelSignature, args: list[np.ndarray]) -> tuple[np.ndar
             x = a64[0]
             ref = x / (1 + np.exp(-x))
             return ref, ulp_out(ref) + 1e-30
-        case "add":
-            return (args[0] + args[1]).astype(np.float64), np.zeros(args[0].shape)
-        case "bias_add":
-            return (args[0] + args[1]).astype(np.float64), np.zeros(args[0].shape)
+        case kind if kind == "bias_add" or kind.split("_")[0] in BINARY:
+            # one correctly rounded f32 operation per element, as numpy's f32 arithmetic: exact
+            a, b = args[0], args[1]
+            b = b[:, None] if kind.endswith("_col") else b
+            ref = BINARY[kind.split("_")[0] if kind != "bias_add" else "add"](a, b)
+            return ref.astype(np.float64), np.zeros(a.shape)
+        case "clip":
+            ref = np.clip(args[0], sig.attr("lo"), sig.attr("hi"))
+            return ref.astype(np.float64), np.zeros(ref.shape)
+        case "rope":
+            x, cos, sin = a64[0], a64[1], a64[2]
+            half = x.shape[1] // 2
+            rotated = np.concatenate([-x[:, half:], x[:, :half]], axis=1)
+            ref = x * cos + rotated * sin
+            # two rounded products and one rounded sum
+            return ref, 2 * EPS32 * (np.abs(x * cos) + np.abs(rotated * sin))
+        case "transpose":
+            return a64[0].transpose(1, 0, 2), np.zeros(args[-1].shape)
+        case "broadcast":
+            return np.broadcast_to(a64[0][:, None, :], args[-1].shape), np.zeros(args[-1].shape)
+        case "column_slice":
+            return a64[0][:, : sig.dim("N")], np.zeros(args[-1].shape)
+        case "reduce_sum":
+            # B-term sums: |error| <= B eps sum|x| (Higham's gamma_B bound)
+            ref = a64[0].sum(axis=1)
+            return ref, sig.dim("B") * EPS32 * np.abs(a64[0]).sum(axis=1)
+        case "reduce_l2":
+            # sum of B squares (B + 1) eps relative, halved by the square root, + 1 ulp of sqrt
+            ref = np.sqrt((a64[0] ** 2).sum(axis=1))
+            return ref, (sig.dim("B") + 3) * EPS32 * ref
         case "accumulate":
             total = np.zeros(args[0].shape[1:], np.float32)
             for part in args[0]:  # same left-to-right f32 order as the kernel: bit-exact
@@ -266,8 +319,8 @@ def _run_interpreter(sig: rv.KernelSignature, args: list[np.ndarray]) -> list[np
     interpreter.register_implementations(_F32Functions())
     buffers = [
         ShapedArray(
-            TypedPtr.new_int32(a.ravel().tolist())
-            if a.dtype == np.int32
+            TypedPtr.new_int64(a.ravel().tolist())
+            if a.dtype == np.int64
             else TypedPtr.new_float32(a.ravel().tolist()),
             list(a.shape),
         )

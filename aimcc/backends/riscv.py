@@ -24,6 +24,7 @@ from xdsl.dialects.builtin import (
     UnrealizedConversionCastOp,
     f32,
     i32,
+    i64,
 )
 from xdsl.dialects.linalg.attrs import IteratorTypeAttr
 from xdsl.dialects.linalg.ops import FillOp, GenericOp, MatmulOp, YieldOp
@@ -40,6 +41,16 @@ from xdsl.transforms import get_all_passes
 
 from aimcc.errors import AimccError
 
+_OPS = ("add", "sub", "mul", "div")
+# binary elementwise kind -> (op, how b broadcasts): y = a op b, b of a's shape (""), one value
+# per column ("row", b: (N,), as a bias; bias_add is add_row) or one per row ("col", b: (M,)).
+_BINARY_KINDS: dict[str, tuple[str, str]] = {
+    **{op: (op, "") for op in _OPS},
+    "bias_add": ("add", "row"),
+    **{f"{op}_row": (op, "row") for op in _OPS[1:]},
+    **{f"{op}_col": (op, "col") for op in _OPS},
+}
+
 # kind -> (dims it needs, attrs it needs); the order of each tuple is irrelevant (sorted later).
 _KIND_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lora_xa": (("K", "R", "T"), ()),
@@ -53,14 +64,20 @@ _KIND_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gelu_erf": (("N",), ()),
     "gelu_tanh": (("N",), ()),
     "silu": (("N",), ()),
-    "add": (("M", "N"), ()),
-    "bias_add": (("M", "N"), ()),
+    **{kind: (("M", "N"), ()) for kind in _BINARY_KINDS},
     "accumulate": (("M", "N", "P"), ()),
     "gather": (("D", "T", "V"), ()),
+    "rope": (("D", "T"), ()),
+    "transpose": (("A", "B", "C"), ()),
+    "broadcast": (("A", "B", "C"), ()),
+    "column_slice": (("M", "N", "W"), ()),
+    "reduce_sum": (("A", "B", "C"), ()),
+    "reduce_l2": (("A", "B", "C"), ()),
+    "clip": (("N",), ("hi", "lo")),
 }
 KERNEL_KINDS: tuple[str, ...] = tuple(_KIND_PARAMS)
 
-_DTYPE_BYTES = {"f32": 4, "i32": 4}
+_DTYPE_BYTES = {"f32": 4, "i64": 8}
 
 
 def _symbol_float(value: float) -> str:
@@ -115,6 +132,8 @@ def _check_signature(sig: KernelSignature) -> None:
         )
     if any(size <= 0 for _, size in sig.dims):
         raise AimccError(f"riscv backend: kernel {sig.symbol} has a non-positive dim")
+    if sig.kind == "rope" and sig.dim("D") % 2:
+        raise AimccError(f"riscv backend: kernel {sig.symbol} rotates halves of an odd D")
     attr_names = sorted(name for name, _ in sig.attrs)
     if attr_names != sorted(want_attrs):
         raise AimccError(
@@ -145,10 +164,10 @@ def kernel_args(sig: KernelSignature) -> tuple[tuple[str, str, tuple[int, ...]],
                 ("b", "f32", (d["K"], d["N"])),
                 ("y", "f32", (d["M"], d["N"])),
             )
-        case "qk":
+        case "qk":  # keys come transposed, as attention's operand holds them
             return (
                 ("q", "f32", (d["S"], d["D"])),
-                ("k", "f32", (d["S2"], d["D"])),
+                ("kt", "f32", (d["D"], d["S2"])),
                 ("s", "f32", (d["S"], d["S2"])),
             )
         case "av":
@@ -172,18 +191,13 @@ def kernel_args(sig: KernelSignature) -> tuple[tuple[str, str, tuple[int, ...]],
                 ("gamma", "f32", (d["N"],)),
                 ("y", "f32", (d["M"], d["N"])),
             )
-        case "gelu_erf" | "gelu_tanh" | "silu":
+        case "gelu_erf" | "gelu_tanh" | "silu" | "clip":
             return (("x", "f32", (d["N"],)), ("y", "f32", (d["N"],)))
-        case "add":
+        case kind if kind in _BINARY_KINDS:
+            b_shape = {"": (d["M"], d["N"]), "row": (d["N"],), "col": (d["M"],)}
             return (
                 ("a", "f32", (d["M"], d["N"])),
-                ("b", "f32", (d["M"], d["N"])),
-                ("y", "f32", (d["M"], d["N"])),
-            )
-        case "bias_add":
-            return (
-                ("a", "f32", (d["M"], d["N"])),
-                ("b", "f32", (d["N"],)),
+                ("b", "f32", b_shape[_BINARY_KINDS[kind][1]]),
                 ("y", "f32", (d["M"], d["N"])),
             )
         case "accumulate":
@@ -191,10 +205,30 @@ def kernel_args(sig: KernelSignature) -> tuple[tuple[str, str, tuple[int, ...]],
         case "gather":
             return (
                 ("table", "f32", (d["V"], d["D"])),
-                ("idx", "i32", (d["T"],)),
+                ("idx", "i64", (d["T"],)),  # ONNX token ids are int64
                 ("y", "f32", (d["T"], d["D"])),
             )
+        case "rope":
+            return tuple((name, "f32", (d["T"], d["D"])) for name in ("x", "cos", "sin", "y"))
+        case "transpose":
+            return (("x", "f32", (d["A"], d["B"], d["C"])), ("y", "f32", (d["B"], d["A"], d["C"])))
+        case "broadcast":
+            return (("x", "f32", (d["A"], d["C"])), ("y", "f32", (d["A"], d["B"], d["C"])))
+        case "column_slice":
+            return (("x", "f32", (d["M"], d["W"])), ("y", "f32", (d["M"], d["N"])))
+        case "reduce_sum" | "reduce_l2":
+            return (("x", "f32", (d["A"], d["B"], d["C"])), ("y", "f32", (d["A"], d["C"])))
     raise AssertionError(sig.kind)
+
+
+def tcdm_bytes(sig: KernelSignature) -> int:
+    """Bytes a kernel call keeps in the cluster's TCDM: every argument except a gather's table,
+    which stays in L2 and is streamed row by row (only the looked-up rows move)."""
+    return sum(
+        _DTYPE_BYTES[dt] * pymath.prod(shape)
+        for name, dt, shape in kernel_args(sig)
+        if not (sig.kind == "gather" and name == "table")
+    )
 
 
 class _Emit:
@@ -517,12 +551,12 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
                 [2],
                 lambda i, hv, bv, yv: i.add(yv, i.mul(i.mul(i.f(scale), hv), bv)),
             )
-        case "qk", (q, k, s):
+        case "qk", (q, kt, s):
             _fill_zero(e, s)
             e.generic(
-                [q, k],
+                [q, kt],
                 s,
-                _maps(lambda a, b, d: (a, d), lambda a, b, d: (b, d), lambda a, b, d: (a, b)),
+                _maps(lambda a, b, d: (a, d), lambda a, b, d: (d, b), lambda a, b, d: (a, b)),
                 [2],
                 lambda i, qv, kv, sv: i.add(sv, i.mul(qv, kv)),
             )
@@ -536,17 +570,84 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
             _norm(e, sig, x, gamma, None, y)
         case "gelu_erf" | "gelu_tanh" | "silu", (x, y):
             e.generic([x], y, _maps(lambda n: (n,), lambda n: (n,)), [], _UNARY[sig.kind])
-        case "add", (a, b, y):
+        case kind, (a, b, y) if kind in _BINARY_KINDS:
+            op, bcast = _BINARY_KINDS[kind]
+            b_map = {"": lambda m, n: (m, n), "row": lambda m, n: (n,), "col": lambda m, n: (m,)}
             ident = lambda m, n: (m, n)  # noqa: E731
-            e.generic([a, b], y, _maps(ident, ident, ident), [], lambda i, av, bv, _: i.add(av, bv))
-        case "bias_add", (a, b, y):
+            apply = getattr(_Emit, op)
+            maps = _maps(ident, b_map[bcast], ident)
+            e.generic([a, b], y, maps, [], lambda i, av, bv, _: apply(i, av, bv))
+        case "clip", (x, y):
+            lo, hi = sig.attr("lo"), sig.attr("hi")
             e.generic(
-                [a, b],
+                [x],
                 y,
-                _maps(lambda m, n: (m, n), lambda m, n: (n,), lambda m, n: (m, n)),
+                _maps(lambda n: (n,), lambda n: (n,)),
                 [],
-                lambda i, av, bv, _: i.add(av, bv),
+                lambda i, xv, _: i.min(i.max(xv, i.f(lo)), i.f(hi)),
             )
+        case "transpose", (x, y):
+            e.generic(
+                [x],
+                y,
+                _maps(lambda a, b, c: (a, b, c), lambda a, b, c: (b, a, c)),
+                [],
+                lambda i, xv, _: xv,
+            )
+        case "broadcast", (x, y):
+            e.generic(
+                [x],
+                y,
+                _maps(lambda a, b, c: (a, c), lambda a, b, c: (a, b, c)),
+                [],
+                lambda i, xv, _: xv,
+            )
+        case "reduce_sum" | "reduce_l2", (x, y):
+            _fill_zero(e, y)
+            square = sig.kind == "reduce_l2"
+            e.generic(
+                [x],
+                y,
+                _maps(lambda a, c, b: (a, b, c), lambda a, c, b: (a, c)),
+                [2],
+                lambda i, xv, yv: i.add(yv, i.mul(xv, xv) if square else xv),
+            )
+            if square:
+                e.generic(
+                    [], y, _maps(lambda a, c: (a, c)), [], lambda i, yv: i.op(math.SqrtOp(yv))
+                )
+        case "column_slice", (x, y):
+
+            def row(r: _Emit, m: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+                def copy(inner: _Emit, n: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+                    inner.store(inner.load(x, m, n), y, m, n)
+                    return []
+
+                r.loop(sig.dim("N"), copy)
+                return []
+
+            e.loop(sig.dim("M"), row)
+        case "rope", (x, cos, sin, y):
+            half = sig.dim("D") // 2
+
+            def rope_row(r: _Emit, t: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+                def pair(inner: _Emit, j: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+                    k = inner.op(arith.AddiOp(j, inner.index(half)))
+                    lo, hi = inner.load(x, t, j), inner.load(x, t, k)
+                    first = inner.sub(
+                        inner.mul(lo, inner.load(cos, t, j)), inner.mul(hi, inner.load(sin, t, j))
+                    )
+                    second = inner.add(
+                        inner.mul(hi, inner.load(cos, t, k)), inner.mul(lo, inner.load(sin, t, k))
+                    )
+                    inner.store(first, y, t, j)
+                    inner.store(second, y, t, k)
+                    return []
+
+                r.loop(half, pair)
+                return []
+
+            e.loop(sig.dim("T"), rope_row)
         case "accumulate", (parts, y):
             _fill_zero(e, y)
             e.generic(
@@ -573,7 +674,7 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
             raise AssertionError(sig.kind)
 
 
-_MLIR_TYPES: dict[str, Attribute] = {"f32": f32, "i32": i32}
+_MLIR_TYPES: dict[str, Attribute] = {"f32": f32, "i64": i64}
 
 
 def build_kernel_module(sig: KernelSignature) -> ModuleOp:
@@ -593,24 +694,47 @@ _LOWERING = (
     # infer-constant-step frees one register per loop: without it the naive allocator runs out
     # on 4-argument kernels with nested loops (layer_norm), as only a*/t* registers are used
     "reconcile-unrealized-casts,riscv-scf-for-infer-constant-step,riscv-allocate-registers,"
-    "canonicalize,riscv-lower-parallel-mov,canonicalize,convert-riscv-scf-to-riscv-cf,canonicalize"
+    "riscv-lower-parallel-mov,canonicalize,convert-riscv-scf-to-riscv-cf,canonicalize"
 )
 
 
 @cache
-def _pipeline() -> PassPipeline:
-    """xDSL's plain RISC-V pipeline with the two f32 passes above spliced in before lowering."""
+def _pipelines() -> tuple[PassPipeline, PassPipeline]:
+    """xDSL's plain RISC-V pipeline with the two f32 passes above spliced in before lowering,
+    cut where loops become labels: everything before runs once on all kernels of a batch (the
+    passes' fixed cost is shared), the rest per kernel, since label numbers are module-wide and
+    a kernel's text must not depend on what it was generated with."""
     passes = PassPipeline.parse_spec(get_all_passes(), _LOWERING).passes
-    split = [p.name for p in passes].index("convert-arith-to-riscv")
-    return PassPipeline(
-        (ExpandMathPass(), *passes[:split], LowerFloatBitsToRiscvPass(), *passes[split:])
-    )
+    names = [p.name for p in passes]
+    split, cut = names.index("convert-arith-to-riscv"), names.index("convert-riscv-scf-to-riscv-cf")
+    batched = (ExpandMathPass(), *passes[:split], LowerFloatBitsToRiscvPass(), *passes[split:cut])
+    return PassPipeline(batched), PassPipeline(passes[cut:])
+
+
+def generate_kernels(sigs: Sequence[KernelSignature]) -> list[KernelAsm]:
+    """Lower kernels to rv64gc assembly (f32 in `.s` instructions), one per distinct signature
+    in first-seen order; the text of each is the same as when generated alone."""
+    unique = list(dict.fromkeys(sigs))
+    funcs = []
+    for sig in unique:
+        kernel = build_kernel_module(sig).body.block.first_op
+        assert kernel is not None
+        kernel.detach()
+        funcs.append(kernel)
+    batched, per_kernel = _pipelines()
+    module = ModuleOp(funcs)
+    batched.apply(Context(), module)
+    kernels = []
+    for sig, lowered in zip(unique, list(module.body.block.ops), strict=True):
+        lowered.detach()
+        alone = ModuleOp([lowered])
+        per_kernel.apply(Context(), alone)
+        args = kernel_args(sig)
+        footprint = sum(_DTYPE_BYTES[dt] * pymath.prod(shape) for _, dt, shape in args)
+        kernels.append(KernelAsm(sig, riscv_code(alone), args, footprint))
+    return kernels
 
 
 def generate_kernel(sig: KernelSignature) -> KernelAsm:
-    """Lower one kernel to rv64gc assembly (f32 in `.s` instructions)."""
-    args = kernel_args(sig)
-    module = build_kernel_module(sig)
-    _pipeline().apply(Context(), module)
-    footprint = sum(_DTYPE_BYTES[dt] * pymath.prod(shape) for _, dt, shape in args)
-    return KernelAsm(sig, riscv_code(module), args, footprint)
+    """Lower one kernel to rv64gc assembly."""
+    return generate_kernels([sig])[0]

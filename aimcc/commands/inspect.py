@@ -1,0 +1,115 @@
+"""`aimcc inspect BINARY`: what a compiled binary holds, and which RISC-V kernels it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from aimcc.backends.aimcb import read_binary
+from aimcc.errors import AimccError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aimcc inspect",
+        description="Show a compiled binary: inputs, outputs, target, architecture, tiles; "
+        "with --kernels the RISC-V kernel table from the manifest beside it.",
+    )
+    p.add_argument("binary", type=Path, help="the .aimcb file")
+    p.add_argument("--kernels", action="store_true", help="show the RISC-V kernel table")
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        help="kernel manifest to read (default: <binary>.kernels.json beside the binary)",
+    )
+    return p
+
+
+def _shape(shape: list[int]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _summary(console: Console, path: Path, program: dict[str, Any]) -> None:
+    ops = Counter(ins["op"] for ins in program["instructions"])
+    arch = program["arch"]
+    console.print(
+        f"[bold]{path.name}[/]: {program['source']} -> target [bold]{program['target']}[/], "
+        f"arch [bold]{arch['name']}[/] ({arch['tile']['rows']}x{arch['tile']['cols']} tiles, "
+        f"{arch['cluster']['count']} clusters of {arch['cluster']['tcdm_kib']} KiB TCDM)"
+    )
+    console.print(
+        f"{len(program['tiles'])} tiles programmed, {ops['analog']} analog and "
+        f"{ops['kernel']} kernel instructions"
+    )
+    table = Table(title="inputs and outputs")
+    for column in ("", "name", "shape", "dtype"):
+        table.add_column(column)
+    for role in ("inputs", "outputs"):
+        for io in program[role]:
+            table.add_row(role[:-1], io["name"], _shape(io["shape"]), io["dtype"])
+    console.print(table)
+
+
+def _kernel_table(console: Console, manifest: dict[str, Any]) -> None:
+    table = Table(title=f"RISC-V kernels ({manifest['target']}, f32)")
+    for column in ("id", "kind", "shapes", "cluster", "symbol", "calls", "TCDM KiB", "cycles"):
+        table.add_column(column, justify="right" if column in ("id", "cycles") else "left")
+    status = Counter()
+    for kernel in manifest["kernels"]:
+        riscv = kernel["riscv"]
+        status[riscv["status"]] += 1
+        shapes = ", ".join(_shape(i["shape"]) for i in kernel["inputs"] if i)
+        head = [str(kernel["id"]), kernel["kind"], shapes, str(kernel["cluster"])]
+        if riscv["status"] != "code":
+            style = "dim" if riscv["status"] == "view" else "yellow"
+            table.add_row(*head, f"[{style}]{riscv['status']}: {riscv['reason']}[/]", "", "", "")
+            continue
+        for i, call in enumerate(riscv["calls"]):
+            calls = (
+                f"{call['repeat']}x{call['pieces']}" if call["pieces"] > 1 else str(call["repeat"])
+            )
+            use = f"{call['piece_footprint_bytes'] / 1024:.1f}/{call['tcdm_bytes'] // 1024}"
+            if call["pieces"] > 1:
+                use += f" (split of {call['footprint_bytes'] / 1024:.0f})"
+            if not call["fits"]:
+                use = f"[red]{use} does not fit[/]"
+            symbol = call["symbol"] + (" [green]*[/]" if "file" in call else "")
+            row = head if i == 0 else ["", "", "", ""]
+            table.add_row(*row, symbol, calls, use, f"{call['est_cycles']:,.0f}")
+    console.print(table)
+    emitted = any("file" in c for k in manifest["kernels"] for c in k["riscv"].get("calls", []))
+    console.print(
+        f"{status['code']} kernels with RISC-V code, {status['view']} views, "
+        f"{status['none']} without code"
+        + (" ([green]*[/] assembly emitted)" if emitted else " (no assembly emitted)")
+    )
+
+
+def main(argv: list[str]) -> int:
+    opts = parser().parse_args(argv)
+    program, _ = read_binary(opts.binary)
+    console = Console()
+    _summary(console, opts.binary, program)
+    if not opts.kernels:
+        return 0
+    path = opts.manifest or opts.binary.with_name(
+        opts.binary.name.removesuffix(".aimcb") + ".kernels.json"
+    )
+    if not path.is_file():
+        raise AimccError(f"{path}: no kernel manifest (compile again, or pass --manifest)")
+    try:
+        manifest = json.loads(path.read_text())
+        if "riscv" not in (manifest["kernels"] or [{"riscv": 0}])[0]:
+            raise KeyError("riscv")
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise AimccError(f"{path}: not a kernel manifest of this aimcc version") from None
+    if manifest["source"] != program["source"] or manifest["target"] != program["target"]:
+        raise AimccError(f"{path}: manifest of {manifest['source']}, not of {opts.binary}")
+    _kernel_table(console, manifest)
+    return 0

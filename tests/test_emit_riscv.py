@@ -1,0 +1,116 @@
+"""`aimcc MODEL --emit-riscv DIR` end to end: files and hashes match the manifest, emitted
+kernels assemble and compute what numpy computes under qemu, `aimcc inspect` shows them."""
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_riscv_kernels as kt
+
+from aimcc.backends.riscv import KernelSignature
+from aimcc.cli import main
+
+MODELS = Path(__file__).parent.parent / "examples" / "models"
+
+
+@pytest.fixture(scope="module")
+def emitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("emit")
+    argv = [str(MODELS / "bert_lora.onnx"), "-o", str(out / "bl.aimcb"), "-q"]
+    assert main([*argv, "--emit-riscv", str(out / "riscv")]) == 0
+    return out, json.loads((out / "bl.kernels.json").read_text())
+
+
+def _calls(manifest: dict) -> list[dict]:
+    return [c for k in manifest["kernels"] for c in k["riscv"].get("calls", [])]
+
+
+def test_every_kernel_has_assembly_with_matching_hash(emitted: tuple[Path, dict]) -> None:
+    out, manifest = emitted
+    statuses = {k["riscv"]["status"] for k in manifest["kernels"]}
+    assert statuses <= {"code", "view", "none"}
+    for kernel in manifest["kernels"]:
+        if kernel["riscv"]["status"] == "none":  # only the boolean/integer mask preparation
+            assert any(i and i["dtype"] in ("int64", "bool") for i in kernel["inputs"]), kernel
+    files = {p.name for p in (out / "riscv").iterdir()}
+    assert files == {c["file"] for c in _calls(manifest)}
+    for call in _calls(manifest):
+        text = (out / "riscv" / call["file"]).read_bytes()
+        assert hashlib.sha256(text).hexdigest() == call["sha256"]
+        assert f".globl {call['symbol']}" in text.decode()
+        assert call["piece_footprint_bytes"] <= call["tcdm_bytes"] and call["fits"]
+        assert call["est_cycles"] > 0
+    kinds = {c["kind"] for c in _calls(manifest)}
+    assert {"lora_xa", "lora_b_add", "qk", "softmax", "av", "layer_norm", "gather"} <= kinds
+
+
+def test_split_pieces_cover_the_tokens(emitted: tuple[Path, dict]) -> None:
+    """bias_add of 128 x 512 floats (2 x 256 KiB) cannot sit in 128 KiB: split by tokens."""
+    split = [c for c in _calls(emitted[1]) if c["signature"] == "aimcc_bias_add_M128_N512"]
+    assert split and all(c["pieces"] > 1 for c in split)
+    for call in split:
+        assert call["pieces"] * call["dims"]["M"] == 128
+        assert call["footprint_bytes"] == 4 * (2 * 128 * 512 + 512)
+
+
+@pytest.mark.skipif(not kt.HAVE_QEMU, reason="needs riscv64-linux-gnu-gcc and qemu-riscv64")
+def test_emitted_kernels_run_under_qemu(emitted: tuple[Path, dict], tmp_path: Path) -> None:
+    """The emitted files themselves, linked into the kernel tests' harness, against numpy."""
+    out, manifest = emitted
+    wanted = ("lora_xa", "lora_b_add", "layer_norm", "transpose", "qk", "gelu_erf")
+    calls = {c["symbol"]: c for c in _calls(manifest) if c["kind"] in wanted}
+    sigs = [
+        KernelSignature(
+            c["kind"], tuple(sorted(c["dims"].items())), tuple(sorted(c["attrs"].items()))
+        )
+        for c in calls.values()
+    ]
+    assert {s.kind for s in sigs} == set(wanted)
+    decls = "\n".join(f"void {s.symbol}(void *, void *, void *, void *);" for s in sigs)
+    table = ",\n".join(f'  {{"{s.symbol}", {s.symbol}, 0}}' for s in sigs)
+    words = max(sum(np.prod(a["shape"]) * 8 for a in c["args"]) for c in calls.values())
+    harness = tmp_path / "harness.c"
+    harness.write_text(kt._HARNESS.format(decls=decls, table=table, max_words=words // 8 + 1))
+    sources = [str(out / "riscv" / c["file"]) for c in calls.values()]
+    binary = tmp_path / "run"
+    cmd = [kt.CC, "-static", "-O1", "-march=rv64gc", "-mabi=lp64d", str(harness), *sources]
+    subprocess.run([*cmd, "-o", str(binary)], check=True, capture_output=True)
+    for sig in sigs:
+        args = kt._inputs(sig, np.random.default_rng(2))
+        kt._check(sig, args, kt._run_qemu(binary, sig, args))
+
+
+def test_inspect_shows_summary_and_kernels(
+    emitted: tuple[Path, dict], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # symbols are long; rich folds narrow tables
+    out, manifest = emitted
+    assert main(["inspect", str(out / "bl.aimcb")]) == 0
+    text = capsys.readouterr().out
+    assert "input_ids" in text and "hybrid" in text and "RISC-V kernels" not in text
+    assert main(["inspect", str(out / "bl.aimcb"), "--kernels"]) == 0
+    text = capsys.readouterr().out
+    code = sum(k["riscv"]["status"] == "code" for k in manifest["kernels"])
+    assert "RISC-V kernels" in text and "aimcc_softmax_M128_N128" in text
+    assert f"{code} kernels with RISC-V code" in text
+
+
+def test_inspect_errors(emitted: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = emitted
+    assert main(["inspect", str(out / "bl.aimcb"), "--kernels", "--manifest", "nope.json"]) == 1
+    assert "no kernel manifest" in capsys.readouterr().err
+    assert main(["inspect", str(out / "missing.aimcb")]) == 1
+
+
+def test_emit_into_a_file_fails_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "riscv"
+    blocker.write_text("not a directory")
+    argv = [str(MODELS / "lora_layer_128.onnx"), "-o", str(tmp_path / "m.aimcb"), "-q"]
+    assert main([*argv, "--emit-riscv", str(blocker)]) == 1
+    assert "is not a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["riscv"]
