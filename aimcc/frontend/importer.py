@@ -225,25 +225,6 @@ def _xdsl_attr(value: Any, hint: str, weights: WeightStore) -> Attribute:
     raise AimccError(f"{hint}: unsupported attribute value of type {type(value).__name__}")
 
 
-def python_attrs(attrs: DictionaryAttr, weights: WeightStore) -> dict[str, Any]:
-    """The inverse of the import: ONNX attribute values for the op library."""
-    return {name: _python_attr(value, weights) for name, value in attrs.data.items()}
-
-
-def _python_attr(value: Attribute, weights: WeightStore) -> Any:
-    if isinstance(value, IntegerAttr):
-        return value.value.data
-    if isinstance(value, FloatAttr):
-        return value.value.data
-    if isinstance(value, StringAttr):
-        return value.data
-    if isinstance(value, TensorRefAttr):
-        return weights[value.key.data]
-    if isinstance(value, ArrayAttr):
-        return [_python_attr(v, weights) for v in value.data]
-    raise AimccError(f"unsupported attribute {value}")
-
-
 def _type_of(t: torch.Tensor) -> Attribute:
     return tensor_type(tuple(t.shape), str(t.dtype).removeprefix("torch."))
 
