@@ -22,14 +22,21 @@ from aimcc.ir.graph import NodeOp, TensorRefAttr, WeightOp
 from aimcc.passes.partition import PartitionPass
 from aimcc.passes.place import PlacePass
 from aimcc.passes.raise_transformer import RaiseTransformerPass
+from aimcc.passes.schedule import SchedulePass
 from aimcc.passes.tile import TilePass
 
-PASS_NAMES = ("import", "raise", "partition", "tile", "place")
+PASS_NAMES = ("import", "raise", "partition", "tile", "place", "schedule")
 
 
-def pipeline(target: str) -> list[ModulePass]:
-    """The passes after import, in order, configured for ``target``."""
-    return [RaiseTransformerPass(), PartitionPass(target=target), TilePass(), PlacePass()]
+def pipeline(target: str, schedule: SchedulePass | None = None) -> list[ModulePass]:
+    """The passes after import, in order, configured for ``target`` (and the scheduler)."""
+    return [
+        RaiseTransformerPass(),
+        PartitionPass(target=target),
+        TilePass(),
+        PlacePass(),
+        schedule or SchedulePass(),
+    ]
 
 
 @dataclass
@@ -54,6 +61,7 @@ def compile_model(
     arch: Arch | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     after_pass: Callable[[str, ModuleOp], None] | None = None,
+    schedule: SchedulePass | None = None,
 ) -> Compilation:
     """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage."""
     gc_was_enabled = gc.isenabled()
@@ -72,14 +80,14 @@ def compile_model(
         _verify(module, "import")
         if after_pass:
             after_pass("import", module)
-        for p in pipeline(target):
+        for p in pipeline(target, schedule):
             start = time.perf_counter()
             p.apply(ctx, module)
             seconds[p.name] = time.perf_counter() - start
             if after_pass:
                 _verify(module, p.name)
                 after_pass(p.name, module)
-        _verify(module, "place")
+        _verify(module, PASS_NAMES[-1])
         ctx.weights.retain(referenced_keys(module))
         return Compilation(module, ctx, target, str(path), shapes, seconds)
     finally:

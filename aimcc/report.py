@@ -21,6 +21,7 @@ from aimcc.ir.graph import WeightOp
 
 if TYPE_CHECKING:
     from aimcc.compiler import Compilation
+    from aimcc.cost import Schedule
     from aimcc.runtime.analog import NoiseSpec
 
 
@@ -117,6 +118,83 @@ def print_compile_summary(comp: Compilation, files: dict[Path, int | None]) -> N
     console.print(f"compiled in {total:.2f} s", highlight=False)
     for path, size in files.items():
         console.print(f"wrote {path}" + (f" ({_bytes(size)})" if size else ""), highlight=False)
+
+
+def has_lora(comp: Compilation) -> bool:
+    return any(isinstance(op, KernelOp) and op.kind.data == "lora" for op in comp.module.walk())
+
+
+def print_schedule(
+    comp: Compilation, timeline: Schedule | None, baseline: Schedule | None, top: int = 8
+) -> None:
+    """Latency, energy, utilisation, the gap to the lower bound, the busiest layers, LoRA cost.
+
+    ``baseline`` is the same model compiled ``--target aimc`` (LoRA merged into the tiles).
+    """
+    if timeline is None:
+        console.print("schedule: nothing to run on the chip", highlight=False)
+        return
+    s = timeline
+    chunks = sorted(set(s.chunk_per_layer.values()))
+    table = Table(title=f"schedule: {s.strategy} pipeline, {s.clusters_per_tile} cluster(s) per "
+                  f"tile, chunks of {'/'.join(map(str, chunks))} tokens", show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row(f"latency ({s.tokens} tokens)", _ns(s.makespan_ns))
+    table.add_row("energy", f"{s.energy_nj / 1e3:.2f} uJ")
+    for kind in ("tile", "cluster"):
+        use = [u.utilisation for u in s.units if u.unit.startswith(kind)]
+        if use:
+            table.add_row(f"{kind}s busy", f"{sum(use) / len(use):.1%} mean, "
+                          f"{max(use):.1%} max ({len(use)} {kind}s)")
+    busiest = max(s.units, key=lambda u: u.busy_ns)
+    table.add_row("lower bound", f"{_ns(s.lower_bound_ns)} (gap {s.gap:.1%})")
+    table.add_row("  busiest unit", f"{_ns(s.busy_bound_ns)} ({busiest.unit})")
+    table.add_row("  critical path", _ns(s.critical_path_ns))
+    table.add_row("  chain, units serial", _ns(s.chain_bound_ns))
+    if comp.target == "hybrid":
+        if baseline is None:
+            table.add_row("LoRA overhead", "no LoRA adapters")
+        else:
+            table.add_row("LoRA overhead vs aimc",
+                          f"{s.makespan_ns / baseline.makespan_ns - 1:+.1%} latency, "
+                          f"{s.energy_nj / baseline.energy_nj - 1:+.1%} energy")
+    console.print(table, highlight=False)
+    layers = _layer_rows(s)
+    shown = sorted(layers, key=lambda r: -max(r[2], r[3]))[:top]
+    rows = Table("layer", "first stage", "tile", "cluster", "dma", "chunk", "main kernel",
+                 title=f"busiest layers ({len(shown)} of {len(layers)}, busy time)",
+                 title_justify="left")
+    for layer, name, tile, cluster, dma, kind in shown:
+        rows.add_row(str(layer), name, _ns(tile), _ns(cluster), _ns(dma),
+                     str(s.chunk_per_layer.get(layer, "-")), kind)
+    console.print(rows, highlight=False)
+
+
+def _layer_rows(s: Schedule) -> list[tuple[int, str, float, float, float, str]]:
+    """Per layer (tile/cluster pair): first stage, busy time per unit kind, main cluster kind."""
+    busy: dict[int, dict[str, float]] = {}
+    first: dict[tuple[int, str], str] = {}
+    kinds: dict[int, Counter[str]] = {}
+    for slot in s.slots:
+        kind, _, index = slot.unit.partition(":")
+        layer = int(index.partition(".")[0])
+        busy.setdefault(layer, {"tile": 0.0, "cluster": 0.0, "dma": 0.0})
+        busy[layer][kind] += slot.end_ns - slot.start_ns
+        first.setdefault((layer, kind), slot.name)  # slots come in time order
+        if kind == "cluster":
+            kinds.setdefault(layer, Counter())[slot.kind] += slot.end_ns - slot.start_ns
+    return [
+        (layer, first.get((layer, "tile"), first.get((layer, "cluster"), "-")),
+         b["tile"], b["cluster"], b["dma"],
+         kinds[layer].most_common(1)[0][0] if layer in kinds else "-")
+        for layer, b in sorted(busy.items())
+    ]
+
+
+def _ns(ns: float) -> str:
+    return f"{ns / 1e6:.3f} ms" if ns >= 1e6 else f"{ns / 1e3:.2f} us"
 
 
 def print_outputs(outputs: dict[str, np.ndarray], spec: NoiseSpec, saved: Path | None) -> None:

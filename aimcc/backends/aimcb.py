@@ -36,6 +36,7 @@ from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, TensorRefAttr, WeightOp
 from aimcc.ir.types import dtype_of, shape_of
+from aimcc.passes.schedule import schedule_section
 
 MAGIC = b"AIMCB\0\r\n"
 FORMAT_VERSION = 1
@@ -111,6 +112,7 @@ def lower_program(comp: Compilation) -> dict[str, Any]:
         "instructions": instructions,
         "tiles": tiles,
         "slots": len(slots),
+        "schedule": schedule_section(comp.module, comp.arch),
     }
 
 

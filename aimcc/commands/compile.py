@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from aimcc import report
 from aimcc.arch import DEFAULT_ARCH, load_arch, preset_names
-from aimcc.atomic import write_text
+from aimcc.atomic import atomic_write, write_text
 from aimcc.backends.aimcb import write_binary
-from aimcc.backends.manifest import kernel_manifest, manifest_json
+from aimcc.backends.manifest import emit_riscv, kernel_manifest, manifest_json
 from aimcc.compiler import PASS_NAMES, compile_model
+from aimcc.cost import plot_gantt, to_chrome_trace
 from aimcc.frontend.load import parse_input_shapes
 from aimcc.passes.partition import TARGETS
+from aimcc.passes.schedule import PIPELINES, SchedulePass, recorded_schedule
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,6 +74,32 @@ def parser() -> argparse.ArgumentParser:
         metavar="PASS",
         help=f"print the IR after PASS ({', '.join(PASS_NAMES)})",
     )
+    p.add_argument(
+        "--emit-riscv",
+        type=Path,
+        metavar="DIR",
+        help="write the RISC-V assembly of every digital kernel into DIR (one <symbol>.S per "
+        "distinct kernel; the manifest records files, hashes, TCDM split and cycles)",
+    )
+    p.add_argument(
+        "--pipeline",
+        choices=PIPELINES,
+        default="auto",
+        help="schedule: serial, intra (tile and cluster of a layer overlap), cross (layers "
+        "overlap), both, or auto (the fastest; default); see docs/SCHEDULING.md",
+    )
+    p.add_argument(
+        "--clusters-per-tile",
+        type=int,
+        default=1,
+        metavar="N",
+        help="RISC-V clusters serving each tile's digital work (default 1)",
+    )
+    p.add_argument(
+        "--trace", type=Path, metavar="OUT.json", help="write the schedule as Chrome trace-event "
+        "JSON (open in ui.perfetto.dev)"
+    )
+    p.add_argument("--plot", type=Path, metavar="OUT.png", help="write the schedule's Gantt chart")
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary")
     return p
 
@@ -80,6 +109,7 @@ def main(argv: list[str]) -> int:
     arch = load_arch(opts.arch, opts.overrides)
     shapes = parse_input_shapes(opts.input_shape)
     wanted = set(opts.print_ir_after)
+    scheduler = SchedulePass(pipeline=opts.pipeline, clusters_per_tile=opts.clusters_per_tile)
 
     def after_pass(name: str, module: object) -> None:
         if opts.print_ir_after_all or name in wanted:
@@ -91,11 +121,27 @@ def main(argv: list[str]) -> int:
         arch,
         shapes,
         after_pass if (wanted or opts.print_ir_after_all) else None,
+        scheduler,
     )
     output = opts.output or Path(Path(opts.model).stem + ".aimcb")
     manifest_path = output.with_name(output.name.removesuffix(".aimcb") + ".kernels.json")
+    emitted = emit_riscv(comp, opts.emit_riscv) if opts.emit_riscv else None
     size = write_binary(comp, output)
-    write_text(manifest_path, manifest_json(kernel_manifest(comp)))
+    write_text(manifest_path, manifest_json(kernel_manifest(comp, emitted)))
+    timeline = recorded_schedule(comp.module, comp.arch)
+    files: dict[Path, int | None] = {output: size, manifest_path: None}
+    if timeline is not None and opts.trace:
+        write_text(opts.trace, json.dumps(to_chrome_trace(timeline), sort_keys=True))
+        files[opts.trace] = None
+    if timeline is not None and opts.plot:
+        with atomic_write(opts.plot) as f:
+            plot_gantt(timeline, f)
+        files[opts.plot] = None
     if not opts.quiet:
-        report.print_compile_summary(comp, {output: size, manifest_path: None})
+        report.print_compile_summary(comp, files)
+        baseline = None
+        if comp.target == "hybrid" and report.has_lora(comp):  # the fully analog reference
+            merged = compile_model(opts.model, "aimc", arch, shapes, schedule=scheduler)
+            baseline = recorded_schedule(merged.module, merged.arch)
+        report.print_schedule(comp, timeline, baseline)
     return 0

@@ -7,6 +7,7 @@ from aimcc.cost.pipeline import (
     Slot,
     UnitUse,
     plot_gantt,
+    replay,
     schedule,
     to_chrome_trace,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "Stage",
     "UnitUse",
     "plot_gantt",
+    "replay",
     "schedule",
     "stage_ns",
     "tcdm_bytes",

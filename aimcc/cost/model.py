@@ -104,6 +104,7 @@ class Kernel:
     dma_bytes: int  # bytes the kernel itself streams (gather)
     tcdm_words: int  # working set in TCDM, in elements of the cluster dtype
     out_per_token: int  # output elements per token (for transfers)
+    streamed: tuple[int, int] = (0, 0)  # (transfers, bytes) the DMA core streams meanwhile
 
 
 def dim(stage: Stage, key: str, default: int | None = None) -> int:
@@ -125,19 +126,29 @@ def kernel(stage: Stage, tokens: int, arch: Arch) -> Kernel:
     trans = arch.cluster.transcendental_ops
     if kind in ("lora_xa", "matmul"):
         k, n = dim(stage, "K"), dim(stage, "R" if kind == "lora_xa" else "N")
+        weight_bytes = k * n * dtype_bytes(arch)
+        quarter = arch.cluster.tcdm_kib * 256  # bytes
+        if kind == "matmul" and weight_bytes > 2 * quarter:
+            # Too big to stay in TCDM: the DMA core streams column panels of a quarter of
+            # the TCDM each, double-buffered, while the cores multiply the previous panel.
+            panel = k * max(1, quarter // (k * dtype_bytes(arch)))
+            streamed = (math.ceil(k * n / panel), weight_bytes)
+            return Kernel(t, k * n, 0, 0, 0, 2 * panel + t * (k + n), n, streamed)
         return Kernel(t, k * n, 0, 0, 0, k * n + t * (k + n), n)
     if kind == "lora_b_add":  # XA . B added into the tile's output in place (XA: lora_xa's)
         r, n = dim(stage, "R"), dim(stage, "N")
         return Kernel(t, r * n, n, 0, 0, r * n + t * n, n)
-    if kind in SEQUENCE_MIXING:  # one row per (head, query); keys/values stay resident
+    if kind in SEQUENCE_MIXING:
+        # One row per (head, query). Heads go through TCDM one at a time, double-buffered:
+        # the DMA core streams each head's keys/values in while the cores work on the last.
         s, d, h = dim(stage, "S"), dim(stage, "D"), dim(stage, "H", 1)
         width_in, width_out = (d, s) if kind == "qk" else (s, d)
-        return Kernel(
-            t * h, s * d, 0, 0, 0, h * s * d + t * h * (width_in + width_out), h * width_out
-        )
+        words = 2 * (s * d + t * (width_in + width_out))
+        streamed = (h, h * s * d * dtype_bytes(arch))
+        return Kernel(t * h, s * d, 0, 0, 0, words, h * width_out, streamed)
     if kind == "softmax":  # max, subtract, exp, sum, scale by one reciprocal per row
-        n, h = dim(stage, "N"), dim(stage, "H", 1)
-        return Kernel(t * h, 0, n * (trans + 4), 1, 0, 2 * t * h * n, h * n)
+        n, h = dim(stage, "N"), dim(stage, "H", 1)  # one head at a time, double-buffered
+        return Kernel(t * h, 0, n * (trans + 4), 1, 0, 4 * t * n, h * n)
     n = dim(stage, "N") if kind != "elementwise" else dim(stage, "elements")
     per_element = {
         "layer_norm": (5, 2, 2 * n),  # ops, divsqrt per row (sqrt, div), resident gamma+beta
@@ -185,6 +196,10 @@ def cluster_cycles(stage: Stage, tokens: int, arch: Arch) -> float:
         row_ops += k.macs_per_row
     cycles = cl.kernel_call_cycles + engine + rounds * (row_ops / lanes)
     cycles += rounds * k.divsqrt_per_row * cl.divsqrt_cycles
+    transfers, streamed = k.streamed
+    if transfers:  # overlapped with the compute cores: the slower of the two counts
+        dma = transfers * cl.dma_setup_cycles + streamed / cl.dma_bytes_per_cycle
+        cycles = cl.kernel_call_cycles + max(cycles - cl.kernel_call_cycles, dma)
     if k.dma_bytes:
         cycles += cl.dma_setup_cycles + k.dma_bytes / cl.dma_bytes_per_cycle
     return cycles

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import networkx as nx
 
@@ -49,6 +49,8 @@ from aimcc.cost.model import (
 from aimcc.errors import AimccError
 
 STRATEGIES = ("serial", "intra", "cross", "both")
+# Tasks the chunk search may simulate (~0.5 s of Python): bounds compile time on big models.
+SEARCH_BUDGET = 40_000
 _UNIT_KINDS = ("tile", "cluster", "dma")
 
 
@@ -85,10 +87,11 @@ class Schedule:
     energy_nj: float
     busy_bound_ns: float  # the busiest unit's total work
     critical_path_ns: float  # the longest dependency chain, with unlimited units
+    chain_bound_ns: float  # the chain where each join also waits for its ancestors' serial work
 
     @property
     def lower_bound_ns(self) -> float:
-        return max(self.busy_bound_ns, self.critical_path_ns)
+        return max(self.busy_bound_ns, self.critical_path_ns, self.chain_bound_ns)
 
     @property
     def gap(self) -> float:
@@ -119,13 +122,28 @@ def schedule(
         )
         for layer in sorted(set(layers.values()))
     }
-    best: Schedule | None = None
-    for name in STRATEGIES if strategy == "auto" else (strategy,):
-        found = _search_chunks(stages, layers, tokens, arch, name, clusters_per_tile, candidates)
-        if best is None or found.makespan_ns < best.makespan_ns:
-            best = found
-    assert best is not None
-    return best
+    names = STRATEGIES if strategy == "auto" else (strategy,)
+    found, choice = _search(stages, layers, tokens, arch, names, clusters_per_tile, candidates)
+    return _simulate(stages, layers, tokens, arch, found, clusters_per_tile, choice)
+
+
+def replay(
+    stages: Sequence[Stage],
+    tokens: int,
+    arch: Arch,
+    *,
+    strategy: str,
+    clusters_per_tile: int,
+    chunk_per_layer: dict[int, int],
+) -> Schedule:
+    """The timeline of a decision already made (e.g. recorded in the IR): one simulation."""
+    if strategy not in STRATEGIES:
+        raise AimccError(f"recorded schedule strategy '{strategy}' unknown")
+    layers = _check(stages, arch, clusters_per_tile)
+    missing = sorted(set(layers.values()) - set(chunk_per_layer))
+    if missing:
+        raise AimccError(f"recorded schedule has no chunk size for layer {missing[0]}")
+    return _simulate(stages, layers, tokens, arch, strategy, clusters_per_tile, chunk_per_layer)
 
 
 def _check(stages: Sequence[Stage], arch: Arch, lanes: int) -> dict[str, int]:
@@ -198,36 +216,56 @@ def _chunk_candidates(
     return fitting
 
 
-def _search_chunks(
+def _search(
     stages: Sequence[Stage],
     layers: dict[str, int],
     tokens: int,
     arch: Arch,
-    strategy: str,
+    strategies: Sequence[str],
     lanes: int,
     candidates: dict[int, list[int]],
-) -> Schedule:
-    """One chunk size for every layer first, then improve layer by layer (coordinate descent)."""
-    seen: dict[tuple[int, ...], Schedule] = {}
+) -> tuple[str, dict[int, int]]:
+    """The fastest (strategy, chunk per layer) found within SEARCH_BUDGET simulated tasks.
 
-    def run(choice: dict[int, int]) -> Schedule:
-        key = tuple(choice[layer] for layer in candidates)
+    Every strategy tries one chunk size for all layers first; then, best strategy first,
+    each layer's size in turn is improved (coordinate descent) while the budget lasts. The
+    budget counts tasks, not seconds, so the result does not depend on the machine.
+    """
+    seen: dict[tuple[str, tuple[int, ...]], float] = {}
+    spent = 0
+
+    def run(name: str, choice: dict[int, int]) -> float:
+        nonlocal spent
+        key = (name, tuple(choice[layer] for layer in candidates))
         if key not in seen:
-            seen[key] = _simulate(stages, layers, tokens, arch, strategy, lanes, dict(choice))
+            g, _, _ = _build(stages, layers, tokens, arch, name, lanes, choice)
+            _, end = _list_schedule(g)
+            seen[key] = max((e for e, u in zip(end, g.unit, strict=True) if u), default=0.0)
+            spent += len(g.dur)
         return seen[key]
 
     def uniform(size: int) -> dict[int, int]:
         return {layer: max([t for t in c if t <= size] or c[:1]) for layer, c in candidates.items()}
 
     sizes = sorted({t for c in candidates.values() for t in c})
-    best = min((run(uniform(t)) for t in sizes), key=lambda s: s.makespan_ns)
+    starts = []
+    for name in strategies:
+        choice = min((uniform(t) for t in sizes), key=lambda c: run(name, c))
+        starts.append((run(name, choice), strategies.index(name), name, choice))
+    starts.sort(key=lambda s: s[:2])
+    best = starts[0]
     if len(candidates) > 1:
-        for layer, options in candidates.items():
-            for t in options:
-                trial = run({**best.chunk_per_layer, layer: t})
-                if trial.makespan_ns < best.makespan_ns:
-                    best = trial
-    return best
+        for _, order, name, choice in starts:
+            for layer, options in candidates.items():
+                for t in options:
+                    if spent > SEARCH_BUDGET:
+                        return best[2], best[3]
+                    trial = {**choice, layer: t}
+                    if run(name, trial) < run(name, choice):
+                        choice = trial
+                        if (run(name, choice), order) < best[:2]:
+                            best = (run(name, choice), order, name, choice)
+    return best[2], best[3]
 
 
 @dataclass
@@ -246,8 +284,16 @@ class _Tasks:
     layer: list[int]
 
     def add(self, **fields: Any) -> int:
-        for key, value in fields.items():
-            getattr(self, key).append(value)
+        self.name.append(fields["name"])
+        self.kind.append(fields["kind"])
+        self.chunk.append(fields["chunk"])
+        self.tokens.append(fields["tokens"])
+        self.unit.append(fields["unit"])
+        self.lock.append(fields["lock"])
+        self.dur.append(fields["dur"])
+        self.prio.append(fields["prio"])
+        self.preds.append(fields["preds"])
+        self.layer.append(fields["layer"])
         return len(self.dur) - 1
 
 
@@ -264,18 +310,26 @@ def _build(
     g = _Tasks([], [], [], [], [], [], [], [], [], [])
     finish: list[float] = []  # earliest finish with unlimited units (critical path)
     tiles: dict[str, int] = {}
-    by_stage: dict[str, list[tuple[int, int, int]]] = {}  # name -> [(task, first, stop)]
+    # name -> (tasks in token order, chunked, chunk size): chunk i covers [i*size, (i+1)*size)
+    by_stage: dict[str, tuple[list[int], bool, int]] = {}
     moved: dict[tuple[int, str], int] = {}
     nbytes = dtype_bytes(arch)
     index = {s.name: i for i, s in enumerate(stages)}
+    # (stage, tokens) -> ns of a chunk / of its transfer: a few distinct sizes per stage
+    durations: dict[tuple[int, int], float] = {}
+    moves: dict[tuple[str, int], float] = {}
+
+    locks = {
+        layer: {"serial": "all", "cross": f"layer:{layer}"}.get(strategy)
+        for layer in chunk_per_layer
+    }
 
     def lock_of(layer: int) -> str | None:
-        return {"serial": "all", "cross": f"layer:{layer}"}.get(strategy)
+        return locks[layer]
 
     def transfer(src: int, dest: str, layer: int) -> int:
         if (src, dest) not in moved:
             producer = stages[index[g.name[src]]]
-            size = output_elements(producer, g.tokens[src], arch) * nbytes
             src_unit = g.unit[src] or ""
             engine = dest if dest.startswith("cluster") else src_unit
             dma = (
@@ -283,6 +337,9 @@ def _build(
                 if engine.startswith("cluster")
                 else f"dma:{layer}"
             )
+            if (producer.name, g.tokens[src]) not in moves:
+                size = output_elements(producer, g.tokens[src], arch) * nbytes
+                moves[producer.name, g.tokens[src]] = transfer_ns(size, arch)
             moved[src, dest] = g.add(
                 name=f"{g.name[src]}->{dest}",
                 kind="transfer",
@@ -290,7 +347,7 @@ def _build(
                 tokens=g.tokens[src],
                 unit=dma,
                 lock=lock_of(layer),
-                dur=transfer_ns(size, arch),
+                dur=moves[producer.name, g.tokens[src]],
                 prio=(g.prio[src][0], g.prio[src][1], 1),
                 preds=[src],
                 layer=layer,
@@ -303,21 +360,20 @@ def _build(
         chunked = _chunked(s, tokens)
         size = chunk_per_layer[layer] if chunked else s.dims["T"]
         unit_kind = s.unit.partition(":")[0]
-        by_stage[s.name] = []
+        tasks: list[int] = []
         for k, first in enumerate(range(0, tokens if chunked else size, size)):
             stop = min(first + size, tokens) if chunked else size
             lane = k % lanes if unit_kind == "cluster" and chunked else 0
             unit = f"{s.unit}.{lane}" if lane else s.unit
             preds = []
             for j, dep in enumerate(s.deps):
-                whole = not chunked or (s.kind in SEQUENCE_MIXING and j > 0)
-                for src, a, b in by_stage[dep]:
-                    if (
-                        whole
-                        or not _chunked(stages[index[dep]], tokens)
-                        or (a < stop and b > first)
-                    ):
-                        preds.append(src if g.unit[src] == unit else transfer(src, unit, layer))
+                dep_tasks, dep_chunked, dep_size = by_stage[dep]
+                if chunked and dep_chunked and not (s.kind in SEQUENCE_MIXING and j > 0):
+                    dep_tasks = dep_tasks[first // dep_size : (stop - 1) // dep_size + 1]
+                for src in dep_tasks:
+                    preds.append(src if g.unit[src] == unit else transfer(src, unit, layer))
+            if (position, stop - first) not in durations:
+                durations[position, stop - first] = stage_ns(s, stop - first, arch)
             task = g.add(
                 name=s.name,
                 kind=s.kind,
@@ -325,15 +381,16 @@ def _build(
                 tokens=stop - first,
                 unit=unit,
                 lock=lock_of(layer),
-                dur=stage_ns(s, stop - first, arch),
+                dur=durations[position, stop - first],
                 prio=(first, position, 0),
                 preds=preds,
                 layer=layer,
             )
             finish.append(max((finish[p] for p in preds), default=0.0) + g.dur[task])
-            by_stage[s.name].append((task, first, stop))
+            tasks.append(task)
             if s.kind == ANALOG:
                 tiles[unit] = max(tiles.get(unit, 1), s.dims.get("tiles", 1))
+        by_stage[s.name] = (tasks, chunked, size)
     if strategy == "intra":
         _add_layer_barriers(g, layers, stages)
     return g, max(finish, default=0.0), tiles
@@ -382,6 +439,12 @@ def _simulate(
 ) -> Schedule:
     g, critical_path, tiles = _build(stages, layers, tokens, arch, strategy, lanes, chunk_per_layer)
     start, end = _list_schedule(g)
+    # The strategies only add constraints to the dataflow, so its bound holds for all of them.
+    flow = (
+        g
+        if strategy != "intra"
+        else _build(stages, layers, tokens, arch, "both", lanes, chunk_per_layer)[0]
+    )
     slots = sorted(
         (
             Slot(g.name[t], g.kind[t], g.chunk[t], g.tokens[t], unit, start[t], end[t])
@@ -411,7 +474,80 @@ def _simulate(
         energy_nj=sum(u.energy_nj for u in units),
         busy_bound_ns=max(busy.values(), default=0.0),
         critical_path_ns=critical_path,
+        chain_bound_ns=_chain_bound(flow),
     )
+
+
+def _chain_bound(g: _Tasks) -> float:
+    """A lower bound on the makespan of the dataflow graph ``g`` (tasks in topological order).
+
+    One unit runs its tasks one after another, none before its earliest start (head): so the
+    unit is busy until at least ``r + work of its tasks with head >= r`` for every r (the
+    one-machine relaxation), and the schedule lasts at least that plus the shortest chain
+    after those tasks (tail). Heads are refined at joins (more than two inputs: keys,
+    values, whole sequences) with the same bound over the join's ancestors, which captures
+    attention waiting for every key and then running all queries on one cluster.
+    """
+    n = len(g.dur)
+    head = [0.0] * n
+    ancestors = [0] * n
+    # The chunks of one stage share most inputs of a join (all keys): bound those once.
+    shared: dict[str, set[int]] = {}
+    for t in range(n):
+        if len(g.preds[t]) > 2:
+            shared[g.name[t]] = shared.get(g.name[t], set(g.preds[t])) & set(g.preds[t])
+    refined: dict[str, float] = {}
+    for t in range(n):
+        start, members = 0.0, 0
+        for p in g.preds[t]:
+            start = max(start, head[p] + g.dur[p])
+            members |= ancestors[p] | (1 << p)
+        ancestors[t] = members
+        name = g.name[t]
+        if len(g.preds[t]) > 2:
+            if name not in refined:
+                common = 0
+                for p in shared[name]:
+                    common |= ancestors[p] | (1 << p)
+                chosen = []
+                while common:
+                    low = common & -common
+                    chosen.append(low.bit_length() - 1)
+                    common ^= low
+                # Each ancestor's shortest way on to the join: the longest chain from its end.
+                to_join = dict.fromkeys(chosen, 0.0)
+                for a in reversed(chosen):
+                    for p in g.preds[a]:
+                        to_join[p] = max(to_join[p], g.dur[a] + to_join[a])
+                refined[name] = _one_machine(g, head, chosen, to_join)
+            start = max(start, refined[name])
+        head[t] = start
+    tail = [0.0] * n  # the longest chain after a task, with unlimited units
+    for t in range(n - 1, -1, -1):
+        for p in g.preds[t]:
+            tail[p] = max(tail[p], g.dur[t] + tail[t])
+    path = max((head[t] + g.dur[t] + tail[t] for t in range(n)), default=0.0)
+    return max(path, _one_machine(g, head, range(n), tail))
+
+
+def _one_machine(
+    g: _Tasks, head: list[float], tasks: Iterable[int], tail: Mapping[int, float] | list[float]
+) -> float:
+    """max over units and r of r + work with head >= r (+ the shortest tail among them)."""
+    by_unit: dict[str | None, list[int]] = defaultdict(list)
+    for t in tasks:
+        by_unit[g.unit[t]].append(t)
+    bound = 0.0
+    for unit, members in by_unit.items():
+        if unit is None:
+            continue
+        members.sort(key=lambda t: head[t], reverse=True)
+        work, shortest = 0.0, float("inf")
+        for t in members:
+            work += g.dur[t]
+            shortest = min(shortest, tail[t])
+            bound = max(bound, head[t] + work + shortest)
+    return bound
 
 
 def _list_schedule(g: _Tasks) -> tuple[list[float], list[float]]:
@@ -531,7 +667,7 @@ def to_chrome_trace(schedule: Schedule) -> dict[str, Any]:
     return {"traceEvents": events, "displayTimeUnit": "ns", "otherData": other}
 
 
-def plot_gantt(schedule: Schedule, path: str | Path) -> None:
+def plot_gantt(schedule: Schedule, path: str | Path | IO[bytes]) -> None:
     """A Gantt chart of the timeline, one row per unit, one colour per kind (Agg, no display)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -558,4 +694,4 @@ def plot_gantt(schedule: Schedule, path: str | Path) -> None:
         handles=[Patch(color=colour[k], label=k) for k in kinds], loc="upper right", fontsize=7
     )
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
+    fig.savefig(path, format="png", metadata={"Software": None})

@@ -1,0 +1,318 @@
+"""schedule: derive the cost model's stages from the placed IR, pick chunks and a pipeline.
+
+Every analog layer (``aimc.accumulate`` over its MVMs) becomes an ``analog_mvm`` stage on the
+unit ``tile:<first tile id>`` (a layer's tiles run in parallel), plus an ``accumulate`` stage
+on the paired cluster when rows of tiles give partial sums. Every ``digital.kernel`` becomes
+the stages of its arithmetic on ``cluster:<cluster>``: ``lora`` is X.A then .B + add,
+``attention`` is QK^T, softmax (the scale and mask folded in) and .V, ``embedding`` a gather,
+``rope`` and generic ``onnx.*`` kernels elementwise work over their largest operand. Views
+(reshape, transpose, slice, ...) cost nothing: a strided DMA reads through them, so their
+consumers depend on the views' producers directly.
+
+A value is *per token* when the sequence length appears among its leading dims; its stage is
+then chunked over the sequence, otherwise it runs once (``T`` rows). The chosen strategy and
+chunk per layer go into the module attribute ``aimc.schedule``, which the backend copies into
+the binary; :func:`recorded_schedule` replays that decision into the full timeline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    DictionaryAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    i64,
+)
+from xdsl.ir import SSAValue
+from xdsl.passes import ModulePass
+
+from aimcc.arch import Arch
+from aimcc.cost import Schedule, Stage, replay, schedule
+from aimcc.errors import AimccError
+from aimcc.ir import CompileContext
+from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp
+from aimcc.ir.digital import KernelOp
+from aimcc.ir.graph import AbsentOp, WeightOp
+
+SCHEDULE_ATTR = "aimc.schedule"
+PIPELINES = ("auto", "serial", "intra", "cross", "both")
+# Generic kernels that only re-index their input: a strided DMA reads through them.
+VIEWS = frozenset(
+    f"onnx.{op}"
+    for op in (
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Identity",
+        "Expand",
+        "Slice",
+        "Split",
+    )
+)
+_ELEMENTWISE_OPS = {"rope": 3}  # x * cos + rotate(x) * sin; generic kernels: 1 per element
+
+
+@dataclass(frozen=True)
+class SchedulePass(ModulePass):
+    name = "schedule"
+
+    pipeline: str = "auto"
+    clusters_per_tile: int = 1
+    tokens: int = 0  # 0: the sequence the model was compiled for
+
+    def apply(self, ctx: CompileContext, op: ModuleOp) -> None:
+        if self.pipeline not in PIPELINES:
+            raise AimccError(f"--pipeline {self.pipeline}: use one of {', '.join(PIPELINES)}")
+        stages, tokens = module_stages(op, ctx.arch, self.tokens)
+        if not stages:
+            return
+        found = schedule(
+            stages,
+            tokens,
+            ctx.arch,
+            strategy=self.pipeline,
+            clusters_per_tile=self.clusters_per_tile,
+        )
+        op.attributes[SCHEDULE_ATTR] = _attribute(found)
+
+
+def module_stages(module: ModuleOp, arch: Arch, tokens: int = 0) -> tuple[list[Stage], int]:
+    """The cost stages of a placed module in program order, and the tokens to schedule."""
+    main = next((o for o in module.walk() if isinstance(o, func.FuncOp)), None)
+    if main is None:
+        return [], 0
+    compiled, seq = _compiled_tokens(main)
+    builder = _StageBuilder(arch, compiled, seq, tokens or compiled)
+    for o in main.body.block.ops:
+        if isinstance(o, AccumulateOp):
+            builder.analog(o)
+        elif isinstance(o, KernelOp):
+            builder.kernel(o)
+    return builder.stages, tokens or compiled
+
+
+def recorded_schedule(module: ModuleOp, arch: Arch) -> Schedule | None:
+    """The timeline of the schedule the pass recorded (None if the module has none)."""
+    attr = module.attributes.get(SCHEDULE_ATTR)
+    if not isinstance(attr, DictionaryAttr):
+        return None
+    d = attr.data
+    tokens = _int(d["tokens"])
+    stages, _ = module_stages(module, arch, tokens)
+    chunks = d["chunks"]
+    assert isinstance(chunks, DictionaryAttr)
+    return replay(
+        stages,
+        tokens,
+        arch,
+        strategy=_str(d["strategy"]),
+        clusters_per_tile=_int(d["clusters_per_tile"]),
+        chunk_per_layer={int(k): _int(v) for k, v in chunks.data.items()},
+    )
+
+
+def _attribute(s: Schedule) -> DictionaryAttr:
+    """The decision (replayable) and its results, times in whole ns and energy in whole pJ."""
+
+    def whole(x: float) -> IntegerAttr:
+        return IntegerAttr(round(x), i64)
+
+    return DictionaryAttr(
+        {
+            "strategy": StringAttr(s.strategy),
+            "clusters_per_tile": IntegerAttr(s.clusters_per_tile, i64),
+            "tokens": IntegerAttr(s.tokens, i64),
+            "chunks": DictionaryAttr(
+                {str(k): IntegerAttr(v, i64) for k, v in s.chunk_per_layer.items()}
+            ),
+            "makespan_ns": whole(s.makespan_ns),
+            "energy_pj": whole(s.energy_nj * 1e3),
+            "busy_bound_ns": whole(s.busy_bound_ns),
+            "critical_path_ns": whole(s.critical_path_ns),
+            "chain_bound_ns": whole(s.chain_bound_ns),
+        }
+    )
+
+
+def _int(attr: object) -> int:
+    assert isinstance(attr, IntegerAttr)
+    return attr.value.data
+
+
+def _str(attr: object) -> str:
+    assert isinstance(attr, StringAttr)
+    return attr.data
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    assert isinstance(value.type, TensorType)
+    return tuple(value.type.get_shape())
+
+
+def _compiled_tokens(main: func.FuncOp) -> tuple[int, int]:
+    """(token vectors, sequence length) of the first analog or matmul input (batch x seq x K)."""
+    for o in main.body.block.ops:
+        x = None
+        if isinstance(o, AccumulateOp):
+            mvm = o.partials[0].owner
+            assert isinstance(mvm, MvmOp)
+            x = mvm.x
+        elif isinstance(o, KernelOp) and o.kind.data == "matmul":
+            x = o.args[0]
+        if x is not None:
+            lead = _shape(x)[:-1]
+            return math.prod(lead), lead[-1] if lead else 1
+    return 1, 1
+
+
+class _StageBuilder:
+    """Turns ops into stages, tracking which stages produce each SSA value."""
+
+    def __init__(self, arch: Arch, compiled: int, seq: int, tokens: int):
+        self.arch, self.compiled, self.seq, self.tokens = arch, compiled, seq, tokens
+        self.stages: list[Stage] = []
+        self.producers: dict[SSAValue, tuple[str, ...]] = {}
+        self.names: set[str] = set()
+
+    def per_token(self, shape: tuple[int, ...]) -> bool:
+        """The sequence is among the leading dims and every token has the same share."""
+        numel = math.prod(shape)
+        return self.seq in shape[:-1] and numel % self.compiled == 0 and numel > 0
+
+    def rows(self, shape: tuple[int, ...]) -> dict[str, int]:
+        """No ``T`` for per-token values (chunked); else the leading dims run once."""
+        return {} if self.per_token(shape) else {"T": max(1, math.prod(shape[:-1]))}
+
+    def deps(self, *values: SSAValue) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d for v in values for d in self.producers.get(v, ())))
+
+    def add(
+        self, hint: str, kind: str, dims: dict[str, int], deps: tuple[str, ...], unit: str
+    ) -> str:
+        name, n = hint, 1
+        while name in self.names:
+            name, n = f"{hint}#{n}", n + 1
+        self.names.add(name)
+        self.stages.append(Stage(name, kind, dims, deps, unit))
+        return name
+
+    def analog(self, acc: AccumulateOp) -> None:
+        mvm = acc.partials[0].owner
+        assert isinstance(mvm, MvmOp)
+        program = mvm.program
+        if program.tile_id is None:
+            raise AimccError("schedule: tiles are not placed (run 'place' first)")
+        tile = program.tile_id.value.data
+        x, hint = mvm.x, acc.result.name_hint or f"layer{tile}"
+        dims = {"K": _shape(x)[-1], "N": _shape(acc.result)[-1], "tiles": len(acc.partials)}
+        name = self.add(
+            hint, "analog_mvm", {**dims, **self.rows(_shape(x))}, self.deps(x), f"tile:{tile}"
+        )
+        rows, _ = acc.grid_shape
+        if rows > 1:  # partial sums of the rows of tiles, on the paired cluster
+            dims = {"N": dims["N"], "P": rows, **self.rows(_shape(acc.result))}
+            cluster = f"cluster:{tile % self.arch.cluster.count}"
+            name = self.add(f"{hint}.acc", "accumulate", dims, (name,), cluster)
+        self.producers[acc.result] = (name,)
+
+    def kernel(self, op: KernelOp) -> None:
+        kind = op.kind.data
+        args = [a for a in op.args if not isinstance(a.owner, WeightOp | AbsentOp | ProgramOp)]
+        if kind in VIEWS:
+            for r in op.outs:
+                self.producers[r] = self.deps(*args)
+            return
+        if op.cluster is None:
+            raise AimccError(f"schedule: kernel '{kind}' has no cluster (run 'place' first)")
+        unit = f"cluster:{op.cluster.value.data}"
+        out = op.outs[0]
+        hint = out.name_hint or kind.removeprefix("onnx.").lower()
+        shape = _shape(out)
+        rows = self.rows(shape)
+        if kind == "lora":
+            x, y, a, b = op.args
+            k, r = _shape(a)
+            xa = self.add(f"{hint}.xa", "lora_xa", {"K": k, "R": r, **rows}, self.deps(x), unit)
+            dims = {"R": r, "N": _shape(b)[-1], **rows}
+            names: tuple[str, ...] = (
+                self.add(hint, "lora_b_add", dims, (*self.deps(y), xa), unit),
+            )
+        elif kind == "attention":
+            names = (self.attention(op, hint, unit),)
+        elif kind == "matmul":
+            dims = {"K": _shape(op.args[0])[-1], "N": shape[-1], **rows}
+            names = (self.add(hint, "matmul", dims, self.deps(*args), unit),)
+        elif kind == "embedding":
+            table, ids = op.args
+            dims = {"N": _shape(table)[-1], **rows}
+            names = (self.add(hint, "gather", dims, self.deps(ids), unit),)
+        elif kind in ("bias_add", "layer_norm", "rms_norm", "gelu_erf", "gelu_tanh", "silu"):
+            dims = {"N": shape[-1], **rows}
+            names = (self.add(hint, kind, dims, self.deps(*args), unit),)
+        else:  # rope and generic ONNX kernels: per-element work over the largest operand
+            largest = max((_shape(v) for v in [*args, *op.outs]), key=math.prod)
+            if self.per_token(largest):
+                dims = {"elements": math.prod(largest) // self.compiled}
+            else:
+                dims = {"elements": largest[-1] if largest else 1, **self.rows(largest)}
+            dims["ops"] = _ELEMENTWISE_OPS.get(kind, 1)
+            names = (self.add(hint, "elementwise", dims, self.deps(*args), unit),)
+        for r in op.outs:
+            self.producers[r] = names
+
+    def attention(self, op: KernelOp, hint: str, unit: str) -> str:
+        """QK^T, softmax with scale and mask, then .V: one row per (head, query)."""
+        q, kt, v = op.args[:3]
+        mask = op.args[3:]
+        qs = _shape(q)
+        heads = qs[-3] if len(qs) >= 3 else 1
+        dims = {"S": _shape(kt)[-1], "D": qs[-1], "H": heads}
+        if self.per_token(qs):
+            if dims["S"] == self.seq:  # keys of the whole (rescheduled) sequence
+                dims["S"] = self.tokens * self.seq // self.compiled
+        else:
+            dims["T"] = max(1, math.prod(qs[:-1]) // heads)
+        rows = {"T": dims["T"]} if "T" in dims else {}
+        # The scheduler reads every dependency after the first whole: keep the queries first
+        # even when queries and keys come from one producer (a fused QKV projection).
+        qk = self.add(f"{hint}.qk", "qk", dims, (*self.deps(q), *self.deps(kt)), unit)
+        softmax_dims = {"N": dims["S"], "H": heads, **rows}
+        p = self.add(f"{hint}.softmax", "softmax", softmax_dims, (qk, *self.deps(*mask)), unit)
+        return self.add(hint, "av", dims, (p, *self.deps(v)), unit)
+
+
+def schedule_section(module: ModuleOp, arch: Arch) -> dict[str, Any] | None:
+    """The binary's "schedule" section: the decision, its timing and each unit's load."""
+    found = recorded_schedule(module, arch)
+    if found is None:
+        return None
+    return {
+        "strategy": found.strategy,
+        "clusters_per_tile": found.clusters_per_tile,
+        "tokens": found.tokens,
+        "chunk_per_layer": {str(k): v for k, v in found.chunk_per_layer.items()},
+        "makespan_ns": round(found.makespan_ns, 3),
+        "energy_nj": round(found.energy_nj, 3),
+        "lower_bound_ns": {
+            "busiest_unit": round(found.busy_bound_ns, 3),
+            "critical_path": round(found.critical_path_ns, 3),
+            "chain": round(found.chain_bound_ns, 3),
+        },
+        "units": {
+            u.unit: {
+                "busy_ns": round(u.busy_ns, 3),
+                "utilisation": round(u.utilisation, 6),
+                "energy_nj": round(u.energy_nj, 3),
+            }
+            for u in found.units
+        },
+    }
