@@ -13,6 +13,7 @@ from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
 
 from aimcc.arch import Arch, load_arch
+from aimcc.cost import Schedule
 from aimcc.errors import AimccError, first_line
 from aimcc.frontend.importer import import_graph
 from aimcc.frontend.load import fix_input_shapes, load_onnx
@@ -53,6 +54,11 @@ class Compilation:
     @property
     def arch(self) -> Arch:
         return self.ctx.arch
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The schedule the schedule pass found (None when it did not run)."""
+        return self.ctx.schedule
 
 
 def compile_model(

@@ -112,7 +112,7 @@ def lower_program(comp: Compilation) -> dict[str, Any]:
         "instructions": instructions,
         "tiles": tiles,
         "slots": len(slots),
-        "schedule": schedule_section(comp.module, comp.arch),
+        "schedule": schedule_section(comp.schedule) if comp.schedule else None,
     }
 
 

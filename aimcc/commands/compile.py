@@ -15,7 +15,7 @@ from aimcc.compiler import PASS_NAMES, compile_model
 from aimcc.cost import plot_gantt, to_chrome_trace
 from aimcc.frontend.load import parse_input_shapes
 from aimcc.passes.partition import TARGETS
-from aimcc.passes.schedule import PIPELINES, SchedulePass, recorded_schedule
+from aimcc.passes.schedule import PIPELINES, SchedulePass
 
 
 def parser() -> argparse.ArgumentParser:
@@ -128,7 +128,7 @@ def main(argv: list[str]) -> int:
     emitted = emit_riscv(comp, opts.emit_riscv) if opts.emit_riscv else None
     size = write_binary(comp, output)
     write_text(manifest_path, manifest_json(kernel_manifest(comp, emitted)))
-    timeline = recorded_schedule(comp.module, comp.arch)
+    timeline = comp.schedule
     files: dict[Path, int | None] = {output: size, manifest_path: None}
     if timeline is not None and opts.trace:
         write_text(opts.trace, json.dumps(to_chrome_trace(timeline), sort_keys=True))
@@ -142,6 +142,6 @@ def main(argv: list[str]) -> int:
         baseline = None
         if comp.target == "hybrid" and report.has_lora(comp):  # the fully analog reference
             merged = compile_model(opts.model, "aimc", arch, shapes, schedule=scheduler)
-            baseline = recorded_schedule(merged.module, merged.arch)
+            baseline = merged.schedule
         report.print_schedule(comp, timeline, baseline)
     return 0

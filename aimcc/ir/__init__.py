@@ -9,6 +9,7 @@ from xdsl.dialects.builtin import Builtin
 from xdsl.dialects.func import Func
 
 from aimcc.arch import Arch, load_arch
+from aimcc.cost import Schedule
 from aimcc.ir.aimc import AIMC
 from aimcc.ir.digital import Digital
 from aimcc.ir.graph import Graph
@@ -22,6 +23,7 @@ class CompileContext(Context):
 
     weights: WeightStore = field(default_factory=WeightStore)
     arch: Arch = field(default_factory=load_arch)
+    schedule: Schedule | None = None  # what the schedule pass computed (its summary is in the IR)
 
 
 def make_context(weights: WeightStore | None = None, arch: Arch | None = None) -> CompileContext:

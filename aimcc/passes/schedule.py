@@ -83,6 +83,7 @@ class SchedulePass(ModulePass):
             clusters_per_tile=self.clusters_per_tile,
         )
         op.attributes[SCHEDULE_ATTR] = _attribute(found)
+        ctx.schedule = found
 
 
 def module_stages(module: ModuleOp, arch: Arch, tokens: int = 0) -> tuple[list[Stage], int]:
@@ -290,11 +291,8 @@ class _StageBuilder:
         return self.add(hint, "av", dims, (p, *self.deps(v)), unit)
 
 
-def schedule_section(module: ModuleOp, arch: Arch) -> dict[str, Any] | None:
+def schedule_section(found: Schedule) -> dict[str, Any]:
     """The binary's "schedule" section: the decision, its timing and each unit's load."""
-    found = recorded_schedule(module, arch)
-    if found is None:
-        return None
     return {
         "strategy": found.strategy,
         "clusters_per_tile": found.clusters_per_tile,
