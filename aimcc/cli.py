@@ -2,6 +2,8 @@
 
 aimcc model.onnx --target hybrid             compile: model.aimcb + model.kernels.json
 aimcc run model.aimcb --inputs inputs.npz    execute in the simulated runtime
+aimcc inspect model.aimcb --kernels          program summary and the RISC-V kernel table
+aimcc eval model.aimcb --reference m.onnx   accuracy on PCM tiles over drift time
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from aimcc.errors import AimccError, first_line
 
 # subcommand -> module in aimcc.commands; anything else is a model to compile
-SUBCOMMANDS = {"run": "run"}
+SUBCOMMANDS = {"run": "run", "inspect": "inspect", "eval": "eval"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

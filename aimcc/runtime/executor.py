@@ -5,8 +5,10 @@ Instructions are turned into closures once at load time so a run is a tight loop
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,24 @@ class AnalogLayer:
     name: str
     weight: torch.Tensor  # [K, N], crossbar orientation
     programmed: ProgrammedLayer | None = None
-    tiles: TileWeights | torch.Tensor | None = None
+    tiles: TileWeights | None = None
 
 
 class Executable:
-    """A program ready to run; ``noise`` picks ideal tiles (default) or a non-ideal model."""
+    """A program ready to run on ideal tiles (default) or a non-ideal tile model.
+
+    Program once, then evaluate at several drift times; the devices keep their programming
+    noise and drift exponents between reads, as real ones do::
+
+        exe = aimcc.runtime.load("model.aimcb")
+        exe.set_noise(NoiseSpec("pcm"), seed=0)  # program every tile (draws device noise)
+        for t in (0.0, 3600.0, 86400.0):
+            exe.at_time(t)  # re-read the same devices t seconds after programming
+            outputs = exe.run(feeds)
+
+    Each ``at_time`` draws fresh read noise; the same seed and sequence of calls gives the
+    same outputs.
+    """
 
     def __init__(self, program: dict[str, Any], tensors: dict[str, np.ndarray], where: str):
         self.program = program
@@ -45,13 +60,20 @@ class Executable:
         self.layers: list[AnalogLayer] = []
         self.spec = NoiseSpec("ideal")
         self._generator: torch.Generator | None = None
-        self._steps = [self._compile(i, ins) for i, ins in enumerate(program["instructions"])]
+        instructions = program["instructions"]
+        biases = self._fusable_biases(instructions, program["outputs"])
+        self._steps = [
+            self._compile(i, ins, biases.get(i))
+            for i, ins in enumerate(instructions)
+            if i - 1 not in biases
+        ]
         self.inputs = program["inputs"]
         self.outputs = program["outputs"]
 
     # -- noise -----------------------------------------------------------------------------
     def set_noise(self, spec: NoiseSpec, seed: int = 0) -> None:
-        """Choose the tile model; for pcm, program every tile now (device noise drawn once)."""
+        """Choose the tile model; for pcm, program every tile now (programming noise and drift
+        exponents drawn once from ``seed``) and read it at ``spec.t_inference_s``."""
         self.spec = spec
         self._generator = torch.Generator().manual_seed(seed)
         if spec.model == "pcm":
@@ -61,14 +83,12 @@ class Executable:
         else:
             for layer in self.layers:
                 layer.programmed = None
-                layer.tiles = (
-                    layer.weight
-                    if spec.model == "ideal"
-                    else TileWeights.from_weight(layer.weight, self.arch)
-                )
+                make = TileWeights.ideal if spec.model == "ideal" else TileWeights.from_weight
+                layer.tiles = make(layer.weight, self.arch)
 
     def at_time(self, t_inference_s: float) -> None:
-        """Read the programmed devices at another time after programming (same drift nu)."""
+        """Read the programmed devices ``t_inference_s`` after programming: same devices and
+        drift exponents, fresh read noise; later ``run`` calls use this read."""
         if self.spec.model != "pcm" or self._generator is None:
             raise AimccError("at_time needs pcm noise: call set_noise(NoiseSpec('pcm')) first")
         self.spec = NoiseSpec("pcm", t_inference_s, self.spec.compensation)
@@ -144,10 +164,33 @@ class Executable:
             for k, v in params.items()
         }
 
-    def _compile(self, index: int, ins: dict[str, Any]) -> Step:
+    def _fusable_biases(
+        self, instructions: list[dict[str, Any]], outputs: list[dict[str, Any]]
+    ) -> dict[int, dict[str, Any]]:
+        """Analog instructions whose result only feeds the next instruction, a bias_add of a
+        constant [N] vector: that add runs inside the MVM (in the matmul's epilogue)."""
+        uses = Counter(o["value"] for o in outputs if isinstance(o["value"], int))
+        for ins in instructions:
+            uses.update(a for a in [*ins.get("args", ()), ins.get("x")] if isinstance(a, int))
+        fused = {}
+        for i, (ins, bias_add) in enumerate(pairwise(instructions)):
+            if not (
+                ins.get("op") == "analog"
+                and bias_add.get("kind") == "bias_add"
+                and bias_add.get("args", [None])[0] == ins.get("out")
+                and uses[ins.get("out")] == 1
+            ):
+                continue
+            bias = self._tensors.get(bias_add["args"][1])
+            weight = self._tensors.get(ins["weight"])
+            if bias is not None and weight is not None and bias.shape == weight.shape[1:]:
+                fused[i] = bias_add
+        return fused
+
+    def _compile(self, index: int, ins: dict[str, Any], bias_add: dict | None = None) -> Step:
         try:
             if ins["op"] == "analog":
-                return self._analog_step(ins)
+                return self._analog_step(ins, bias_add)
             if ins["op"] == "kernel":
                 return self._kernel_step(ins)
         except (KeyError, TypeError, ValueError) as exc:
@@ -181,19 +224,24 @@ class Executable:
 
         return step
 
-    def _analog_step(self, ins: dict[str, Any]) -> Step:
+    def _analog_step(self, ins: dict[str, Any], bias_add: dict[str, Any] | None) -> Step:
         weight = self._resolve(ins["weight"])
         if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
             raise AimccError(f"{self.where}: analog weight '{ins['weight']}' is not a matrix")
         if list(ins["tile"]) != [self.arch.tile.rows, self.arch.tile.cols]:
             raise AimccError(f"{self.where}: tiles of {ins['tile']} do not match the arch")
-        layer = AnalogLayer(ins["weight"], weight.float(), tiles=weight.float())
+        layer = AnalogLayer(ins["weight"], weight.float())
+        layer.tiles = TileWeights.ideal(layer.weight, self.arch)
         self.layers.append(layer)
-        x, out = ins["x"], ins["out"]
+        x, out, bias = ins["x"], ins["out"], None
+        if bias_add is not None:
+            out, bias = bias_add["outs"][0], self._tensors[bias_add["args"][1]].float()
 
         def step(env: list[Any]) -> None:
             assert layer.tiles is not None
-            env[out] = analog_matmul(env[x], layer.tiles, self.arch, self.spec, self._generator)
+            env[out] = analog_matmul(
+                env[x], layer.tiles, self.arch, self.spec, self._generator, bias
+            )
 
         return step
 

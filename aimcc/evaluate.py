@@ -1,0 +1,179 @@
+"""Accuracy of a compiled model on PCM tiles against its fp32 ONNX reference, over drift time.
+
+Each trial programs every tile once (one seed) and reads the same devices at every drift time,
+as a deployed chip ages; metrics are taken against onnxruntime's outputs on the same inputs.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from aimcc.errors import AimccError, first_line
+from aimcc.runtime import Executable
+from aimcc.runtime.analog import NoiseSpec
+
+DRIFT_TIMES = ("0s", "1h", "1d", "1w", "1month", "1y", "10y")  # REFERENCE [The analog tile]
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number per (trial, time): ``kind`` of the model output ``output``."""
+
+    output: str
+    kind: str  # "relative error", "cosine" or "embedding cosine"
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    times: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+    values: np.ndarray  # [trials, times, metrics]
+
+    def mean(self) -> np.ndarray:
+        return self.values.mean(axis=0)
+
+    def std(self) -> np.ndarray:
+        return self.values.std(axis=0)
+
+
+def reference_outputs(model: Path, exe: Executable, batches: Sequence[Feeds]) -> list[Feeds]:
+    """onnxruntime's fp32 outputs for each batch, checked against the binary's interface."""
+    if not model.is_file():
+        raise AimccError(f"{model}: reference model not found")
+    try:
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except Exception as exc:  # onnx raises bare DecodeError and friends
+        raise AimccError(f"{model}: not a readable ONNX model ({first_line(exc)})") from None
+    initializers = {t.name for t in graph.initializer}
+    ref_inputs = sorted(i.name for i in graph.input if i.name not in initializers)
+    ref_outputs = [o.name for o in graph.output]
+    bin_inputs = sorted(s["name"] for s in exe.inputs)
+    bin_outputs = [s["name"] for s in exe.outputs]
+    if ref_inputs != bin_inputs:
+        raise AimccError(
+            f"{model}: reference inputs ({', '.join(ref_inputs)}) do not match the binary's "
+            f"({', '.join(bin_inputs)}): was {exe.where} compiled from this model?"
+        )
+    missing = [name for name in bin_outputs if name not in ref_outputs]
+    if missing:
+        raise AimccError(f"{model}: reference has no output '{missing[0]}' of {exe.where}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    try:
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        return [dict(zip(bin_outputs, session.run(bin_outputs, f), strict=True)) for f in batches]
+    except Exception as exc:  # onnxruntime's errors share no base class
+        raise AimccError(f"{model}: onnxruntime failed on the inputs ({first_line(exc)})") from None
+
+
+def metrics_for(exe: Executable, reference: Feeds) -> tuple[Metric, ...]:
+    """Relative error and cosine of every output, plus the per-row cosine of embeddings."""
+    metrics = []
+    for spec in exe.outputs:
+        name = spec["name"]
+        metrics += [Metric(name, "relative error", False), Metric(name, "cosine", True)]
+        if is_embedding(name, reference[name].shape):
+            metrics.append(Metric(name, "embedding cosine", True))
+    return tuple(metrics)
+
+
+def is_embedding(name: str, shape: tuple[int, ...]) -> bool:
+    """Sentence-embedding outputs: named so, or pooled to [batch, features]."""
+    return "embedding" in name.lower() or len(shape) == 2
+
+
+def score(metrics: Sequence[Metric], outputs: Sequence[Feeds], reference: Sequence[Feeds]) -> list:
+    """The metrics over all batches at once (arrays stacked on a new batch axis)."""
+    values = []
+    for metric in metrics:
+        y = np.stack([o[metric.output] for o in outputs]).astype(np.float64)
+        ref = np.stack([r[metric.output] for r in reference]).astype(np.float64)
+        if metric.kind == "relative error":
+            values.append(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-30))
+        elif metric.kind == "cosine":
+            values.append(_cosine(y.reshape(1, -1), ref.reshape(1, -1))[0])
+        else:
+            values.append(_cosine(y.reshape(-1, y.shape[-1]), ref.reshape(-1, y.shape[-1])).mean())
+    return values
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(norms, 1e-30)
+
+
+def evaluate(
+    exe: Executable,
+    batches: Sequence[Feeds],
+    reference: Sequence[Feeds],
+    times: Sequence[tuple[str, float]],
+    trials: int,
+    seed: int,
+    compensation: str | None = None,
+    step: Callable[[], None] | None = None,
+) -> EvalResult:
+    """Trials x drift times on PCM tiles; trial i programs with seed + i. ``times`` pairs a
+    label with seconds after programming; ``step`` is called after each (trial, time)."""
+    if trials < 1:
+        raise AimccError(f"trials must be at least 1, got {trials}")
+    if not times:
+        raise AimccError("no drift times to evaluate")
+    metrics = metrics_for(exe, reference[0])
+    values = np.zeros((trials, len(times), len(metrics)))
+    for trial in range(trials):
+        exe.set_noise(NoiseSpec("pcm", times[0][1], compensation), seed + trial)
+        for index, (_, seconds) in enumerate(times):
+            if index:
+                exe.at_time(seconds)
+            outputs = [exe.run(feeds) for feeds in batches]
+            values[trial, index] = score(metrics, outputs, reference)
+            if step:
+                step()
+    return EvalResult(tuple(label for label, _ in times), metrics, values)
+
+
+def plot(result: EvalResult, title: str) -> bytes:
+    """A PNG: one panel per metric kind, mean ± std against drift time, one line per output."""
+    import matplotlib  # imported here: only --plot pays for it
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    kinds = list(dict.fromkeys(m.kind for m in result.metrics))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.6), squeeze=False)
+    positions = np.arange(len(result.times))
+    mean, std = result.mean(), result.std()
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for i, metric in enumerate(result.metrics):
+            if metric.kind == kind:
+                ax.errorbar(
+                    positions,
+                    mean[:, i],
+                    yerr=std[:, i],
+                    marker="o",
+                    capsize=3,
+                    label=metric.output,
+                )
+        ax.set_xticks(positions, result.times)
+        ax.set_xlabel("time after programming")
+        ax.set_title(kind)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
