@@ -38,8 +38,15 @@ class IRHighlighter(RegexHighlighter):
     ]
 
 
-THEME = Theme({"ir.value": "cyan", "ir.op": "bold magenta", "ir.type": "green",
-               "ir.string": "yellow", "ir.symbol": "bold blue"})
+THEME = Theme(
+    {
+        "ir.value": "cyan",
+        "ir.op": "bold magenta",
+        "ir.type": "green",
+        "ir.string": "yellow",
+        "ir.symbol": "bold blue",
+    }
+)
 console = Console(highlighter=IRHighlighter(), theme=THEME)
 
 
@@ -95,18 +102,25 @@ def placement_stats(comp: Compilation) -> PlacementStats:
 def print_compile_summary(comp: Compilation, files: dict[Path, int | None]) -> None:
     stats = placement_stats(comp)
     arch = comp.arch
-    table = Table(title=f"{Path(comp.source).name} -> {comp.target} on {arch.name}",
-                  show_header=False, title_justify="left")
+    table = Table(
+        title=f"{Path(comp.source).name} -> {comp.target} on {arch.name}",
+        show_header=False,
+        title_justify="left",
+    )
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_row("analog layers", str(stats.analog_layers))
-    table.add_row("tiles used / available",
-                  f"{stats.tiles} / {arch.tile.count} ({arch.tile.rows}x{arch.tile.cols})")
+    table.add_row(
+        "tiles used / available",
+        f"{stats.tiles} / {arch.tile.count} ({arch.tile.rows}x{arch.tile.cols})",
+    )
     table.add_row("tile utilisation", f"{stats.utilisation:.1%}" if stats.tiles else "-")
     table.add_row("analog weights", _count(stats.analog_weights))
     table.add_row("digital weights", _count(stats.digital_weights))
-    table.add_row("digital kernels", f"{sum(stats.kernels.values())} on "
-                  f"{len(stats.clusters)} of {arch.cluster.count} clusters")
+    table.add_row(
+        "digital kernels",
+        f"{sum(stats.kernels.values())} on {len(stats.clusters)} of {arch.cluster.count} clusters",
+    )
     console.print(table, highlight=False)
     kinds = Table("kernel kind", "calls", title="digital kernels", title_justify="left")
     for kind, n in sorted(stats.kernels.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -136,9 +150,12 @@ def print_schedule(
         return
     s = timeline
     chunks = sorted(set(s.chunk_per_layer.values()))
-    table = Table(title=f"schedule: {s.strategy} pipeline, {s.clusters_per_tile} cluster(s) per "
-                  f"tile, chunks of {'/'.join(map(str, chunks))} tokens", show_header=False,
-                  title_justify="left")
+    table = Table(
+        title=f"schedule: {s.strategy} pipeline, {s.clusters_per_tile} cluster(s) per "
+        f"tile, chunks of {'/'.join(map(str, chunks))} tokens",
+        show_header=False,
+        title_justify="left",
+    )
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_row(f"latency ({s.tokens} tokens)", _ns(s.makespan_ns))
@@ -146,8 +163,10 @@ def print_schedule(
     for kind in ("tile", "cluster"):
         use = [u.utilisation for u in s.units if u.unit.startswith(kind)]
         if use:
-            table.add_row(f"{kind}s busy", f"{sum(use) / len(use):.1%} mean, "
-                          f"{max(use):.1%} max ({len(use)} {kind}s)")
+            table.add_row(
+                f"{kind}s busy",
+                f"{sum(use) / len(use):.1%} mean, {max(use):.1%} max ({len(use)} {kind}s)",
+            )
     busiest = max(s.units, key=lambda u: u.busy_ns)
     table.add_row("lower bound", f"{_ns(s.lower_bound_ns)} (gap {s.gap:.1%})")
     table.add_row("  busiest unit", f"{_ns(s.busy_bound_ns)} ({busiest.unit})")
@@ -157,18 +176,35 @@ def print_schedule(
         if baseline is None:
             table.add_row("LoRA overhead", "no LoRA adapters")
         else:
-            table.add_row("LoRA overhead vs aimc",
-                          f"{s.makespan_ns / baseline.makespan_ns - 1:+.1%} latency, "
-                          f"{s.energy_nj / baseline.energy_nj - 1:+.1%} energy")
+            table.add_row(
+                "LoRA overhead vs aimc",
+                f"{s.makespan_ns / baseline.makespan_ns - 1:+.1%} latency, "
+                f"{s.energy_nj / baseline.energy_nj - 1:+.1%} energy",
+            )
     console.print(table, highlight=False)
     layers = _layer_rows(s)
     shown = sorted(layers, key=lambda r: -max(r[2], r[3]))[:top]
-    rows = Table("layer", "first stage", "tile", "cluster", "dma", "chunk", "main kernel",
-                 title=f"busiest layers ({len(shown)} of {len(layers)}, busy time)",
-                 title_justify="left")
+    rows = Table(
+        "layer",
+        "first stage",
+        "tile",
+        "cluster",
+        "dma",
+        "chunk",
+        "main kernel",
+        title=f"busiest layers ({len(shown)} of {len(layers)}, busy time)",
+        title_justify="left",
+    )
     for layer, name, tile, cluster, dma, kind in shown:
-        rows.add_row(str(layer), name, _ns(tile), _ns(cluster), _ns(dma),
-                     str(s.chunk_per_layer.get(layer, "-")), kind)
+        rows.add_row(
+            str(layer),
+            name,
+            _ns(tile),
+            _ns(cluster),
+            _ns(dma),
+            str(s.chunk_per_layer.get(layer, "-")),
+            kind,
+        )
     console.print(rows, highlight=False)
 
 
@@ -186,9 +222,14 @@ def _layer_rows(s: Schedule) -> list[tuple[int, str, float, float, float, str]]:
         if kind == "cluster":
             kinds.setdefault(layer, Counter())[slot.kind] += slot.end_ns - slot.start_ns
     return [
-        (layer, first.get((layer, "tile"), first.get((layer, "cluster"), "-")),
-         b["tile"], b["cluster"], b["dma"],
-         kinds[layer].most_common(1)[0][0] if layer in kinds else "-")
+        (
+            layer,
+            first.get((layer, "tile"), first.get((layer, "cluster"), "-")),
+            b["tile"],
+            b["cluster"],
+            b["dma"],
+            kinds[layer].most_common(1)[0][0] if layer in kinds else "-",
+        )
         for layer, b in sorted(busy.items())
     ]
 
@@ -199,13 +240,19 @@ def _ns(ns: float) -> str:
 
 def print_outputs(outputs: dict[str, np.ndarray], spec: NoiseSpec, saved: Path | None) -> None:
     title = f"outputs ({spec.model} tiles" + (
-        f", t = {spec.t_inference_s:g} s)" if spec.model == "pcm" else ")")
-    table = Table("name", "shape", "dtype", "mean", "std", "min", "max", title=title,
-                  title_justify="left")
+        f", t = {spec.t_inference_s:g} s)" if spec.model == "pcm" else ")"
+    )
+    table = Table(
+        "name", "shape", "dtype", "mean", "std", "min", "max", title=title, title_justify="left"
+    )
     for name, value in outputs.items():
         v = value.astype(np.float64) if value.size else np.zeros(1)
-        table.add_row(name, "x".join(map(str, value.shape)), str(value.dtype),
-                      *(f"{x:.4g}" for x in (v.mean(), v.std(), v.min(), v.max())))
+        table.add_row(
+            name,
+            "x".join(map(str, value.shape)),
+            str(value.dtype),
+            *(f"{x:.4g}" for x in (v.mean(), v.std(), v.min(), v.max())),
+        )
     console.print(table, highlight=False)
     if saved:
         console.print(f"wrote {saved}", highlight=False)
@@ -217,5 +264,3 @@ def _count(n: int) -> str:
 
 def _bytes(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
-
-

@@ -25,9 +25,16 @@ def model_path(name: str) -> Path:
 
 def _build(name: str, out: Path) -> None:
     subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "build_corpus.py"), "--out", str(out), "--only",
-         name],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "build_corpus.py"),
+            "--out",
+            str(out),
+            "--only",
+            name,
+        ],
+        check=True,
+        capture_output=True,
     )
 
 

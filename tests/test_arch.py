@@ -27,10 +27,13 @@ def test_overrides_and_round_trip() -> None:
     assert arch_from_dict(arch.to_dict()) == arch
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda text: text.replace('name = "paper-512"', "name = 1"), "'name' has the wrong type"),
-    (lambda text: text + "\n[tile", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda text: text.replace('name = "paper-512"', "name = 1"), "'name' has the wrong type"),
+        (lambda text: text + "\n[tile", "not valid TOML"),
+    ],
+)
 def test_bad_files(tmp_path: Path, edit, message: str) -> None:
     path = tmp_path / "a.toml"
     path.write_text(edit((PRESET_DIR / "paper-512.toml").read_text()))
@@ -42,12 +45,12 @@ def test_unknown_and_missing_keys(tmp_path: Path) -> None:
     good = (PRESET_DIR / "paper-512.toml").read_text()
     path = tmp_path / "a.toml"
     path.write_text(good.replace("[tile]", "[tile]\nwarp_drive = 1", 1))
-    with pytest.raises(AimccError, match="unknown architecture key 'tile.warp_drive'"):
+    with pytest.raises(AimccError, match=r"unknown architecture key 'tile.warp_drive'"):
         load_arch(str(path))
     path.write_text(good.replace("rows = 512", "", 1))
-    with pytest.raises(AimccError, match="missing architecture key 'tile.rows'"):
+    with pytest.raises(AimccError, match=r"missing architecture key 'tile.rows'"):
         load_arch(str(path))
-    with pytest.raises(AimccError, match="bits' must be between"):
+    with pytest.raises(AimccError, match=r"bits' must be between"):
         load_arch("paper-512", ["tile.dac.bits=0"])
-    with pytest.raises(AimccError, match="no key 'tile.nope'"):
+    with pytest.raises(AimccError, match=r"no key 'tile.nope'"):
         load_arch("paper-512", ["tile.nope=1"])

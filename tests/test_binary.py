@@ -27,14 +27,16 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_same_inputs_give_identical_bytes(binary: Path, tmp_path: Path) -> None:
     again = tmp_path / "again.aimcb"
     write_binary(compile_model(model_path("bert_lora"), "hybrid"), again)
-    assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(binary.read_bytes()).digest()
+    assert (
+        hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(binary.read_bytes()).digest()
+    )
 
 
 def test_layout_is_self_describing(binary: Path) -> None:
     raw = binary.read_bytes()
     magic, version, flags, header_len, digest = struct.unpack_from("<8sIIQ32s", raw)
     assert magic == MAGIC and version == 1 and flags == 0
-    header = raw[56:56 + header_len]
+    header = raw[56 : 56 + header_len]
     assert hashlib.sha256(header).digest() == digest
     doc = json.loads(header)
     assert doc["program"]["target"] == "hybrid"
@@ -54,29 +56,29 @@ def _corrupt(src: Path, dst: Path, offset: int) -> Path:
 
 def test_tampering_is_detected(binary: Path, tmp_path: Path) -> None:
     size = binary.stat().st_size
-    with pytest.raises(AimccError, match="header checksum"):
+    with pytest.raises(AimccError, match=r"header checksum"):
         read_binary(_corrupt(binary, tmp_path / "h.aimcb", 70))
-    with pytest.raises(AimccError, match="checksum mismatch"):
+    with pytest.raises(AimccError, match=r"checksum mismatch"):
         read_binary(_corrupt(binary, tmp_path / "t.aimcb", size - 100))
-    with pytest.raises(AimccError, match="bad magic"):
+    with pytest.raises(AimccError, match=r"bad magic"):
         read_binary(_corrupt(binary, tmp_path / "m.aimcb", 0))
     truncated = tmp_path / "short.aimcb"
     truncated.write_bytes(binary.read_bytes()[: size // 2])
-    with pytest.raises(AimccError, match="outside the file|truncated"):
+    with pytest.raises(AimccError, match=r"outside the file|truncated"):
         read_binary(truncated)
 
 
 def test_forged_header_with_valid_checksum_is_refused(binary: Path, tmp_path: Path) -> None:
     raw = binary.read_bytes()
     header_len = struct.unpack_from("<Q", raw, 16)[0]
-    doc = json.loads(raw[56:56 + header_len])
+    doc = json.loads(raw[56 : 56 + header_len])
     doc["program"]["instructions"][0] = {"op": "exec", "code": "import os"}
     header = json.dumps(doc, separators=(",", ":")).encode()
     header += b" " * (header_len - len(header))  # same length: tensors stay where they were
     prefix = struct.pack("<8sIIQ32s", MAGIC, 1, 0, len(header), hashlib.sha256(header).digest())
     forged = tmp_path / "forged.aimcb"
-    forged.write_bytes(prefix + header + raw[56 + header_len:])
-    with pytest.raises(AimccError, match="unknown op 'exec'"):
+    forged.write_bytes(prefix + header + raw[56 + header_len :])
+    with pytest.raises(AimccError, match=r"unknown op 'exec'"):
         load(forged)
 
 

@@ -15,8 +15,13 @@ from aimcc.cli import main
 
 
 def aimcc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aimcc.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "aimcc.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_compile_then_run_matches_onnxruntime(tmp_path: Path) -> None:
@@ -27,8 +32,11 @@ def test_compile_then_run_matches_onnxruntime(tmp_path: Path) -> None:
     assert (tmp_path / "bert_lora.kernels.json").is_file()
     assert "tiles used / available" in done.stdout and "lora" in done.stdout
     rng = np.random.default_rng(3)
-    feeds = {"input_ids": rng.integers(0, 1000, (1, 128)), "token_type_ids": np.zeros((1, 128), np.int64),
-             "attention_mask": np.ones((1, 128), np.int64)}
+    feeds = {
+        "input_ids": rng.integers(0, 1000, (1, 128)),
+        "token_type_ids": np.zeros((1, 128), np.int64),
+        "attention_mask": np.ones((1, 128), np.int64),
+    }
     np.savez(tmp_path / "in.npz", **feeds)
     done = aimcc("run", "bert_lora.aimcb", "--inputs", "in.npz", "-o", "out.npz", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -53,20 +61,35 @@ def _unsupported_op_model(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("make_args", "message"), [
-    (lambda d: ["missing.onnx"], "missing.onnx: no such file"),
-    (lambda d: [str(d / "broken.onnx")], "not an ONNX model"),
-    (lambda d: [str(_unsupported_op_model(d / "op.onnx"))], "node 'pool0' (MaxRoiPool): unsupported ONNX op 'MaxRoiPool'"),
-    (lambda d: [str(model_path("bert")), "--input-shape", "input_ids=1by2"], "bad --input-shape"),
-    (lambda d: [str(model_path("bert")), "--input-shape", "nope=1x2"], "no input named 'nope'"),
-    (lambda d: [str(model_path("bert")), "--arch", "tpu"], "unknown architecture 'tpu'"),
-    (lambda d: [str(model_path("bert")), "--set", "tile.cols"], "bad --set"),
-    (lambda d: [str(model_path("bert")), "--arch", "hermes-256", "--set", "tile.count=2"], "needs 16 tiles"),
-    (lambda d: ["run", str(d / "broken.onnx"), "--random"], "not an aimcc binary"),
-    (lambda d: ["run", "x.aimcb", "--random", "--t-inference", "soon"], "bad time 'soon'"),
-])
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda d: ["missing.onnx"], "missing.onnx: no such file"),
+        (lambda d: [str(d / "broken.onnx")], "not an ONNX model"),
+        (
+            lambda d: [str(_unsupported_op_model(d / "op.onnx"))],
+            "node 'pool0' (MaxRoiPool): unsupported ONNX op 'MaxRoiPool'",
+        ),
+        (
+            lambda d: [str(model_path("bert")), "--input-shape", "input_ids=1by2"],
+            "bad --input-shape",
+        ),
+        (lambda d: [str(model_path("bert")), "--input-shape", "nope=1x2"], "no input named 'nope'"),
+        (lambda d: [str(model_path("bert")), "--arch", "tpu"], "unknown architecture 'tpu'"),
+        (lambda d: [str(model_path("bert")), "--set", "tile.cols"], "bad --set"),
+        (
+            lambda d: [str(model_path("bert")), "--arch", "hermes-256", "--set", "tile.count=2"],
+            "needs 16 tiles",
+        ),
+        (lambda d: ["run", str(d / "broken.onnx"), "--random"], "not an aimcc binary"),
+        (lambda d: ["run", "x.aimcb", "--random", "--t-inference", "soon"], "bad time 'soon'"),
+    ],
+)
 def test_errors_are_one_line_with_nonzero_exit(
-    make_args, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    make_args,
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (tmp_path / "broken.onnx").write_bytes(b"\x08\x07garbage that is not protobuf\xff")
@@ -92,13 +115,23 @@ def test_run_rejects_wrong_input_shape(tmp_path: Path) -> None:
     np.savez(tmp_path / "in.npz", x=np.zeros((1, 7, 128), np.float32))
     done = aimcc("run", "lora_layer_128.aimcb", "--inputs", "in.npz", cwd=tmp_path)
     assert done.returncode == 1
-    assert "input 'x': shape (1, 7, 128) given, the program was compiled for (1, 128, 128)" in done.stderr
+    assert (
+        "input 'x': shape (1, 7, 128) given, the program was compiled for (1, 128, 128)"
+        in done.stderr
+    )
 
 
 def test_help_explains_every_option(tmp_path: Path) -> None:
     done = aimcc("--help", cwd=tmp_path)
     assert done.returncode == 0
-    for option in ("--target", "--arch", "--set", "--input-shape", "--output",
-                   "--print-ir-after-all", "--print-ir-after"):
+    for option in (
+        "--target",
+        "--arch",
+        "--set",
+        "--input-shape",
+        "--output",
+        "--print-ir-after-all",
+        "--print-ir-after",
+    ):
         assert option in done.stdout
     assert aimcc("run", "--help", cwd=tmp_path).returncode == 0

@@ -19,8 +19,9 @@ from aimcc.runtime import load
 def test_external_data_files_are_read(tmp_path: Path) -> None:
     model = onnx.load(str(model_path("lora_layer_512x128")))
     path = tmp_path / "ext.onnx"
-    onnx.save(model, str(path), save_as_external_data=True, location="ext.data",
-              size_threshold=1024)
+    onnx.save(
+        model, str(path), save_as_external_data=True, location="ext.data", size_threshold=1024
+    )
     assert (tmp_path / "ext.data").stat().st_size > 200_000
     comp = compile_model(path, "hybrid", input_shapes={"x": (2, 16, 512)})
     write_binary(comp, tmp_path / "ext.aimcb")
@@ -31,8 +32,13 @@ def test_external_data_files_are_read(tmp_path: Path) -> None:
 
 def test_missing_external_data_is_a_clear_error(tmp_path: Path) -> None:
     model = onnx.load(str(model_path("lora_layer_128")))
-    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="w.bin",
-              size_threshold=0)
+    onnx.save(
+        model,
+        str(tmp_path / "m.onnx"),
+        save_as_external_data=True,
+        location="w.bin",
+        size_threshold=0,
+    )
     (tmp_path / "w.bin").unlink()
     with pytest.raises(AimccError, match=r"m\.onnx: cannot load"):
         load_onnx(tmp_path / "m.onnx")
@@ -41,7 +47,10 @@ def test_missing_external_data_is_a_clear_error(tmp_path: Path) -> None:
 def test_dynamic_dims_default_and_follow_symbols() -> None:
     model = load_onnx(model_path("bert"))
     assert fix_input_shapes(model, {}) == {
-        "input_ids": (1, 128), "attention_mask": (1, 128), "token_type_ids": (1, 128)}
+        "input_ids": (1, 128),
+        "attention_mask": (1, 128),
+        "token_type_ids": (1, 128),
+    }
     shapes = fix_input_shapes(model, parse_input_shapes(["input_ids=4x32"]))
     assert shapes["attention_mask"] == (4, 32) and shapes["token_type_ids"] == (4, 32)
 
@@ -52,13 +61,14 @@ def test_wrong_rank_is_refused() -> None:
 
 
 def test_compiled_shape_is_what_runs(tmp_path: Path) -> None:
-    comp = compile_model(model_path("gpt2"), "hybrid",
-                         input_shapes={"input_ids": (2, 24)})
+    comp = compile_model(model_path("gpt2"), "hybrid", input_shapes={"input_ids": (2, 24)})
     write_binary(comp, tmp_path / "g.aimcb")
     exe = load(tmp_path / "g.aimcb")
     rng = np.random.default_rng(0)
-    feeds = {"input_ids": rng.integers(0, 1000, (2, 24)),
-             "attention_mask": np.ones((2, 24), np.int64)}
+    feeds = {
+        "input_ids": rng.integers(0, 1000, (2, 24)),
+        "attention_mask": np.ones((2, 24), np.int64),
+    }
     feeds["attention_mask"][1, 20:] = 0  # padding in the second sequence
     out = exe.run(feeds)["logits"]
     assert out.shape == (2, 24, 1000)

@@ -34,7 +34,7 @@ def test_weights_are_referenced_by_key_never_printed() -> None:
     text = str(comp.module)
     assert "dense<" not in text
     # the largest weight would print as >100k numbers; the whole module is far smaller
-    largest = max(comp.ctx.weights[k].size for k in comp.ctx.weights.keys())
+    largest = max(comp.ctx.weights[k].size for k in comp.ctx.weights)
     assert largest > 100_000 and len(text) < largest
     weight = comp.ctx.weights["lm_head.weight"]
     assert f"{float(weight.reshape(-1)[0]):.6e}" not in text

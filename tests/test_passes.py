@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 
 from aimcc.arch import load_arch
@@ -61,9 +60,13 @@ builtin.module {
 
 
 def linear_lora_context() -> CompileContext:
-    return context(w=RNG.standard_normal((16, 32), np.float32), b=np.ones(32, np.float32),
-                   a=RNG.standard_normal((16, 2), np.float32),
-                   bb=RNG.standard_normal((2, 32), np.float32), s=np.array(4.0, np.float32))
+    return context(
+        w=RNG.standard_normal((16, 32), np.float32),
+        b=np.ones(32, np.float32),
+        a=RNG.standard_normal((16, 2), np.float32),
+        bb=RNG.standard_normal((2, 32), np.float32),
+        s=np.array(4.0, np.float32),
+    )
 
 
 def test_raise_fuses_linear_bias_and_lora() -> None:
@@ -74,11 +77,14 @@ def test_raise_fuses_linear_bias_and_lora() -> None:
     assert "operandSegmentSizes = array<i32: 1, 1, 1, 1, 1>" in out
 
 
-@pytest.mark.parametrize(("target", "expected"), [
-    ("hybrid", ["aimc.matmul", "digital.kernel", "digital.kernel"]),
-    ("aimc", ["aimc.matmul", "digital.kernel"]),
-    ("digital", ["digital.kernel"] * 3),
-])
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("hybrid", ["aimc.matmul", "digital.kernel", "digital.kernel"]),
+        ("aimc", ["aimc.matmul", "digital.kernel"]),
+        ("digital", ["digital.kernel"] * 3),
+    ],
+)
 def test_partition_targets(target: str, expected: list[str]) -> None:
     ctx = linear_lora_context()
     out = run(ctx, LINEAR_LORA, RaiseTransformerPass(), PartitionPass(target=target))
@@ -121,7 +127,7 @@ def test_place_numbers_tiles_and_refuses_too_many() -> None:
     ids = [int(t.split("tile_id = ")[1].split(" ")[0]) for t in out.split("\n") if "tile_id" in t]
     assert ids == list(range(6))
     small = make_context(ctx.weights, load_arch("paper-512", ["tile.count=5"]))
-    with pytest.raises(AimccError, match="needs 6 tiles.*has 5"):
+    with pytest.raises(AimccError, match=r"needs 6 tiles.*has 5"):
         run(small, MATMUL, TilePass(), PlacePass())
 
 
@@ -164,8 +170,11 @@ builtin.module {
 
 
 def gelu_context(sqrt2: float) -> CompileContext:
-    return context(half=np.array(0.5, np.float32), r2=np.array(sqrt2, np.float32),
-                   one=np.array(1.0, np.float32))
+    return context(
+        half=np.array(0.5, np.float32),
+        r2=np.array(sqrt2, np.float32),
+        one=np.array(1.0, np.float32),
+    )
 
 
 def test_raise_recognises_gelu_by_its_values() -> None:

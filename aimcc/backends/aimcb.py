@@ -198,8 +198,14 @@ def write_binary(comp: Compilation, path: str | Path) -> int:
     return _write(Path(path), prefix, header, data_start, blobs, [table[k]["offset"] for k in keys])
 
 
-def _write(path: Path, prefix: bytes, header: bytes, data_start: int,
-           blobs: list[np.ndarray], offsets: list[int]) -> int:
+def _write(
+    path: Path,
+    prefix: bytes,
+    header: bytes,
+    data_start: int,
+    blobs: list[np.ndarray],
+    offsets: list[int],
+) -> int:
     with atomic_write(path) as f:
         f.write(prefix)
         f.write(header)

@@ -96,8 +96,10 @@ def parser() -> argparse.ArgumentParser:
         help="RISC-V clusters serving each tile's digital work (default 1)",
     )
     p.add_argument(
-        "--trace", type=Path, metavar="OUT.json", help="write the schedule as Chrome trace-event "
-        "JSON (open in ui.perfetto.dev)"
+        "--trace",
+        type=Path,
+        metavar="OUT.json",
+        help="write the schedule as Chrome trace-event JSON (open in ui.perfetto.dev)",
     )
     p.add_argument("--plot", type=Path, metavar="OUT.png", help="write the schedule's Gantt chart")
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:/-]")
 
 
-class WeightStore:
+class WeightStore(Mapping[str, np.ndarray]):
     """Key -> array; keys are deterministic and readable (derived from ONNX names)."""
 
     def __init__(self) -> None:
@@ -27,11 +28,11 @@ class WeightStore:
     def __getitem__(self, key: str) -> np.ndarray:
         return self._arrays[key]
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._arrays
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
 
-    def keys(self) -> list[str]:
-        return list(self._arrays)
+    def __len__(self) -> int:
+        return len(self._arrays)
 
     def retain(self, keys: set[str]) -> None:
         """Drop every tensor the IR no longer references."""
