@@ -20,18 +20,23 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise AimccError(f"{path}: no such file")
+    data = path.read_bytes()
     try:
-        model = onnx.load(str(path), load_external_data=True)
+        model = onnx.load_model_from_string(data)
     except DecodeError:
         raise AimccError(f"{path}: not an ONNX model (protobuf does not parse)") from None
-    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
-        raise AimccError(f"{path}: cannot load: {first_line(exc)}") from None
     if not model.graph.node:
         raise AimccError(f"{path}: the graph has no nodes (not an ONNX model?)")
-    try:
-        onnx.checker.check_model(str(path))  # by path: checking the proto would re-serialise it
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    try:  # the checker parses the bytes again in C++; by path it would also re-read the file
+        onnx.checker.check_model(str(path) if external else data)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise AimccError(f"{path}: invalid ONNX model: {first_line(exc)}") from None
+    if external:
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as exc:
+            raise AimccError(f"{path}: cannot load external data: {first_line(exc)}") from None
     return model
 
 
