@@ -227,7 +227,7 @@ def _search(
 ) -> tuple[str, dict[int, int]]:
     """The fastest (strategy, chunk per layer) found within SEARCH_BUDGET simulated tasks.
 
-    Every strategy tries one chunk size for all layers first; then, best strategy first,
+    Every strategy sweeps one chunk size for all layers first; then, best strategy first,
     each layer's size in turn is improved (coordinate descent) while the budget lasts. The
     budget counts tasks, not seconds, so the result does not depend on the machine.
     """
@@ -250,7 +250,13 @@ def _search(
     sizes = sorted({t for c in candidates.values() for t in c})
     starts = []
     for name in strategies:
-        choice = min((uniform(t) for t in sizes), key=lambda c: run(name, c))
+        # larger chunks trade per-call overhead against overlap: the makespan falls, then
+        # rises, so the sweep stops at the first size that does not improve it
+        choice = uniform(sizes[0])
+        for t in sizes[1:]:
+            if run(name, uniform(t)) >= run(name, choice):
+                break
+            choice = uniform(t)
         starts.append((run(name, choice), strategies.index(name), name, choice))
     starts.sort(key=lambda s: s[:2])
     best = starts[0]
