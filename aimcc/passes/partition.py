@@ -73,7 +73,7 @@ class PartitionLinear(RewritePattern):
         if op.bias is not None:
             y = KernelOp("bias_add", [y.results[0], op.bias], [op.result.type])
             new_ops.append(y)
-        rewriter.replace_matched_op(new_ops, [y.results[0]])
+        rewriter.replace(op, new_ops, [y.results[0]])
 
     def _merged(self, op: LinearOp) -> np.ndarray:
         w, a, b = (self.ctx.weights[_key(v)] for v in (op.weight, op.lora_a, op.lora_b))
@@ -108,7 +108,7 @@ class KernelsForTheRest(RewritePattern):
         else:
             return
         kernel = KernelOp(kind, list(op.operands), [r.type for r in op.results], params)
-        rewriter.replace_matched_op(kernel, list(kernel.results))
+        rewriter.replace(op, kernel, list(kernel.results))
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class RaiseLinear(_Pattern):
                 new_ops.append(b_op)
                 bias = b_op.result
         linear = LinearOp(x, w, op.outs[0].type, bias)
-        rewriter.replace_matched_op([*new_ops, linear], [linear.result])
+        rewriter.replace(op, [*new_ops, linear], [linear.result])
 
 
 class FuseBias(_Pattern):
@@ -124,11 +124,11 @@ class FuseBias(_Pattern):
                 continue
             if c.ndim != 1:
                 b_op = add_weight(self.ctx, "bias", c.reshape(n))
-                rewriter.insert_op(b_op)
+                rewriter.insert(b_op)
                 b = b_op.result
             fused = LinearOp(lin.x, lin.weight, lin.result.type, b)
-            rewriter.replace_matched_op(fused, [fused.result])
-            rewriter.erase_op(lin)
+            rewriter.replace(op, fused, [fused.result])
+            rewriter.erase(lin)
             return
 
 
@@ -168,7 +168,7 @@ class FuseLora(_Pattern):
                 base.bias,
                 (lin_a.weight, lin_b.weight, scale),
             )
-            rewriter.replace_matched_op(fused, [fused.result])
+            rewriter.replace(op, fused, [fused.result])
             return
 
 
@@ -214,7 +214,7 @@ class RaiseAttention(_Pattern):
         attention = AttentionOp(q, kt, consumer.args[1], mask, scale, consumer.outs[0].type)
         if shape(attention.result) != shape(consumer.outs[0]):
             return
-        rewriter.replace_op(consumer, attention, [attention.result])
+        rewriter.replace(consumer, attention, [attention.result])
 
 
 def _skip_nan_guard(probs: SSAValue) -> SSAValue:
@@ -245,7 +245,7 @@ class RaiseLayerNorm(_Pattern):
         if beta is not None and const(self.ctx, beta) is None:
             return
         norm = LayerNormOp(x, op.args[1], beta, float_attr(op, "epsilon", 1e-5))
-        rewriter.replace_matched_op(norm, [norm.result, *[None] * (len(op.outs) - 1)])
+        rewriter.replace(op, norm, [norm.result, *[None] * (len(op.outs) - 1)])
 
 
 class RaiseRmsNorm(_Pattern):
@@ -287,16 +287,16 @@ class RaiseRmsNorm(_Pattern):
                 gamma, user = (g if c.ndim == 1 else None), scale_op
                 if gamma is None:
                     g_op = add_weight(self.ctx, "rms_gamma", c.reshape(n))
-                    rewriter.insert_op(g_op, InsertPoint.before(user))
+                    rewriter.insert(g_op, InsertPoint.before(user))
                     gamma = g_op.result
         if gamma is None:
             g_op = add_weight(self.ctx, "rms_gamma", np.ones(n, dtype=np.float32))
-            rewriter.insert_op(g_op, InsertPoint.before(user))
+            rewriter.insert(g_op, InsertPoint.before(user))
             gamma = g_op.result
         if user.outs[0].type != x.type:
             return
         norm = RmsNormOp(x, gamma, eps)
-        rewriter.replace_op(user, norm, [norm.result])
+        rewriter.replace(user, norm, [norm.result])
 
     def _last_axis_keepdims(self, op: NodeOp) -> bool:
         if not int_attr(op, "keepdims", 1):
@@ -334,7 +334,7 @@ class RaiseCenteredRmsNorm(_Pattern):
             if c is not None and c.shape == shape(op.gamma) and add.outs[0].type == x.type:
                 beta = b
         norm = LayerNormOp(x, op.gamma, beta, op.epsilon.value.data)
-        rewriter.replace_op(add if beta is not None else op, norm, [norm.result])
+        rewriter.replace(add if beta is not None else op, norm, [norm.result])
 
 
 ELEMENTWISE = {
@@ -379,7 +379,7 @@ class RaiseActivation(_Pattern):
                 else ("gelu_erf")
             )
             act = ActivationOp(op.args[0], name)
-            rewriter.replace_matched_op(act, [act.result])
+            rewriter.replace(op, act, [act.result])
             return
         if kind not in ("Erf", "Tanh", "Sigmoid"):
             return
@@ -393,7 +393,7 @@ class RaiseActivation(_Pattern):
             found = self._identify(x, region, exits[0])
             if found:
                 act = ActivationOp(x, found)
-                rewriter.replace_op(exits[0], act, [act.result])
+                rewriter.replace(exits[0], act, [act.result])
                 return
 
     def _inputs_above(self, op: NodeOp) -> list[SSAValue]:
@@ -465,7 +465,7 @@ class RaiseEmbedding(_Pattern):
         if t is None or t.ndim != 2 or const(self.ctx, ids) is not None:
             return
         emb = EmbeddingOp(table, ids, op.outs[0].type)
-        rewriter.replace_matched_op(emb, [emb.result])
+        rewriter.replace(op, emb, [emb.result])
 
 
 class RaiseRope(_Pattern):
@@ -505,7 +505,7 @@ class RaiseRope(_Pattern):
         if cos is None or add.outs[0].type != x.type:
             return
         rope = RopeOp(x, cos, sin, x.type)
-        rewriter.replace_op(add, rope, [rope.result])
+        rewriter.replace(add, rope, [rope.result])
 
     def _starts_at(self, op: NodeOp, start: int) -> bool:
         starts = const(self.ctx, op.args[1]) if len(op.args) > 1 else None

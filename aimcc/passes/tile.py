@@ -46,7 +46,7 @@ class TileMatmul(RewritePattern):
                 new_ops += [program, mvm]
                 partials.append(mvm.result)
         acc = AccumulateOp(partials, (len(row_ranges), len(col_ranges)), op.result.type)
-        rewriter.replace_matched_op([*new_ops, acc], [acc.result])
+        rewriter.replace(op, [*new_ops, acc], [acc.result])
 
 
 @dataclass(frozen=True)
