@@ -21,7 +21,7 @@ from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
-from aimcc.ir.nn import shape
+from aimcc.ir.types import shape_of
 
 
 @irdl_attr_definition
@@ -64,9 +64,9 @@ class MatmulOp(IRDLOperation):
         super().__init__(operands=[x, weight], result_types=[result_type])
 
     def verify_(self) -> None:
-        k, n = shape(self.weight)
-        if shape(self.x)[-1] != k or shape(self.result) != (*shape(self.x)[:-1], n):
-            raise VerifyException(f"aimc.matmul: shapes {shape(self.x)} @ {(k, n)} mismatch")
+        k, n = shape_of(self.weight)
+        if shape_of(self.x)[-1] != k or shape_of(self.result) != (*shape_of(self.x)[:-1], n):
+            raise VerifyException(f"aimc.matmul: shapes {shape_of(self.x)} @ {(k, n)} mismatch")
 
 
 @irdl_op_definition
@@ -105,7 +105,7 @@ class ProgramOp(IRDLOperation):
 
     def verify_(self) -> None:
         (r0, r1), (c0, c1) = self.row_range, self.col_range
-        k, n = shape(self.weight)
+        k, n = shape_of(self.weight)
         tile = self.result.type
         assert isinstance(tile, TileType)
         if not (0 <= r0 < r1 <= k and 0 <= c0 < c1 <= n):
@@ -144,7 +144,7 @@ class MvmOp(IRDLOperation):
         if not isinstance(self.tile.owner, ProgramOp):
             raise VerifyException("aimc.mvm: tile must come from aimc.program")
         c0, c1 = self.program.col_range
-        if shape(self.result) != (*shape(self.x)[:-1], c1 - c0):
+        if shape_of(self.result) != (*shape_of(self.x)[:-1], c1 - c0):
             raise VerifyException("aimc.mvm: result must have the tile's column count")
 
 

@@ -20,11 +20,7 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
-
-def shape(value: SSAValue | Attribute) -> tuple[int, ...]:
-    typ = value.type if isinstance(value, SSAValue) else value
-    assert isinstance(typ, TensorType)
-    return tuple(typ.get_shape())
+from aimcc.ir.types import shape_of
 
 
 def f32(value: float) -> FloatAttr:
@@ -73,17 +69,19 @@ class LinearOp(IRDLOperation):
         )
 
     def verify_(self) -> None:
-        w = shape(self.weight)
+        w = shape_of(self.weight)
         _expect(len(w) == 2, self, f"weight must be 2-D [K, N], got {w}")
         k, n = w
-        _expect(shape(self.x)[-1:] == (k,), self, f"input {shape(self.x)} does not end in K={k}")
-        _expect(shape(self.result) == (*shape(self.x)[:-1], n), self, "result shape mismatch")
+        _expect(
+            shape_of(self.x)[-1:] == (k,), self, f"input {shape_of(self.x)} does not end in K={k}"
+        )
+        _expect(shape_of(self.result) == (*shape_of(self.x)[:-1], n), self, "result shape mismatch")
         if self.bias is not None:
-            _expect(shape(self.bias) == (n,), self, f"bias must be [{n}]")
+            _expect(shape_of(self.bias) == (n,), self, f"bias must be [{n}]")
         has_lora = (self.lora_a is not None, self.lora_b is not None, self.lora_scale is not None)
         _expect(len(set(has_lora)) == 1, self, "lora_a, lora_b and lora_scale go together")
         if self.lora_a is not None and self.lora_b is not None:
-            a, b = shape(self.lora_a), shape(self.lora_b)
+            a, b = shape_of(self.lora_a), shape_of(self.lora_b)
             _expect(len(a) == 2 and a[0] == k, self, f"lora_a must be [{k}, R], got {a}")
             _expect(b == (a[1], n), self, f"lora_b must be [{a[1]}, {n}], got {b}")
 
@@ -117,7 +115,7 @@ class AttentionOp(IRDLOperation):
         )
 
     def verify_(self) -> None:
-        q, kt, v = shape(self.q), shape(self.kt), shape(self.v)
+        q, kt, v = shape_of(self.q), shape_of(self.kt), shape_of(self.v)
         _expect(min(len(q), len(kt), len(v)) >= 2, self, "q, kt, v need at least 2 dims")
         _expect(q[-1] == kt[-2], self, f"q {q} and kt {kt} disagree on the head dim")
         _expect(kt[-1] == v[-2], self, f"kt {kt} and v {v} disagree on the key length")
@@ -143,10 +141,10 @@ class LayerNormOp(IRDLOperation):
         )
 
     def verify_(self) -> None:
-        n = shape(self.x)[-1:]
-        _expect(shape(self.gamma) == n, self, f"gamma must be {n}")
+        n = shape_of(self.x)[-1:]
+        _expect(shape_of(self.gamma) == n, self, f"gamma must be {n}")
         if self.beta is not None:
-            _expect(shape(self.beta) == n, self, f"beta must be {n}")
+            _expect(shape_of(self.beta) == n, self, f"beta must be {n}")
 
 
 @irdl_op_definition
@@ -168,7 +166,9 @@ class RmsNormOp(IRDLOperation):
         )
 
     def verify_(self) -> None:
-        _expect(shape(self.gamma) == shape(self.x)[-1:], self, "gamma must match the last axis")
+        _expect(
+            shape_of(self.gamma) == shape_of(self.x)[-1:], self, "gamma must match the last axis"
+        )
 
 
 ACTIVATIONS = ("gelu_erf", "gelu_tanh", "silu")
@@ -209,9 +209,9 @@ class EmbeddingOp(IRDLOperation):
         super().__init__(operands=[table, ids], result_types=[result_type])
 
     def verify_(self) -> None:
-        t = shape(self.table)
+        t = shape_of(self.table)
         _expect(len(t) == 2, self, f"table must be 2-D, got {t}")
-        _expect(shape(self.result) == (*shape(self.ids), t[1]), self, "result shape mismatch")
+        _expect(shape_of(self.result) == (*shape_of(self.ids), t[1]), self, "result shape mismatch")
 
 
 @irdl_op_definition
@@ -231,7 +231,7 @@ class RopeOp(IRDLOperation):
         super().__init__(operands=[x, cos, sin], result_types=[result_type])
 
     def verify_(self) -> None:
-        _expect(shape(self.x)[-1] % 2 == 0, self, "the rotated axis must have even length")
+        _expect(shape_of(self.x)[-1] % 2 == 0, self, "the rotated axis must have even length")
 
 
 NN_OPS: Sequence[type[IRDLOperation]] = (

@@ -14,7 +14,7 @@ from xdsl.dialects.builtin import (
     Signedness,
     TensorType,
 )
-from xdsl.ir import Attribute
+from xdsl.ir import Attribute, SSAValue
 
 from aimcc.errors import AimccError
 
@@ -46,7 +46,9 @@ def dtype_of(typ: Attribute) -> str:
     return _FROM_XDSL[typ.element_type]
 
 
-def shape_of(typ: Attribute) -> tuple[int, ...]:
+def shape_of(value: SSAValue | Attribute) -> tuple[int, ...]:
+    """The static shape of a tensor value or tensor type."""
+    typ = value.type if isinstance(value, SSAValue) else value
     assert isinstance(typ, TensorType)
     return tuple(typ.get_shape())
 

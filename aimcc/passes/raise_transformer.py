@@ -37,9 +37,8 @@ from aimcc.ir.nn import (
     LinearOp,
     RmsNormOp,
     RopeOp,
-    shape,
 )
-from aimcc.ir.types import dtype_of
+from aimcc.ir.types import dtype_of, shape_of
 from aimcc.passes.matching import (
     add_weight,
     const,
@@ -76,7 +75,7 @@ class RaiseLinear(_Pattern):
         weight = const(self.ctx, w)
         if weight is None or weight.ndim != 2 or const(self.ctx, x) is not None:
             return
-        if len(shape(x)) < 2 or not _is_float(x) or str(weight.dtype) not in FLOAT_TYPES:
+        if len(shape_of(x)) < 2 or not _is_float(x) or str(weight.dtype) not in FLOAT_TYPES:
             return
         new_ops: list[Operation] = []
         bias = None
@@ -94,7 +93,7 @@ class RaiseLinear(_Pattern):
                 w = w_op.result
             if len(op.args) == 3 and not isinstance(op.args[2].owner, AbsentOp):
                 c = const(self.ctx, op.args[2])
-                n = shape(w)[1]
+                n = shape_of(w)[1]
                 if c is None or c.size != n:
                     return
                 b_op = add_weight(self.ctx, "gemm_bias", c.reshape(n) * np.float32(beta))
@@ -117,7 +116,7 @@ class FuseBias(_Pattern):
                 continue
             b = other_operand(op, value)
             c = const(self.ctx, b)
-            n = shape(lin.weight)[1]
+            n = shape_of(lin.weight)[1]
             if c is None or c.size != n or c.shape[-1:] != (n,) or only_use(value) is not op:
                 continue
             if op.outs[0].type != lin.result.type:
@@ -157,9 +156,9 @@ class FuseLora(_Pattern):
             lin_a = lin_b.x.owner
             if not isinstance(lin_a, LinearOp) or not _plain(lin_a) or lin_a.x is not base.x:
                 continue
-            k, n = shape(base.weight)
-            r = shape(lin_a.weight)[1]
-            if shape(lin_b.weight) != (r, n) or not 2 * r <= min(k, n):
+            k, n = shape_of(base.weight)
+            r = shape_of(lin_a.weight)[1]
+            if shape_of(lin_b.weight) != (r, n) or not 2 * r <= min(k, n):
                 continue
             fused = LinearOp(
                 base.x,
@@ -183,7 +182,7 @@ class RaiseAttention(_Pattern):
     def match_and_rewrite(self, op: NodeOp, rewriter: PatternRewriter) -> None:
         if op.op_type.data != "Softmax":
             return
-        rank = len(shape(op.outs[0]))
+        rank = len(shape_of(op.outs[0]))
         if int_attr(op, "axis", -1) not in (-1, rank - 1):
             return
         scores, mask, scale = op.args[0], None, 1.0
@@ -212,7 +211,7 @@ class RaiseAttention(_Pattern):
             return
         q, kt = matmul.args
         attention = AttentionOp(q, kt, consumer.args[1], mask, scale, consumer.outs[0].type)
-        if shape(attention.result) != shape(consumer.outs[0]):
+        if shape_of(attention.result) != shape_of(consumer.outs[0]):
             return
         rewriter.replace(consumer, attention, [attention.result])
 
@@ -235,7 +234,7 @@ class RaiseLayerNorm(_Pattern):
         if op.op_type.data != "LayerNormalization":
             return
         x = op.args[0]
-        if int_attr(op, "axis", -1) not in (-1, len(shape(x)) - 1):
+        if int_attr(op, "axis", -1) not in (-1, len(shape_of(x)) - 1):
             return
         if any(r.uses for r in op.outs[1:]) or const(self.ctx, op.args[1]) is None:
             return
@@ -278,7 +277,7 @@ class RaiseRmsNorm(_Pattern):
             return
         normed = user.outs[0]
         scale_op = only_use(normed)
-        n = shape(x)[-1]
+        n = shape_of(x)[-1]
         gamma = None
         if isinstance(scale_op, NodeOp) and scale_op.op_type.data == "Mul":
             g = other_operand(scale_op, normed)
@@ -301,7 +300,7 @@ class RaiseRmsNorm(_Pattern):
     def _last_axis_keepdims(self, op: NodeOp) -> bool:
         if not int_attr(op, "keepdims", 1):
             return False
-        rank = len(shape(op.args[0]))
+        rank = len(shape_of(op.args[0]))
         axes_attr = op.params.data.get("axes")
         if axes_attr is not None:
             axes = [a.value.data for a in axes_attr.data]
@@ -331,7 +330,7 @@ class RaiseCenteredRmsNorm(_Pattern):
         if isinstance(add, NodeOp) and add.op_type.data == "Add":
             b = other_operand(add, op.result)
             c = const(self.ctx, b)
-            if c is not None and c.shape == shape(op.gamma) and add.outs[0].type == x.type:
+            if c is not None and c.shape == shape_of(op.gamma) and add.outs[0].type == x.type:
                 beta = b
         norm = LayerNormOp(x, op.gamma, beta, op.epsilon.value.data)
         rewriter.replace(add if beta is not None else op, norm, [norm.result])
@@ -475,7 +474,7 @@ class RaiseRope(_Pattern):
     def match_and_rewrite(self, op: NodeOp, rewriter: PatternRewriter) -> None:
         if op.op_type.data != "Concat" or len(op.args) != 2:
             return
-        rank = len(shape(op.outs[0]))
+        rank = len(shape_of(op.outs[0]))
         if int_attr(op, "axis", 0) not in (-1, rank - 1):
             return
         neg = node(op.args[0], "Neg")
@@ -485,8 +484,8 @@ class RaiseRope(_Pattern):
         if upper is None or lower is None or upper.args[0] is not lower.args[0]:
             return
         x = lower.args[0]
-        half = shape(x)[-1] // 2
-        if shape(lower.outs[0])[-1] != half or shape(upper.outs[0])[-1] != half:
+        half = shape_of(x)[-1] // 2
+        if shape_of(lower.outs[0])[-1] != half or shape_of(upper.outs[0])[-1] != half:
             return
         if not self._starts_at(upper, half) or not self._starts_at(lower, 0):
             return
@@ -513,7 +512,7 @@ class RaiseRope(_Pattern):
         steps = const(self.ctx, op.args[4]) if len(op.args) > 4 else None
         if starts is None or starts.size != 1 or int(starts.reshape(())) != start:
             return False
-        rank = len(shape(op.args[0]))
+        rank = len(shape_of(op.args[0]))
         if axes is not None and int(axes.reshape(-1)[0]) not in (-1, rank - 1):
             return False
         return steps is None or int(steps.reshape(-1)[0]) == 1

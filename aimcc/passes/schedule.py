@@ -27,7 +27,6 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     ModuleOp,
     StringAttr,
-    TensorType,
     i64,
 )
 from xdsl.ir import SSAValue
@@ -40,6 +39,7 @@ from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import AbsentOp, WeightOp
+from aimcc.ir.types import shape_of
 
 SCHEDULE_ATTR = "aimc.schedule"
 PIPELINES = ("auto", "serial", "intra", "cross", "both")
@@ -154,11 +154,6 @@ def _str(attr: object) -> str:
     return attr.data
 
 
-def _shape(value: SSAValue) -> tuple[int, ...]:
-    assert isinstance(value.type, TensorType)
-    return tuple(value.type.get_shape())
-
-
 def _compiled_tokens(main: func.FuncOp) -> tuple[int, int]:
     """(token vectors, sequence length) of the first analog or matmul input (batch x seq x K)."""
     for o in main.body.block.ops:
@@ -170,7 +165,7 @@ def _compiled_tokens(main: func.FuncOp) -> tuple[int, int]:
         elif isinstance(o, KernelOp) and o.kind.data == "matmul":
             x = o.args[0]
         if x is not None:
-            lead = _shape(x)[:-1]
+            lead = shape_of(x)[:-1]
             return math.prod(lead), lead[-1] if lead else 1
     return 1, 1
 
@@ -214,13 +209,13 @@ class _StageBuilder:
             raise AimccError("schedule: tiles are not placed (run 'place' first)")
         tile = program.tile_id.value.data
         x, hint = mvm.x, acc.result.name_hint or f"layer{tile}"
-        dims = {"K": _shape(x)[-1], "N": _shape(acc.result)[-1], "tiles": len(acc.partials)}
+        dims = {"K": shape_of(x)[-1], "N": shape_of(acc.result)[-1], "tiles": len(acc.partials)}
         name = self.add(
-            hint, "analog_mvm", {**dims, **self.rows(_shape(x))}, self.deps(x), f"tile:{tile}"
+            hint, "analog_mvm", {**dims, **self.rows(shape_of(x))}, self.deps(x), f"tile:{tile}"
         )
         rows, _ = acc.grid_shape
         if rows > 1:  # partial sums of the rows of tiles, on the paired cluster
-            dims = {"N": dims["N"], "P": rows, **self.rows(_shape(acc.result))}
+            dims = {"N": dims["N"], "P": rows, **self.rows(shape_of(acc.result))}
             cluster = f"cluster:{tile % self.arch.cluster.count}"
             name = self.add(f"{hint}.acc", "accumulate", dims, (name,), cluster)
         self.producers[acc.result] = (name,)
@@ -237,30 +232,30 @@ class _StageBuilder:
         unit = f"cluster:{op.cluster.value.data}"
         out = op.outs[0]
         hint = out.name_hint or kind.removeprefix("onnx.").lower()
-        shape = _shape(out)
+        shape = shape_of(out)
         rows = self.rows(shape)
         if kind == "lora":
             x, y, a, b = op.args
-            k, r = _shape(a)
+            k, r = shape_of(a)
             xa = self.add(f"{hint}.xa", "lora_xa", {"K": k, "R": r, **rows}, self.deps(x), unit)
-            dims = {"R": r, "N": _shape(b)[-1], **rows}
+            dims = {"R": r, "N": shape_of(b)[-1], **rows}
             names: tuple[str, ...] = (
                 self.add(hint, "lora_b_add", dims, (*self.deps(y), xa), unit),
             )
         elif kind == "attention":
             names = (self.attention(op, hint, unit),)
         elif kind == "matmul":
-            dims = {"K": _shape(op.args[0])[-1], "N": shape[-1], **rows}
+            dims = {"K": shape_of(op.args[0])[-1], "N": shape[-1], **rows}
             names = (self.add(hint, "matmul", dims, self.deps(*args), unit),)
         elif kind == "embedding":
             table, ids = op.args
-            dims = {"N": _shape(table)[-1], **rows}
+            dims = {"N": shape_of(table)[-1], **rows}
             names = (self.add(hint, "gather", dims, self.deps(ids), unit),)
         elif kind in ("bias_add", "layer_norm", "rms_norm", "gelu_erf", "gelu_tanh", "silu"):
             dims = {"N": shape[-1], **rows}
             names = (self.add(hint, kind, dims, self.deps(*args), unit),)
         else:  # rope and generic ONNX kernels: per-element work over the largest operand
-            largest = max((_shape(v) for v in [*args, *op.outs]), key=math.prod)
+            largest = max((shape_of(v) for v in [*args, *op.outs]), key=math.prod)
             if self.per_token(largest):
                 dims = {"elements": math.prod(largest) // self.compiled}
             else:
@@ -274,9 +269,9 @@ class _StageBuilder:
         """QK^T, softmax with scale and mask, then .V: one row per (head, query)."""
         q, kt, v = op.args[:3]
         mask = op.args[3:]
-        qs = _shape(q)
+        qs = shape_of(q)
         heads = qs[-3] if len(qs) >= 3 else 1
-        dims = {"S": _shape(kt)[-1], "D": qs[-1], "H": heads}
+        dims = {"S": shape_of(kt)[-1], "D": qs[-1], "H": heads}
         if self.per_token(qs):
             if dims["S"] == self.seq:  # keys of the whole (rescheduled) sequence
                 dims["S"] = self.tokens * self.seq // self.compiled

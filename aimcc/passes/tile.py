@@ -21,8 +21,7 @@ from xdsl.pattern_rewriter import (
 from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp, MatmulOp, MvmOp, ProgramOp, TileType
-from aimcc.ir.nn import shape
-from aimcc.ir.types import dtype_of, tensor_type
+from aimcc.ir.types import dtype_of, shape_of, tensor_type
 
 
 @dataclass
@@ -32,8 +31,8 @@ class TileMatmul(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: MatmulOp, rewriter: PatternRewriter) -> None:
-        k, n = shape(op.weight)
-        lead, dtype = shape(op.x)[:-1], dtype_of(op.result.type)
+        k, n = shape_of(op.weight)
+        lead, dtype = shape_of(op.x)[:-1], dtype_of(op.result.type)
         tile = TileType(self.rows, self.cols)
         row_ranges = [(r, min(r + self.rows, k)) for r in range(0, k, self.rows)]
         col_ranges = [(c, min(c + self.cols, n)) for c in range(0, n, self.cols)]
