@@ -4,6 +4,7 @@ aimcc model.onnx --target hybrid             compile: model.aimcb + model.kernel
 aimcc run model.aimcb --inputs inputs.npz    execute in the simulated runtime
 aimcc inspect model.aimcb --kernels          program summary and the RISC-V kernel table
 aimcc eval model.aimcb --reference m.onnx   accuracy on PCM tiles over drift time
+aimcc opt in.mlir -p raise,partition         run passes on textual IR (for pass authors)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from aimcc.errors import AimccError, first_line
 
 # subcommand -> module in aimcc.commands; anything else is a model to compile
-SUBCOMMANDS = {"run": "run", "inspect": "inspect", "eval": "eval"}
+SUBCOMMANDS = {"run": "run", "inspect": "inspect", "eval": "eval", "opt": "opt"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

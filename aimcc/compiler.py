@@ -20,13 +20,14 @@ from aimcc.frontend.load import fix_input_shapes, load_onnx
 from aimcc.ir import CompileContext, make_context
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NodeOp, TensorRefAttr, WeightOp
+from aimcc.passes import PASSES
 from aimcc.passes.partition import PartitionPass
 from aimcc.passes.place import PlacePass
 from aimcc.passes.raise_transformer import RaiseTransformerPass
 from aimcc.passes.schedule import SchedulePass
 from aimcc.passes.tile import TilePass
 
-PASS_NAMES = ("import", "raise", "partition", "tile", "place", "schedule")
+PASS_NAMES = ("import", *PASSES)
 
 
 def pipeline(target: str, schedule: SchedulePass | None = None) -> list[ModulePass]:

@@ -1,0 +1,14 @@
+"""Every transformation, one pass per file; :data:`PASSES` names them for pipelines."""
+
+from xdsl.passes import ModulePass
+
+from aimcc.passes.partition import PartitionPass
+from aimcc.passes.place import PlacePass
+from aimcc.passes.raise_transformer import RaiseTransformerPass
+from aimcc.passes.schedule import SchedulePass
+from aimcc.passes.tile import TilePass
+
+# In pipeline order: what `aimcc MODEL.onnx` runs after import, and what `aimcc opt` accepts.
+PASSES: dict[str, type[ModulePass]] = {
+    p.name: p for p in (RaiseTransformerPass, PartitionPass, TilePass, PlacePass, SchedulePass)
+}
