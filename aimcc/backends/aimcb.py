@@ -36,7 +36,6 @@ from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, TensorRefAttr, WeightOp
 from aimcc.ir.types import dtype_of, shape_of
-from aimcc.passes.schedule import schedule_section
 
 MAGIC = b"AIMCB\0\r\n"
 FORMAT_VERSION = 1
@@ -44,6 +43,7 @@ _PREFIX = struct.Struct("<8sIIQ32s")
 ALIGN = 64
 if TYPE_CHECKING:
     from aimcc.compiler import Compilation
+    from aimcc.cost import Schedule
 
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 
@@ -112,7 +112,7 @@ def lower_program(comp: Compilation) -> dict[str, Any]:
         "instructions": instructions,
         "tiles": tiles,
         "slots": len(slots),
-        "schedule": schedule_section(comp.schedule) if comp.schedule else None,
+        "schedule": _schedule_section(comp.schedule) if comp.schedule else None,
     }
 
 
@@ -147,6 +147,31 @@ def _analog_instruction(
         "grid": list(acc.grid_shape),
         "tile": [tile_type.rows.data, tile_type.cols.data],
         "tiles": ids,
+    }
+
+
+def _schedule_section(found: Schedule) -> dict[str, Any]:
+    """The binary's "schedule" section: the decision, its timing and each unit's load."""
+    return {
+        "strategy": found.strategy,
+        "clusters_per_tile": found.clusters_per_tile,
+        "tokens": found.tokens,
+        "chunk_per_layer": {str(k): v for k, v in found.chunk_per_layer.items()},
+        "makespan_ns": round(found.makespan_ns, 3),
+        "energy_nj": round(found.energy_nj, 3),
+        "lower_bound_ns": {
+            "busiest_unit": round(found.busy_bound_ns, 3),
+            "critical_path": round(found.critical_path_ns, 3),
+            "chain": round(found.chain_bound_ns, 3),
+        },
+        "units": {
+            u.unit: {
+                "busy_ns": round(u.busy_ns, 3),
+                "utilisation": round(u.utilisation, 6),
+                "energy_nj": round(u.energy_nj, 3),
+            }
+            for u in found.units
+        },
     }
 
 

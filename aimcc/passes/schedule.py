@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -284,28 +283,3 @@ class _StageBuilder:
         softmax_dims = {"N": dims["S"], "H": heads, **rows}
         p = self.add(f"{hint}.softmax", "softmax", softmax_dims, (qk, *self.deps(*mask)), unit)
         return self.add(hint, "av", dims, (p, *self.deps(v)), unit)
-
-
-def schedule_section(found: Schedule) -> dict[str, Any]:
-    """The binary's "schedule" section: the decision, its timing and each unit's load."""
-    return {
-        "strategy": found.strategy,
-        "clusters_per_tile": found.clusters_per_tile,
-        "tokens": found.tokens,
-        "chunk_per_layer": {str(k): v for k, v in found.chunk_per_layer.items()},
-        "makespan_ns": round(found.makespan_ns, 3),
-        "energy_nj": round(found.energy_nj, 3),
-        "lower_bound_ns": {
-            "busiest_unit": round(found.busy_bound_ns, 3),
-            "critical_path": round(found.critical_path_ns, 3),
-            "chain": round(found.chain_bound_ns, 3),
-        },
-        "units": {
-            u.unit: {
-                "busy_ns": round(u.busy_ns, 3),
-                "utilisation": round(u.utilisation, 6),
-                "energy_nj": round(u.energy_nj, 3),
-            }
-            for u in found.units
-        },
-    }
