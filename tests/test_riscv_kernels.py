@@ -17,6 +17,7 @@ import pytest
 from xdsl.context import Context
 from xdsl.dialects import arith
 from xdsl.dialects import math as xmath
+from xdsl.dialects.builtin import f32, i8, i32, i64
 from xdsl.interpreter import Interpreter, InterpreterFunctions, PythonValues, impl, register_impls
 from xdsl.interpreters.arith import ArithFunctions
 from xdsl.interpreters.func import FuncFunctions
@@ -80,6 +81,33 @@ CASES: list[rv.KernelSignature] = [
     ]
     for dims in shapes
 ]
+# Kinds on integer and bool data (attention-mask preparation), with their dtypes.
+NUMPY_DTYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "bool": np.uint8}
+CASES += [
+    rv.KernelSignature(kind, tuple(sorted(dims.items())), tuple(sorted(attrs.items())), dtype)
+    for kind, attrs, dtype, shapes in [
+        *[
+            (f"cast_{to}", {}, source, [{"N": 64}, {"N": 37}])
+            for to in NUMPY_DTYPES
+            for source in NUMPY_DTYPES
+            if source != to
+        ],
+        *[
+            (f"{op}{form}", {}, "bool", [{"M": 4, "N": 32}, {"M": 3, "N": 37}])
+            for op in ("and", "or")
+            for form in ("", "_row", "_col", "_outer")
+        ],
+        ("where", {}, "f32", [{"M": 4, "N": 32}, {"M": 3, "N": 37}]),
+        ("where_const", {"a": 0.0, "b": -3.4028234663852886e38}, "f32", [{"M": 4, "N": 32}]),
+        ("where_const", {"a": 1.5, "b": -2.25}, "f32", [{"M": 3, "N": 37}]),
+        # the models' mask: one bool per token, picked by (0, t) index pairs
+        ("gather_nd", {}, "bool", [{"T": 16, "D": 1, "X": 1, "Y": 16}]),
+        ("gather_nd", {}, "f32", [{"T": 5, "D": 3, "X": 7}]),
+        ("gather_nd", {}, "i64", [{"T": 6, "D": 2, "X": 3, "Y": 4, "Z": 5}]),
+        ("gather_nd", {}, "i32", [{"T": 9, "D": 1, "X": 5, "Y": 3}]),
+    ]
+    for dims in shapes
+]
 
 _HARNESS = """\
 #include <stdio.h>
@@ -90,11 +118,15 @@ static const struct {{ const char *name; kernel_fn fn; int nargs; }} kernels[] =
 {table}
 }};
 static double blob[{max_words}];
-/* usage: run SYMBOL IN OUT SIZE0 SIZE1 ... (argument byte sizes, in calling order) */
+/* usage: run SYMBOL IN OUT SIZE0 SIZE1 ... (argument byte sizes, in calling order; each
+   argument starts 8-byte aligned, as `_pack` lays them out) */
 int main(int argc, char **argv) {{
   void *args[4] = {{0, 0, 0, 0}};
   long total = 0;
-  for (int i = 4; i < argc; i++) {{ args[i - 4] = (char *)blob + total; total += atol(argv[i]); }}
+  for (int i = 4; i < argc; i++) {{
+    args[i - 4] = (char *)blob + total;
+    total += (atol(argv[i]) + 7) / 8 * 8;
+  }}
   FILE *in = fopen(argv[2], "rb");
   if (!in || fread(blob, 1, total, in) != (size_t)total) return 2;
   fclose(in);
@@ -111,12 +143,39 @@ int main(int argc, char **argv) {{
 """
 
 
+def _integers(dtype: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Values that catch wrong widths: zeros, small ones of both signs and (i64) ones beyond
+    32 bits; bools are 0 or 1."""
+    if dtype == "bool":
+        return rng.integers(0, 2, shape).astype(np.uint8)
+    bits = 62 if dtype == "i64" else 31
+    big = rng.integers(-(2**bits), 2**bits, shape)
+    small = rng.integers(-3, 4, shape)
+    return np.where(rng.random(shape) < 0.5, big, small).astype(NUMPY_DTYPES[dtype])
+
+
+def _floats_to_cast(target: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Fractions of both signs (truncation), +-0 and, for bool, NaN (true) and infinities."""
+    x = rng.uniform(-3, 3, shape) * 10.0 ** rng.integers(0, 7 if target == "i32" else 9, shape)
+    x[:4] = [0.0, -0.0, 0.5, -0.99]
+    if target == "bool":
+        x[4:7] = [np.nan, np.inf, -np.inf]
+    return x.astype(np.float32)
+
+
 def _inputs(sig: rv.KernelSignature, rng: np.random.Generator) -> list[np.ndarray]:
     """Argument buffers in calling order; outputs start as garbage unless they are read."""
     arrays = []
     for name, dtype, shape in rv.kernel_args(sig):
-        if dtype == "i64":
+        if sig.kind == "gather_nd" and name == "idx":  # in range, negatives counting from the end
+            axes = [size for axis, size in sorted(sig.dims) if axis in "XYZ"]
+            arrays.append(np.stack([rng.integers(-n, n, shape[0]) for n in axes], axis=1))
+        elif dtype == "i64" and sig.kind == "gather":
             arrays.append(rng.integers(0, sig.dim("V"), shape).astype(np.int64))
+        elif dtype != "f32":
+            arrays.append(_integers(dtype, shape, rng))
+        elif sig.kind.startswith("cast_"):
+            arrays.append(_floats_to_cast(sig.kind.removeprefix("cast_"), shape, rng))
         elif sig.kind in ("gelu_erf", "gelu_tanh", "silu") and name == "x":
             # cover the saturated tails as well as the curved middle
             arrays.append(
@@ -135,7 +194,8 @@ def _inputs(sig: rv.KernelSignature, rng: np.random.Generator) -> list[np.ndarra
         else:
             arrays.append(rng.normal(0, 1, shape).astype(np.float32))
     if sig.kind != "lora_b_add":  # y += ... reads y; every other output is write-only
-        arrays[-1] = np.full_like(arrays[-1], np.nan)
+        out = arrays[-1]
+        arrays[-1] = np.full_like(out, np.nan if out.dtype.kind == "f" else 0x5A)
     return arrays
 
 
@@ -227,6 +287,27 @@ def _reference(sig: rv.KernelSignature, args: list[np.ndarray]) -> tuple[np.ndar
             return total.astype(np.float64), np.zeros(total.shape)
         case "gather":
             return a64[0][args[1]], np.zeros((args[1].shape[0], args[0].shape[1]))
+        # integer and bool outputs are compared exactly (see `_check`)
+        case kind if kind.startswith("cast_"):
+            to = NUMPY_DTYPES[kind.removeprefix("cast_")]
+            with np.errstate(invalid="ignore"):  # NaN -> bool is true, as intended
+                ref = args[0].astype(bool).astype(to) if to == np.uint8 else args[0].astype(to)
+            return ref, np.zeros(ref.shape)
+        case kind if kind.split("_")[0] in ("and", "or"):
+            a, b = args[0].astype(bool), args[1].astype(bool)
+            a = a[:, None] if kind.endswith("_outer") else a
+            b = b[:, None] if kind.endswith("_col") else b
+            ref = (a & b) if kind.startswith("and") else (a | b)
+            return ref.astype(np.uint8), np.zeros(ref.shape)
+        case "where":
+            return np.where(args[0] != 0, args[1], args[2]), np.zeros(args[0].shape)
+        case "where_const":
+            on, off = np.float32(sig.attr("a")), np.float32(sig.attr("b"))
+            return np.where(args[0] != 0, on, off), np.zeros(args[0].shape)
+        case "gather_nd":
+            axes = [size for axis, size in sorted(sig.dims) if axis in "XYZ"]
+            data = args[0].reshape(*axes, sig.dim("D"))  # the kernel takes it flattened
+            return data[tuple(args[1].T)], np.zeros(args[-1].shape)
     raise AssertionError(sig.kind)
 
 
@@ -242,7 +323,7 @@ def riscv_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
         sources.append(str(path))
     decls = "\n".join(f"void {sig.symbol}(void *, void *, void *, void *);" for sig in CASES)
     table = ",\n".join(f'  {{"{sig.symbol}", {sig.symbol}, 0}}' for sig in CASES)
-    max_bytes = max(kernel.footprint_bytes for kernel in kernels)
+    max_bytes = max(kernel.footprint_bytes + 8 * len(kernel.args) for kernel in kernels)
     harness = work / "harness.c"
     harness.write_text(_HARNESS.format(decls=decls, table=table, max_words=max_bytes // 8 + 1))
     binary = work / "run"
@@ -251,16 +332,21 @@ def riscv_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return binary
 
 
+def _padded(nbytes: int) -> int:
+    return -(-nbytes // 8) * 8
+
+
 def _run_qemu(binary: Path, sig: rv.KernelSignature, args: list[np.ndarray]) -> list[np.ndarray]:
     work = binary.parent
-    (work / "in.bin").write_bytes(b"".join(a.tobytes() for a in args))
+    packed = b"".join(a.tobytes().ljust(_padded(a.nbytes), b"\0") for a in args)
+    (work / "in.bin").write_bytes(packed)
     sizes = [str(a.nbytes) for a in args]
     cmd = [QEMU, str(binary), sig.symbol, str(work / "in.bin"), str(work / "out.bin"), *sizes]
     subprocess.run(cmd, check=True, timeout=60)
     raw, out, offset = (work / "out.bin").read_bytes(), [], 0
     for a in args:
         out.append(np.frombuffer(raw, a.dtype, a.size, offset).reshape(a.shape))
-        offset += a.nbytes
+        offset += _padded(a.nbytes)
     return out
 
 
@@ -269,6 +355,13 @@ def _check(sig: rv.KernelSignature, args: list[np.ndarray], result: list[np.ndar
     ref, allowed = _reference(sig, args)
     for before, after in zip(args[:-1], result[:-1], strict=True):
         np.testing.assert_array_equal(before, after)
+    if result[-1].dtype.kind != "f":  # integers and bools: exact, in their own type
+        assert result[-1].dtype == ref.dtype, sig.symbol
+        np.testing.assert_array_equal(result[-1], ref, err_msg=sig.symbol)
+        return 0.0
+    if ref.dtype == np.float32:  # a selection or conversion: bit-exact
+        np.testing.assert_array_equal(result[-1], ref, err_msg=sig.symbol)
+        return 0.0
     err = np.abs(result[-1].astype(np.float64) - ref)
     assert np.all(np.isfinite(result[-1])), sig.symbol
     worst = int(np.argmax(err - allowed))
@@ -297,7 +390,22 @@ class _F32Functions(InterpreterFunctions):
 
     @impl(arith.SIToFPOp)
     def run_sitofp(self, interpreter: Interpreter, op: arith.SIToFPOp, args: PythonValues):
-        return (float(args[0]),)
+        # one rounding, to f32 (float() first would round twice for large i64)
+        return (float(np.array(args[0], np.int64).astype(np.float32)),)
+
+    @impl(arith.ExtUIOp)
+    def run_extui(self, interpreter: Interpreter, op: arith.ExtUIOp, args: PythonValues):
+        return (int(args[0]) % (1 << op.input.type.width.data),)
+
+    @impl(arith.ExtSIOp)
+    def run_extsi(self, interpreter: Interpreter, op: arith.ExtSIOp, args: PythonValues):
+        return (int(args[0]),)
+
+    @impl(arith.TruncIOp)
+    def run_trunci(self, interpreter: Interpreter, op: arith.TruncIOp, args: PythonValues):
+        width = op.result.type.width.data
+        value = int(args[0]) % (1 << width)
+        return (value - (1 << width) if value >> (width - 1) and width > 1 else value,)
 
     @impl(arith.BitcastOp)
     def run_bitcast(self, interpreter: Interpreter, op: arith.BitcastOp, args: PythonValues):
@@ -317,13 +425,9 @@ def _run_interpreter(sig: rv.KernelSignature, args: list[np.ndarray]) -> list[np
     for functions in (ArithFunctions, MathFunctions, MemRefFunctions, ScfFunctions, FuncFunctions):
         interpreter.register_implementations(functions())
     interpreter.register_implementations(_F32Functions())
+    xtypes = {np.float32: f32, np.int64: i64, np.int32: i32, np.uint8: i8}
     buffers = [
-        ShapedArray(
-            TypedPtr.new_int64(a.ravel().tolist())
-            if a.dtype == np.int64
-            else TypedPtr.new_float32(a.ravel().tolist()),
-            list(a.shape),
-        )
+        ShapedArray(TypedPtr.new(a.ravel().tolist(), xtype=xtypes[a.dtype.type]), list(a.shape))
         for a in args
     ]
     interpreter.call_op(sig.symbol, buffers)

@@ -3,7 +3,8 @@
 Each IR kernel (``digital.kernel`` and multi-row ``aimc.accumulate``) maps to the generated
 RISC-V kernels that compute it (:func:`kernel_plan`): attention per head as qk, mask add,
 softmax and av; LoRA as X.A then .B added in place; generic ONNX ops onto elementwise, layout
-and reduction kernels. Views (reshapes) need no code; anything else says why it has none.
+and reduction kernels, and the integer/bool mask preparation onto cast, and/or, where and
+gather_nd kernels. Views (reshapes) need no code; anything else says why it has none.
 A kernel whose buffers exceed the cluster's TCDM is split along the token dimension into
 equal pieces, so all pieces run one generated kernel.
 """
@@ -39,10 +40,15 @@ if TYPE_CHECKING:
 MANIFEST_VERSION = 2
 _VIEWS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
+# ONNX element type -> the RISC-V kernels' dtype (bools are bytes)
+_KERNEL_DTYPES = {"float32": "f32", "int64": "i64", "int32": "i32", "bool": "bool"}
 
 
-def _sig(kind: str, attrs: dict[str, float] | None = None, **dims: int) -> KernelSignature:
-    return KernelSignature(kind, tuple(sorted(dims.items())), tuple(sorted((attrs or {}).items())))
+def _sig(
+    kind: str, attrs: dict[str, float] | None = None, dtype: str = "f32", **dims: int
+) -> KernelSignature:
+    attr_items = tuple(sorted((attrs or {}).items()))
+    return KernelSignature(kind, tuple(sorted(dims.items())), attr_items, dtype)
 
 
 @dataclass(frozen=True)
@@ -202,10 +208,82 @@ def _expand(shape: tuple[int, ...], out: tuple[int, ...]) -> Plan:
     return Plan("code", (KernelCall(lambda t: _sig("broadcast", A=a, B=b, C=c), 1),))
 
 
+def _strip(shape: tuple[int, ...]) -> tuple[int, ...]:
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def _form(shape: tuple[int, ...], out: tuple[int, ...]) -> str | None:
+    """How an operand broadcasts to ``out`` seen as (rows, n): "" (full), "row" (one value
+    per column), "col" (one per row), or None."""
+    n = out[-1] if out else 1
+    forms = {"": _strip(out), "row": _strip((n,)), "col": _strip((*out[:-1], 1)) if out else ()}
+    return next((form for form, want in forms.items() if _strip(shape) == want), None)
+
+
+def _cast(op: KernelOp) -> Plan:
+    source, target = dtype_of(op.args[0].type), dtype_of(op.outs[0].type)
+    if source not in _KERNEL_DTYPES or target not in _KERNEL_DTYPES:
+        return _none(f"onnx.Cast {source} -> {target}: no kernel for these types")
+    if source == target:
+        return Plan("view", reason="Cast to the type it already has")
+    shape = shape_of(op.args[0].type)
+    rows, n = _rows(shape) if shape else (1, 1)
+    kind, dtype = f"cast_{_KERNEL_DTYPES[target]}", _KERNEL_DTYPES[source]
+    return Plan("code", (KernelCall(lambda t: _sig(kind, dtype=dtype, N=t * n), rows),))
+
+
+def _logical(op_type: str, a: tuple[int, ...], b: tuple[int, ...], out: tuple[int, ...]) -> Plan:
+    forms = (_form(a, out), _form(b, out))
+    kind = {("", ""): "", ("", "row"): "_row", ("", "col"): "_col", ("col", "row"): "_outer"}
+    suffix = kind.get(forms, kind.get(forms[::-1]))  # And and Or commute
+    if suffix is None:
+        return _none(f"onnx.{op_type} broadcast of {a} and {b} to {out} is no row/column form")
+    m, n = _rows(out) if out else (1, 1)
+    kind_name = f"{op_type.lower()}{suffix}"
+    return Plan("code", (KernelCall(lambda t: _sig(kind_name, dtype="bool", M=t, N=n), m),))
+
+
+def _where(comp: Compilation, op: KernelOp) -> Plan:
+    cond, a, b = op.args
+    out = shape_of(op.outs[0].type)
+    if dtype_of(a.type) != "float32" or _form(shape_of(cond.type), out) != "":
+        return _none("onnx.Where needs a full-shape condition choosing between floats")
+    m, n = _rows(out) if out else (1, 1)
+    values = [_const(comp, v) for v in (a, b)]
+    if all(v is not None and len(v) == 1 for v in values):
+        attrs = {"a": values[0][0], "b": values[1][0]}
+        return Plan("code", (KernelCall(lambda t: _sig("where_const", attrs, M=t, N=n), m),))
+    if all(_strip(shape_of(v.type)) == _strip(out) for v in (a, b)):
+        return Plan("code", (KernelCall(lambda t: _sig("where", M=t, N=n), m),))
+    return _none("onnx.Where picks between a broadcast value and a tensor: no kernel")
+
+
+def _gather_nd(op: KernelOp) -> Plan:
+    data, idx = (shape_of(v.type) for v in op.args[:2])
+    depth, dtype = idx[-1], _KERNEL_DTYPES.get(dtype_of(op.args[0].type))
+    if _param(op, "batch_dims") or not 1 <= depth <= 3 or dtype is None:
+        return _none(f"onnx.GatherND of {data} by {idx}: no kernel (batch dims, depth or type)")
+    axes = dict(zip("XYZ", data[:depth], strict=False))
+    tokens, width = math.prod(idx[:-1]), math.prod(data[depth:])
+    call = KernelCall(lambda t: _sig("gather_nd", dtype=dtype, T=t, D=width, **axes), tokens)
+    return Plan("code", (call,))
+
+
 def _onnx(comp: Compilation, op: KernelOp, op_type: str) -> Plan:
     if op_type in _VIEWS:
         return Plan("view", reason=f"{op_type} keeps the bytes, only the shape changes")
+    if op_type == "Cast":
+        return _cast(op)
+    if op_type == "GatherND":
+        return _gather_nd(op)
+    if op_type == "Where":
+        return _where(comp, op)
     inputs = _present(list(op.args))
+    if op_type in ("And", "Or"):
+        a, b, out = (shape_of(v.type) for v in (*inputs[:2], op.outs[0]))
+        return _logical(op_type, a, b, out)
     data = [v for v in inputs if not isinstance(v.owner, WeightOp)] or inputs[:1]
     odd = [dtype_of(v.type) for v in data if dtype_of(v.type) != "float32"]
     if odd:
@@ -408,6 +486,7 @@ def _riscv_entry(comp: Compilation, op: Operation, emitted: EmitStats | None) ->
             "symbol": split.piece.symbol,
             "signature": split.signature.symbol,
             "kind": split.piece.kind,
+            "dtype": split.piece.dtype,
             "dims": dict(split.piece.dims),
             "attrs": dict(split.piece.attrs),
             "args": [

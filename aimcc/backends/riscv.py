@@ -5,6 +5,7 @@ loop nest, scf loops where a row needs a running reduction), then lowered with x
 RISC-V pipeline to rv64gc assembly. f32 values live in f registers (`.s` instructions), so
 the output assembles with stock `riscv64-linux-gnu-gcc -march=rv64gc` and follows the
 standard calling convention: arguments in a0, a1, ... and only caller-saved registers used.
+Integer data (ids, masks) is i64, i32 or bool, a bool being one byte holding 0 or 1.
 """
 
 import math as pymath
@@ -12,31 +13,47 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from xdsl.backend.assembly_printer import AssemblyPrinter
+from xdsl.backend.riscv.lowering.convert_memref_to_riscv import get_strided_pointer
+from xdsl.backend.riscv.lowering.utils import cast_operands_to_regs
 from xdsl.context import Context
-from xdsl.dialects import arith, func, math, memref, riscv, scf
+from xdsl.dialects import arith, func, math, memref, riscv, rv64, scf
 from xdsl.dialects.builtin import (
     AffineMapAttr,
     FloatAttr,
     IndexType,
     IntegerAttr,
+    IntegerType,
     MemRefType,
     ModuleOp,
     UnrealizedConversionCastOp,
     f32,
+    i1,
+    i8,
     i32,
     i64,
 )
 from xdsl.dialects.linalg.attrs import IteratorTypeAttr
 from xdsl.dialects.linalg.ops import FillOp, GenericOp, MatmulOp, YieldOp
 from xdsl.dialects.riscv import riscv_code
+from xdsl.dialects.riscv.abstract_ops import (
+    AssemblyInstructionArg,
+    RdRsFloatOperation,
+    RdRsImmIntegerOperation,
+    RdRsIntegerOperation,
+    RsRsImmIntegerOperation,
+    assembly_arg_str,
+)
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineMap
+from xdsl.irdl import irdl_op_definition, traits_def
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.pattern_rewriter import (
     PatternRewriter,
     PatternRewriteWalker,
     RewritePattern,
 )
+from xdsl.traits import MemoryReadEffect
 from xdsl.transforms import get_all_passes
 
 from aimcc.errors import AimccError
@@ -50,6 +67,17 @@ _BINARY_KINDS: dict[str, tuple[str, str]] = {
     **{f"{op}_row": (op, "row") for op in _OPS[1:]},
     **{f"{op}_col": (op, "col") for op in _OPS},
 }
+
+_DTYPES = ("f32", "i64", "i32", "bool")
+# bool kernels on masks: y = a op b with a and b full (""), b one value per column ("row"), one
+# per row ("col"), or a one per row and b one per column ("outer": y[m, n] = a[m] op b[n]).
+_LOGICAL_KINDS: dict[str, tuple[str, str]] = {
+    f"{op}{suffix}": (op, suffix.lstrip("_"))
+    for op in ("and", "or")
+    for suffix in ("", "_row", "_col", "_outer")
+}
+# gather_nd indexes the data's leading dims with these names (as many as an index tuple has)
+_GATHER_ND_AXES = ("X", "Y", "Z")
 
 # kind -> (dims it needs, attrs it needs); the order of each tuple is irrelevant (sorted later).
 _KIND_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -74,10 +102,22 @@ _KIND_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "reduce_sum": (("A", "B", "C"), ()),
     "reduce_l2": (("A", "B", "C"), ()),
     "clip": (("N",), ("hi", "lo")),
+    **{f"cast_{to}": (("N",), ()) for to in _DTYPES},  # dtype: the source type
+    **{kind: (("M", "N"), ()) for kind in _LOGICAL_KINDS},
+    "where": (("M", "N"), ()),
+    "where_const": (("M", "N"), ("a", "b")),
+    "gather_nd": (("D", "T", *_GATHER_ND_AXES[:1]), ()),  # plus Y, Z for deeper index tuples
 }
 KERNEL_KINDS: tuple[str, ...] = tuple(_KIND_PARAMS)
 
-_DTYPE_BYTES = {"f32": 4, "i64": 8}
+# kind -> the element types it is generated for (f32 for every kind not listed)
+_KIND_DTYPES: dict[str, tuple[str, ...]] = {
+    **{f"cast_{to}": tuple(dt for dt in _DTYPES if dt != to) for to in _DTYPES},
+    **{kind: ("bool",) for kind in _LOGICAL_KINDS},
+    "gather_nd": _DTYPES,
+}
+
+_DTYPE_BYTES = {"f32": 4, "i64": 8, "i32": 4, "bool": 1}
 
 
 def _symbol_float(value: float) -> str:
@@ -87,7 +127,8 @@ def _symbol_float(value: float) -> str:
 
 @dataclass(frozen=True)
 class KernelSignature:
-    """What a digital kernel computes: kind, static sizes and compile-time scalars."""
+    """What a digital kernel computes: kind, static sizes, compile-time scalars and the element
+    type of its data (a cast's source type; a where's values, its condition being bool)."""
 
     kind: str
     dims: tuple[tuple[str, int], ...]
@@ -96,10 +137,12 @@ class KernelSignature:
 
     @property
     def symbol(self) -> str:
-        """Link name, e.g. `aimcc_lora_xa_K128_R8_T8`; attrs are part of it (they are baked in)."""
+        """Link name, e.g. `aimcc_lora_xa_K128_R8_T8`; attrs are part of it (they are baked in),
+        and so is a dtype other than f32 (`aimcc_cast_bool_N128_i64`)."""
         parts = [f"aimcc_{self.kind}"]
         parts += [f"{name}{size}" for name, size in sorted(self.dims)]
         parts += [f"{name}{_symbol_float(value)}" for name, value in sorted(self.attrs)]
+        parts += [self.dtype] if self.dtype != "f32" else []
         return "_".join(parts)
 
     def dim(self, name: str) -> int:
@@ -122,10 +165,16 @@ class KernelAsm:
 def _check_signature(sig: KernelSignature) -> None:
     if sig.kind not in _KIND_PARAMS:
         raise AimccError(f"riscv backend: unknown kernel kind {sig.kind!r} (have {KERNEL_KINDS})")
-    if sig.dtype != "f32":
-        raise AimccError(f"riscv backend: kernel {sig.kind} supports dtype f32, not {sig.dtype}")
+    dtypes = _KIND_DTYPES.get(sig.kind, ("f32",))
+    if sig.dtype not in dtypes:
+        raise AimccError(
+            f"riscv backend: kernel {sig.kind} supports dtypes {dtypes}, not {sig.dtype}"
+        )
     want_dims, want_attrs = _KIND_PARAMS[sig.kind]
     dim_names = sorted(name for name, _ in sig.dims)
+    if sig.kind == "gather_nd":
+        axes = [name for name in _GATHER_ND_AXES if name in dim_names]
+        want_dims = ("D", "T", *_GATHER_ND_AXES[: max(len(axes), 1)])
     if dim_names != sorted(want_dims):
         raise AimccError(
             f"riscv backend: kernel {sig.kind} needs dims {want_dims}, got {dim_names}"
@@ -218,6 +267,32 @@ def kernel_args(sig: KernelSignature) -> tuple[tuple[str, str, tuple[int, ...]],
             return (("x", "f32", (d["M"], d["W"])), ("y", "f32", (d["M"], d["N"])))
         case "reduce_sum" | "reduce_l2":
             return (("x", "f32", (d["A"], d["B"], d["C"])), ("y", "f32", (d["A"], d["C"])))
+        case kind if kind.startswith("cast_"):
+            return (("x", sig.dtype, (d["N"],)), ("y", kind.removeprefix("cast_"), (d["N"],)))
+        case kind if kind in _LOGICAL_KINDS:
+            shapes = {"": (d["M"], d["N"]), "row": (d["N"],), "col": (d["M"],)}
+            form = _LOGICAL_KINDS[kind][1]
+            return (
+                ("a", "bool", shapes["col" if form == "outer" else ""]),
+                ("b", "bool", shapes["row" if form == "outer" else form]),
+                ("y", "bool", (d["M"], d["N"])),
+            )
+        case "where":
+            return (
+                ("cond", "bool", (d["M"], d["N"])),
+                ("a", "f32", (d["M"], d["N"])),
+                ("b", "f32", (d["M"], d["N"])),
+                ("y", "f32", (d["M"], d["N"])),
+            )
+        case "where_const":
+            return (("cond", "bool", (d["M"], d["N"])), ("y", "f32", (d["M"], d["N"])))
+        case "gather_nd":
+            axes = [d[name] for name in _GATHER_ND_AXES if name in d]
+            return (
+                ("data", sig.dtype, (pymath.prod(axes), d["D"])),  # indexed dims flattened
+                ("idx", "i64", (d["T"], len(axes))),  # ONNX indices are int64, may be negative
+                ("y", sig.dtype, (d["T"], d["D"])),
+            )
     raise AssertionError(sig.kind)
 
 
@@ -415,6 +490,152 @@ class _LowerFloatBitsToRiscv(RewritePattern):
         rewriter.replace(op, [*casts, new, back], back.results)
 
 
+@irdl_op_definition
+class FCvtSLOp(RdRsFloatOperation[riscv.IntRegisterType]):
+    """f32 from a signed 64-bit integer (rounded by frm, round-to-nearest-even by default)."""
+
+    name = "riscv.fcvt.s.l"
+
+
+@irdl_op_definition
+class FCvtLSRtzOp(RdRsIntegerOperation[riscv.FloatRegisterType]):
+    """Signed 64-bit integer from f32, rounded towards zero as a C cast or numpy's astype."""
+
+    name = "riscv.fcvt.l.s"
+
+    def assembly_line_args(self) -> tuple[AssemblyInstructionArg, ...]:
+        return self.rd, self.rs, "rtz"
+
+
+def _offset_form(op: RdRsImmIntegerOperation | RsRsImmIntegerOperation, reg: SSAValue) -> str:
+    """`name reg, imm(base)`, the assembler's syntax for a load or store."""
+    imm, base = assembly_arg_str(op.immediate), assembly_arg_str(op.rs1)
+    line = f"{assembly_arg_str(reg)}, {imm}({base})"
+    return AssemblyPrinter.assembly_line(op.assembly_instruction_name(), line, op.comment)
+
+
+# xDSL 0.74's riscv.lbu and riscv.sb print as `lbu rd, rs1, imm`, which no assembler takes
+@irdl_op_definition
+class LbuOp(RdRsImmIntegerOperation):
+    """Load a byte, zero-extended (a bool stays 0 or 1)."""
+
+    name = "riscv.lbu"
+    traits = traits_def(MemoryReadEffect())
+
+    def assembly_line(self) -> str | None:
+        return _offset_form(self, self.rd)
+
+
+@irdl_op_definition
+class SbOp(RsRsImmIntegerOperation):
+    """Store the low byte of rs2."""
+
+    name = "riscv.sb"
+
+    def assembly_line(self) -> str | None:
+        return _offset_form(self, self.rs2)
+
+
+def _int_width(typ: Attribute) -> int:
+    return typ.width.data if isinstance(typ, IntegerType) else 64  # index: the register
+
+
+class _LowerIntegersToRiscv(RewritePattern):
+    """What xDSL's memref and arith lowerings lack for i64/i32/bool data on rv64: byte and
+    doubleword memory access (they use lw/sw for every integer), 64-bit constants, integer
+    extension and truncation, i64 <-> f32 conversion and select. Registers hold i32 and i64
+    sign-extended, bytes (bools) and i1 zero-extended, so extending them is free."""
+
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        freg, ireg = riscv.Registers.UNALLOCATED_FLOAT, riscv.Registers.UNALLOCATED_INT
+        match op:
+            case memref.LoadOp() | memref.StoreOp():
+                self._memory(op, rewriter)
+                return
+            case arith.ConstantOp() if op.result.type == i64:
+                assert isinstance(op.value, IntegerAttr)
+                ops = [rv64.LiOp(op.value.value.data, rd=ireg)]
+            case arith.ExtUIOp() if op.input.type in (i1, i8):
+                ops = []
+            case arith.ExtSIOp() if op.input.type == i32:
+                ops = []
+            case arith.TruncIOp():
+                x, width = self._reg(op.input, ireg), _int_width(op.result.type)
+                if width == 32:
+                    ops = [x.owner, riscv.SextWOp(x, rd=ireg)]
+                else:
+                    ops = [x.owner, riscv.AndiOp(x, (1 << width) - 1, rd=ireg)]
+            case arith.SIToFPOp() if op.input.type == i64 and op.result.type == f32:
+                x = self._reg(op.input, ireg)
+                ops = [x.owner, FCvtSLOp(x, rd=freg)]
+            case arith.FPToSIOp() if op.input.type == f32 and op.result.type == i64:
+                x = self._reg(op.input, freg)
+                ops = [x.owner, FCvtLSRtzOp(x, rd=ireg)]
+            case arith.SelectOp():
+                ops = self._select(op)
+            case _:
+                return
+        if not ops:  # a no-op extension: the register already holds the wider value
+            cast = UnrealizedConversionCastOp.get((op.operands[0],), (op.results[0].type,))
+            rewriter.replace(op, cast)
+            return
+        back = UnrealizedConversionCastOp.get(ops[-1].results, (op.results[0].type,))
+        rewriter.replace(op, [*ops, back], back.results)
+
+    @staticmethod
+    def _reg(value: SSAValue, reg: Attribute) -> SSAValue:
+        """`value` in a register (through a cast op the caller inserts: `result.owner`)."""
+        return UnrealizedConversionCastOp.get((value,), (reg,)).results[0]
+
+    def _select(self, op: arith.SelectOp) -> list[Operation]:
+        """Branch-free: y = a ^ ((a ^ b) & (c - 1)), c the i1 condition (0 or 1); f32 values go
+        through integer registers bit for bit."""
+        ireg, freg = riscv.Registers.UNALLOCATED_INT, riscv.Registers.UNALLOCATED_FLOAT
+        is_float = op.result.type == f32
+        c = self._reg(op.cond, ireg)
+        ops: list[Operation] = [c.owner]
+
+        def bits(value: SSAValue) -> SSAValue:
+            reg = self._reg(value, freg if is_float else ireg)
+            ops.append(reg.owner)
+            if is_float:
+                ops.append(riscv.FMvXWOp(reg, rd=ireg))
+                return ops[-1].results[0]
+            return reg
+
+        a, b = bits(op.lhs), bits(op.rhs)
+        mask = riscv.AddiOp(c, -1, rd=ireg)
+        diff = riscv.XorOp(a, b, rd=ireg)
+        kept = riscv.AndOp(diff, mask, rd=ireg)
+        chosen = riscv.XorOp(a, kept, rd=ireg)
+        ops += [mask, diff, kept, chosen]
+        if is_float:
+            ops.append(riscv.FMvWXOp(chosen, rd=freg))
+        return ops
+
+    @staticmethod
+    def _memory(op: memref.LoadOp | memref.StoreOp, rewriter: PatternRewriter) -> None:
+        """lbu/sb for bools, ld/sd for i64 (xDSL's memref lowering handles f32 and i32)."""
+        memref_type = op.memref.type
+        assert isinstance(memref_type, MemRefType)
+        width = _int_width(memref_type.element_type)
+        if not isinstance(memref_type.element_type, IntegerType) or width not in (8, 64):
+            return
+        operands = cast_operands_to_regs(rewriter, op)
+        if isinstance(op, memref.LoadOp):
+            mem, *indices = operands
+            address, ptr = get_strided_pointer(mem, indices, memref_type)
+            load_op = LbuOp if width == 8 else rv64.LdOp
+            load = load_op(ptr, 0, rd=riscv.Registers.UNALLOCATED_INT)
+            back = UnrealizedConversionCastOp.get(load.results, (op.res.type,))
+            rewriter.replace(op, [*address, load, back], back.results)
+        else:
+            value, mem, *indices = operands
+            address, ptr = get_strided_pointer(mem, indices, memref_type)
+            store_op = SbOp if width == 8 else rv64.SdOp
+            rewriter.replace(op, [*address, store_op(ptr, value, 0)], [])
+
+
 @dataclass(frozen=True)
 class ExpandMathPass(ModulePass):
     """Range-reduced f32 exp/tanh/erf in arith (see `_expand_exp`)."""
@@ -423,6 +644,16 @@ class ExpandMathPass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         PatternRewriteWalker(_ExpandMath(), apply_recursively=False).rewrite_module(op)
+
+
+@dataclass(frozen=True)
+class LowerIntegersToRiscvPass(ModulePass):
+    """Runs before convert-memref-to-riscv, which would take i64 and bool buffers for i32."""
+
+    name = "aimcc-lower-integers-to-riscv"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        PatternRewriteWalker(_LowerIntegersToRiscv(), apply_recursively=False).rewrite_module(op)
 
 
 @dataclass(frozen=True)
@@ -536,6 +767,57 @@ def _silu(e: _Emit, x: SSAValue, _: SSAValue) -> SSAValue:
 
 
 _UNARY = {"gelu_erf": _gelu_erf, "gelu_tanh": _gelu_tanh, "silu": _silu}
+
+
+def _cast(e: _Emit, x: SSAValue, source: str, target: str) -> SSAValue:
+    """One element, with numpy's astype semantics: integers wrap, floats truncate towards zero,
+    anything nonzero (NaN included) is true. Integers go through i64 first."""
+    if source == "f32":
+        if target == "bool":
+            nonzero = e.op(arith.CmpfOp(x, e.f(0.0), "une"))
+            return e.op(arith.ExtUIOp(nonzero, i8))
+        wide = e.op(arith.FPToSIOp(x, i64))
+    else:
+        extend = arith.ExtUIOp if source == "bool" else arith.ExtSIOp
+        wide = x if source == "i64" else e.op(extend(x, i64))
+    match target:
+        case "f32":
+            return e.op(arith.SIToFPOp(wide, f32))
+        case "bool":
+            nonzero = e.op(arith.CmpiOp(wide, e.op(arith.ConstantOp(IntegerAttr(0, i64))), "ne"))
+            return e.op(arith.ExtUIOp(nonzero, i8))
+        case "i32":
+            return e.op(arith.TruncIOp(wide, i32))
+    return wide
+
+
+def _is_true(e: _Emit, flag: SSAValue) -> SSAValue:
+    """i1 from a stored bool byte (any nonzero byte counts as true)."""
+    return e.op(arith.CmpiOp(flag, e.op(arith.ConstantOp(IntegerAttr(0, i8))), "ne"))
+
+
+def _gather_nd(e: _Emit, sig: KernelSignature, data: SSAValue, idx: SSAValue, y: SSAValue) -> None:
+    """y[t] = data[idx[t, 0], idx[t, 1], ...], a slice of D elements per index tuple; negative
+    indices count from the end of their axis, as in ONNX. The tuple becomes one row of the
+    flattened data first, so a single register stays live in the copy loop."""
+    axes = [sig.dim(name) for name in _GATHER_ND_AXES if name in dict(sig.dims)]
+
+    def row(r: _Emit, t: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+        flat = r.index(0)
+        for k, size in enumerate(axes):
+            i = r.op(arith.IndexCastOp(r.load(idx, t, r.index(k)), IndexType()))
+            negative = r.op(arith.CmpiOp(i, r.index(0), "slt"))
+            i = r.op(arith.SelectOp(negative, r.op(arith.AddiOp(i, r.index(size))), i))
+            flat = r.op(arith.AddiOp(r.op(arith.MuliOp(flat, r.index(size))), i))
+
+        def copy(inner: _Emit, d: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+            inner.store(inner.load(data, flat, d), y, t, d)
+            return []
+
+        r.loop(sig.dim("D"), copy)
+        return []
+
+    e.loop(sig.dim("T"), row)
 
 
 def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> None:
@@ -657,6 +939,47 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
                 [2],
                 lambda i, pv, yv: i.add(yv, pv),
             )
+        case kind, (x, y) if kind.startswith("cast_"):
+            target = kind.removeprefix("cast_")
+            e.generic(
+                [x],
+                y,
+                _maps(lambda n: (n,), lambda n: (n,)),
+                [],
+                lambda i, xv, _: _cast(i, xv, sig.dtype, target),
+            )
+        case kind, (a, b, y) if kind in _LOGICAL_KINDS:
+            op, form = _LOGICAL_KINDS[kind]
+            a_map = {"outer": lambda m, n: (m,)}.get(form, lambda m, n: (m, n))
+            b_map = {
+                "": lambda m, n: (m, n),
+                "row": lambda m, n: (n,),
+                "col": lambda m, n: (m,),
+                "outer": lambda m, n: (n,),
+            }[form]
+            op_type = arith.AndIOp if op == "and" else arith.OrIOp
+            maps = _maps(a_map, b_map, lambda m, n: (m, n))
+            e.generic([a, b], y, maps, [], lambda i, av, bv, _: i.op(op_type(av, bv)))
+        case "where", (cond, a, b, y):
+            ident = lambda m, n: (m, n)  # noqa: E731
+            e.generic(
+                [cond, a, b],
+                y,
+                _maps(ident, ident, ident, ident),
+                [],
+                lambda i, cv, av, bv, _: i.op(arith.SelectOp(_is_true(i, cv), av, bv)),
+            )
+        case "where_const", (cond, y):
+            on, off = sig.attr("a"), sig.attr("b")
+            e.generic(
+                [cond],
+                y,
+                _maps(lambda m, n: (m, n), lambda m, n: (m, n)),
+                [],
+                lambda i, cv, _: i.op(arith.SelectOp(_is_true(i, cv), i.f(on), i.f(off))),
+            )
+        case "gather_nd", (data, idx, y):
+            _gather_nd(e, sig, data, idx, y)
         case "gather", (table, idx, y):
 
             def row(r: _Emit, t: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
@@ -674,7 +997,7 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
             raise AssertionError(sig.kind)
 
 
-_MLIR_TYPES: dict[str, Attribute] = {"f32": f32, "i64": i64}
+_MLIR_TYPES: dict[str, Attribute] = {"f32": f32, "i64": i64, "i32": i32, "bool": i8}
 
 
 def build_kernel_module(sig: KernelSignature) -> ModuleOp:
@@ -700,14 +1023,22 @@ _LOWERING = (
 
 @cache
 def _pipelines() -> tuple[PassPipeline, PassPipeline]:
-    """xDSL's plain RISC-V pipeline with the two f32 passes above spliced in before lowering,
+    """xDSL's plain RISC-V pipeline with the passes above spliced in before lowering,
     cut where loops become labels: everything before runs once on all kernels of a batch (the
     passes' fixed cost is shared), the rest per kernel, since label numbers are module-wide and
     a kernel's text must not depend on what it was generated with."""
     passes = PassPipeline.parse_spec(get_all_passes(), _LOWERING).passes
     names = [p.name for p in passes]
-    split, cut = names.index("convert-arith-to-riscv"), names.index("convert-riscv-scf-to-riscv-cf")
-    batched = (ExpandMathPass(), *passes[:split], LowerFloatBitsToRiscvPass(), *passes[split:cut])
+    memory, split = names.index("convert-memref-to-riscv"), names.index("convert-arith-to-riscv")
+    cut = names.index("convert-riscv-scf-to-riscv-cf")
+    batched = (
+        ExpandMathPass(),
+        *passes[:memory],
+        LowerIntegersToRiscvPass(),
+        *passes[memory:split],
+        LowerFloatBitsToRiscvPass(),
+        *passes[split:cut],
+    )
     return PassPipeline(batched), PassPipeline(passes[cut:])
 
 
