@@ -154,7 +154,8 @@ def _str(attr: object) -> str:
 
 
 def _compiled_tokens(main: func.FuncOp) -> tuple[int, int]:
-    """(token vectors, sequence length) of the first analog or matmul input (batch x seq x K)."""
+    """(token vectors, sequence length): from the first analog or matmul input (batch x seq x
+    K), else from the function's first input."""
     for o in main.body.block.ops:
         x = None
         if isinstance(o, AccumulateOp):
@@ -166,7 +167,11 @@ def _compiled_tokens(main: func.FuncOp) -> tuple[int, int]:
         if x is not None:
             lead = shape_of(x)[:-1]
             return math.prod(lead), lead[-1] if lead else 1
-    return 1, 1
+    # no linear layer: the first input, token ids [batch, seq] or features [batch, seq, K]
+    args = main.body.block.args
+    shape = shape_of(args[0]) if args else ()
+    lead = shape[:2] if len(shape) >= 2 else shape
+    return max(1, math.prod(lead)), lead[-1] if lead else 1
 
 
 class _StageBuilder:
