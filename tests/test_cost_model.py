@@ -168,3 +168,38 @@ def test_trace_and_gantt(tmp_path) -> None:
     path = tmp_path / "gantt.png"
     plot_gantt(s, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_timelines_keep_each_strategy_constraint() -> None:
+    """The definitions in docs/SCHEDULING.md, checked on the timeline of each strategy."""
+    arch = load_arch("paper-512", overrides=["tile.integration_time_ns=256"])
+    stages = two_layer_model()
+
+    def layer(slot) -> int:  # a transfer belongs to the layer it feeds
+        unit = slot.name.rpartition("->")[2] if slot.kind == "transfer" else slot.unit
+        return int(unit.partition(":")[2].partition(".")[0])
+
+    def overlap(a, b) -> bool:
+        return a.start_ns < b.end_ns - 1e-9 and b.start_ns < a.end_ns - 1e-9
+
+    for lanes in (1, 2):
+        found = {
+            name: schedule(stages, 64, arch, strategy=name, clusters_per_tile=lanes, chunk=8)
+            for name in STRATEGIES
+        }
+        # serial: one task at a time, and never idle while one is ready (non-delay).
+        serial = found["serial"].slots
+        assert not any(overlap(a, b) for a, b in itertools.combinations(serial, 2))
+        assert found["serial"].makespan_ns == pytest.approx(
+            sum(s.end_ns - s.start_ns for s in serial)
+        )
+        # cross: the units of one layer never overlap one another.
+        cross = found["cross"].slots
+        assert not any(
+            overlap(a, b) for a, b in itertools.combinations(cross, 2) if layer(a) == layer(b)
+        )
+        assert any(overlap(a, b) for a, b in itertools.combinations(cross, 2))
+        # intra: layer 1 starts after every task of layer 0 (which it reads) has ended.
+        intra = found["intra"].slots
+        first_of_1 = min(s.start_ns for s in intra if layer(s) == 1)
+        assert first_of_1 >= max(s.end_ns for s in intra if layer(s) == 0) - 1e-9

@@ -25,9 +25,11 @@ layers first, then each layer in turn.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,7 +51,7 @@ from aimcc.cost.model import (
 from aimcc.errors import AimccError
 
 STRATEGIES = ("serial", "intra", "cross", "both")
-# Tasks the chunk search may simulate (~0.5 s of Python): bounds compile time on big models.
+# Tasks the chunk search may simulate (~0.1 s of Python): bounds compile time on big models.
 SEARCH_BUDGET = 40_000
 _UNIT_KINDS = ("tile", "cluster", "dma")
 
@@ -123,8 +125,8 @@ def schedule(
         for layer in sorted(set(layers.values()))
     }
     names = STRATEGIES if strategy == "auto" else (strategy,)
-    found, choice = _search(stages, layers, tokens, arch, names, clusters_per_tile, candidates)
-    return _simulate(stages, layers, tokens, arch, found, clusters_per_tile, choice)
+    sim = _Simulator(stages, layers, tokens, arch, clusters_per_tile)
+    return sim.result(*_search(sim, names, candidates))
 
 
 def replay(
@@ -143,7 +145,8 @@ def replay(
     missing = sorted(set(layers.values()) - set(chunk_per_layer))
     if missing:
         raise AimccError(f"recorded schedule has no chunk size for layer {missing[0]}")
-    return _simulate(stages, layers, tokens, arch, strategy, clusters_per_tile, chunk_per_layer)
+    sim = _Simulator(stages, layers, tokens, arch, clusters_per_tile)
+    return sim.result(strategy, chunk_per_layer)
 
 
 def _check(stages: Sequence[Stage], arch: Arch, lanes: int) -> dict[str, int]:
@@ -217,13 +220,7 @@ def _chunk_candidates(
 
 
 def _search(
-    stages: Sequence[Stage],
-    layers: dict[str, int],
-    tokens: int,
-    arch: Arch,
-    strategies: Sequence[str],
-    lanes: int,
-    candidates: dict[int, list[int]],
+    sim: _Simulator, strategies: Sequence[str], candidates: dict[int, list[int]]
 ) -> tuple[str, dict[int, int]]:
     """The fastest (strategy, chunk per layer) found within SEARCH_BUDGET simulated tasks.
 
@@ -231,18 +228,9 @@ def _search(
     each layer's size in turn is improved (coordinate descent) while the budget lasts. The
     budget counts tasks, not seconds, so the result does not depend on the machine.
     """
-    seen: dict[tuple[str, tuple[int, ...]], float] = {}
-    spent = 0
 
     def run(name: str, choice: dict[int, int]) -> float:
-        nonlocal spent
-        key = (name, tuple(choice[layer] for layer in candidates))
-        if key not in seen:
-            g, _, _ = _build(stages, layers, tokens, arch, name, lanes, choice)
-            _, end = _list_schedule(g)
-            seen[key] = max((e for e, u in zip(end, g.unit, strict=True) if u), default=0.0)
-            spent += len(g.dur)
-        return seen[key]
+        return sim.timeline(name, choice).makespan_ns
 
     def uniform(size: int) -> dict[int, int]:
         return {layer: max([t for t in c if t <= size] or c[:1]) for layer, c in candidates.items()}
@@ -264,7 +252,7 @@ def _search(
         for _, order, name, choice in starts:
             for layer, options in candidates.items():
                 for t in options:
-                    if spent > SEARCH_BUDGET:
+                    if sim.simulated_tasks > SEARCH_BUDGET:
                         return best[2], best[3]
                     trial = {**choice, layer: t}
                     if run(name, trial) < run(name, choice):
@@ -275,216 +263,307 @@ def _search(
 
 
 @dataclass
-class _Tasks:
-    """The task graph of one simulation, as parallel lists (tasks are created in data order)."""
+class _Graph:
+    """The dataflow tasks of one chunking as parallel lists, in data order (preds come first).
 
-    name: list[str]
-    kind: list[str]
+    A task is a chunk of a stage or the transfer of one chunk's result to another unit. The
+    graph does not depend on the strategy: the strategies add locks, or (``intra``) barriers
+    appended after the tasks, when it is simulated.
+    """
+
+    stage: list[int]  # position of the stage; a transfer: of the stage whose result it moves
     chunk: list[int]
     tokens: list[int]
-    unit: list[str | None]  # None: a zero-time barrier
-    lock: list[str | None]  # a resource shared by several units (the strategy's constraint)
+    unit: list[int]  # index into _Simulator.units; -1: a zero-time barrier
+    dest: list[int]  # a transfer's destination unit; -1: a chunk of a stage
+    layer: list[int]  # a transfer belongs to its consumer's layer
     dur: list[float]
-    prio: list[tuple[int, int, int]]
+    # Earliest tokens first, then program order; a transfer right after its source: a chunk
+    # of stage i from token f has 2 * (f * stages + i), its transfers one more.
+    prio: list[int]
     preds: list[list[int]]
-    layer: list[int]
 
-    def add(self, **fields: Any) -> int:
-        self.name.append(fields["name"])
-        self.kind.append(fields["kind"])
-        self.chunk.append(fields["chunk"])
-        self.tokens.append(fields["tokens"])
-        self.unit.append(fields["unit"])
-        self.lock.append(fields["lock"])
-        self.dur.append(fields["dur"])
-        self.prio.append(fields["prio"])
-        self.preds.append(fields["preds"])
-        self.layer.append(fields["layer"])
+    def add(
+        self,
+        stage: int,
+        chunk: int,
+        tokens: int,
+        unit: int,
+        dest: int,
+        layer: int,
+        dur: float,
+        prio: int,
+        preds: list[int],
+    ) -> int:
+        self.stage.append(stage)
+        self.chunk.append(chunk)
+        self.tokens.append(tokens)
+        self.unit.append(unit)
+        self.dest.append(dest)
+        self.layer.append(layer)
+        self.dur.append(dur)
+        self.prio.append(prio)
+        self.preds.append(preds)
         return len(self.dur) - 1
 
+    @cached_property
+    def succs(self) -> list[list[int]]:
+        succs: list[list[int]] = [[] for _ in self.dur]
+        for task, preds in enumerate(self.preds):
+            for p in preds:
+                succs[p].append(task)
+        return succs
 
-def _build(
-    stages: Sequence[Stage],
-    layers: dict[str, int],
-    tokens: int,
-    arch: Arch,
-    strategy: str,
-    lanes: int,
-    chunk_per_layer: dict[int, int],
-) -> tuple[_Tasks, float, dict[str, int]]:
-    """Tasks, transfers and strategy constraints; also the critical path and tiles per unit."""
-    g = _Tasks([], [], [], [], [], [], [], [], [], [])
-    finish: list[float] = []  # earliest finish with unlimited units (critical path)
-    tiles: dict[str, int] = {}
-    # name -> (tasks in token order, chunked, chunk size): chunk i covers [i*size, (i+1)*size)
-    by_stage: dict[str, tuple[list[int], bool, int]] = {}
-    moved: dict[tuple[int, str], int] = {}
-    nbytes = dtype_bytes(arch)
-    index = {s.name: i for i, s in enumerate(stages)}
-    # (stage, tokens) -> ns of a chunk / of its transfer: a few distinct sizes per stage
-    durations: dict[tuple[int, int], float] = {}
-    moves: dict[tuple[str, int], float] = {}
+    @cached_property
+    def order(self) -> list[int]:
+        """Tasks by priority (ties: task order): a ready queue holds places in this list."""
+        return sorted(range(len(self.dur)), key=self.prio.__getitem__)
 
-    locks = {
-        layer: {"serial": "all", "cross": f"layer:{layer}"}.get(strategy)
-        for layer in chunk_per_layer
-    }
-
-    def lock_of(layer: int) -> str | None:
-        return locks[layer]
-
-    def transfer(src: int, dest: str, layer: int) -> int:
-        if (src, dest) not in moved:
-            producer = stages[index[g.name[src]]]
-            src_unit = g.unit[src] or ""
-            engine = dest if dest.startswith("cluster") else src_unit
-            dma = (
-                "dma:" + engine.partition(":")[2]
-                if engine.startswith("cluster")
-                else f"dma:{layer}"
-            )
-            if (producer.name, g.tokens[src]) not in moves:
-                size = output_elements(producer, g.tokens[src], arch) * nbytes
-                moves[producer.name, g.tokens[src]] = transfer_ns(size, arch)
-            moved[src, dest] = g.add(
-                name=f"{g.name[src]}->{dest}",
-                kind="transfer",
-                chunk=g.chunk[src],
-                tokens=g.tokens[src],
-                unit=dma,
-                lock=lock_of(layer),
-                dur=moves[producer.name, g.tokens[src]],
-                prio=(g.prio[src][0], g.prio[src][1], 1),
-                preds=[src],
-                layer=layer,
-            )
-            finish.append(finish[src] + g.dur[-1])
-        return moved[src, dest]
-
-    for position, s in enumerate(stages):
-        layer = layers[s.name]
-        chunked = _chunked(s, tokens)
-        size = chunk_per_layer[layer] if chunked else s.dims["T"]
-        unit_kind = s.unit.partition(":")[0]
-        tasks: list[int] = []
-        for k, first in enumerate(range(0, tokens if chunked else size, size)):
-            stop = min(first + size, tokens) if chunked else size
-            lane = k % lanes if unit_kind == "cluster" and chunked else 0
-            unit = f"{s.unit}.{lane}" if lane else s.unit
-            preds = []
-            for j, dep in enumerate(s.deps):
-                dep_tasks, dep_chunked, dep_size = by_stage[dep]
-                if chunked and dep_chunked and not (s.kind in SEQUENCE_MIXING and j > 0):
-                    dep_tasks = dep_tasks[first // dep_size : (stop - 1) // dep_size + 1]
-                for src in dep_tasks:
-                    preds.append(src if g.unit[src] == unit else transfer(src, unit, layer))
-            if (position, stop - first) not in durations:
-                durations[position, stop - first] = stage_ns(s, stop - first, arch)
-            task = g.add(
-                name=s.name,
-                kind=s.kind,
-                chunk=k,
-                tokens=stop - first,
-                unit=unit,
-                lock=lock_of(layer),
-                dur=durations[position, stop - first],
-                prio=(first, position, 0),
-                preds=preds,
-                layer=layer,
-            )
-            finish.append(max((finish[p] for p in preds), default=0.0) + g.dur[task])
-            tasks.append(task)
-            if s.kind == ANALOG:
-                tiles[unit] = max(tiles.get(unit, 1), s.dims.get("tiles", 1))
-        by_stage[s.name] = (tasks, chunked, size)
-    if strategy == "intra":
-        _add_layer_barriers(g, layers, stages)
-    return g, max(finish, default=0.0), tiles
+    @cached_property
+    def rank(self) -> list[int]:
+        """Each task's place in ``order``."""
+        rank = [0] * len(self.dur)
+        for place, task in enumerate(self.order):
+            rank[task] = place
+        return rank
 
 
-def _add_layer_barriers(g: _Tasks, layers: dict[str, int], stages: Sequence[Stage]) -> None:
-    """Each layer waits for every task of the layers it reads (cycles of layers merge)."""
-    graph = nx.DiGraph()
-    graph.add_nodes_from(sorted(set(layers.values())))
-    graph.add_edges_from(
-        (layers[dep], layers[s.name])
-        for s in stages
-        for dep in s.deps
-        if layers[dep] != layers[s.name]
-    )
-    merged = nx.condensation(graph)
-    group = merged.graph["mapping"]
-    real = len(g.dur)
-    done = {
-        node: g.add(
-            name=f"barrier{node}",
-            kind="barrier",
-            chunk=0,
-            tokens=0,
-            unit=None,
-            lock=None,
-            dur=0.0,
-            prio=(0, 0, 0),
-            layer=-1,
-            preds=[t for t in range(real) if group[g.layer[t]] == node],
+@dataclass(frozen=True)
+class _Timeline:
+    start: list[float]
+    end: list[float]
+    makespan_ns: float
+
+
+class _Simulator:
+    """Task graphs and timelines of one stage list, cached by chunking (and strategy).
+
+    The strategies share the graph of a chunking, and the search revisits choices; the chosen
+    one's timeline is the result. Units are numbered (``units``) for the event loop.
+    """
+
+    def __init__(
+        self, stages: Sequence[Stage], layers: dict[str, int], tokens: int, arch: Arch, lanes: int
+    ):
+        self.stages, self.tokens, self.arch, self.lanes = stages, tokens, arch, lanes
+        self.layer = [layers[s.name] for s in stages]
+        self.layer_ids = sorted(set(self.layer))
+        self.chunked = [_chunked(s, tokens) for s in stages]
+        self.units: list[str] = []
+        self.unit_ids: dict[str, int] = {}
+        position = {s.name: i for i, s in enumerate(stages)}
+        # (dependency, whole): qk/av read every chunk of their keys/values
+        self.deps = [
+            [(position[d], s.kind in SEQUENCE_MIXING and j > 0) for j, d in enumerate(s.deps)]
+            for s in stages
+        ]
+        # The units a stage's chunks go to in turn: cluster stages deal chunks to the lanes.
+        self.lane_units = []
+        for s, chunked in zip(stages, self.chunked, strict=True):
+            spread = lanes if chunked and s.unit.startswith("cluster") else 1
+            names = [s.unit, *(f"{s.unit}.{lane}" for lane in range(1, spread))]
+            self.lane_units.append([self._unit(name) for name in names])
+        # A transfer runs on the DMA core of the cluster it goes to, else of the one it leaves.
+        self.dma_of = {
+            self.unit_ids[name]: self._unit("dma:" + name.partition(":")[2])
+            for name in list(self.units)
+            if name.startswith("cluster")
+        }
+        self.simulated_tasks = 0  # the search's budget
+        self._graphs: dict[tuple[int, ...], _Graph] = {}
+        self._timelines: dict[tuple[str, tuple[int, ...]], _Timeline] = {}
+        # per stage: tokens -> ns of a chunk (a stage has one or two chunk sizes)
+        self._chunk_ns: list[dict[int, float]] = [{} for _ in stages]
+        self._move_ns: dict[tuple[int, int], float] = {}
+
+    def _unit(self, name: str) -> int:
+        if name not in self.unit_ids:
+            self.unit_ids[name] = len(self.units)
+            self.units.append(name)
+        return self.unit_ids[name]
+
+    def graph(self, chunk_per_layer: Mapping[int, int]) -> _Graph:
+        key = tuple(chunk_per_layer[layer] for layer in self.layer_ids)
+        if key not in self._graphs:
+            self._graphs[key] = self._build(chunk_per_layer)
+        return self._graphs[key]
+
+    def timeline(self, strategy: str, chunk_per_layer: Mapping[int, int]) -> _Timeline:
+        key = (strategy, tuple(chunk_per_layer[layer] for layer in self.layer_ids))
+        if key not in self._timelines:
+            g = self.graph(chunk_per_layer)
+            if strategy == "serial":
+                start, end = _serial_schedule(g)
+            elif strategy == "cross":  # the units of a layer share one lock
+                start, end = _list_schedule(g, g.layer)
+            else:
+                if strategy == "intra":
+                    g = self._with_layer_barriers(g)
+                start, end = _list_schedule(g, None)
+            makespan = max((e for e, u in zip(end, g.unit, strict=True) if u >= 0), default=0.0)
+            self._timelines[key] = _Timeline(start, end, makespan)
+            self.simulated_tasks += len(g.dur)
+        return self._timelines[key]
+
+    def _build(self, chunk_per_layer: Mapping[int, int]) -> _Graph:
+        """Chunks of every stage, and transfers wherever a result changes unit."""
+        stages, tokens, arch = self.stages, self.tokens, self.arch
+        g = _Graph([], [], [], [], [], [], [], [], [])
+        # stage -> (tasks in token order, chunked, chunk size): chunk i covers [i*size, (i+1)*size)
+        by_stage: list[tuple[list[int], bool, int]] = []
+        moved: dict[tuple[int, int], int] = {}
+
+        def transfer(src: int, dest: int, layer: int) -> int:
+            if (src, dest) not in moved:
+                producer, count = g.stage[src], g.tokens[src]
+                dma = self.dma_of.get(dest, self.dma_of.get(g.unit[src]))
+                if dma is None:  # tile to tile
+                    dma = self._unit(f"dma:{layer}")
+                if (producer, count) not in self._move_ns:
+                    size = output_elements(stages[producer], count, arch) * dtype_bytes(arch)
+                    self._move_ns[producer, count] = transfer_ns(size, arch)
+                dur, prio = self._move_ns[producer, count], g.prio[src] + 1
+                moved[src, dest] = g.add(
+                    producer, g.chunk[src], count, dma, dest, layer, dur, prio, [src]
+                )
+            return moved[src, dest]
+
+        for position, s in enumerate(stages):
+            layer, chunked = self.layer[position], self.chunked[position]
+            lanes = self.lane_units[position]
+            size = chunk_per_layer[layer] if chunked else s.dims["T"]
+            chunk_ns = self._chunk_ns[position]
+            tasks: list[int] = []
+            for k, first in enumerate(range(0, tokens if chunked else size, size)):
+                count = min(size, tokens - first) if chunked else size
+                unit = lanes[k % len(lanes)]
+                preds = []
+                for dep, whole in self.deps[position]:
+                    dep_tasks, dep_chunked, dep_size = by_stage[dep]
+                    if chunked and dep_chunked and not whole:
+                        dep_tasks = dep_tasks[
+                            first // dep_size : (first + count - 1) // dep_size + 1
+                        ]
+                    for src in dep_tasks:
+                        preds.append(src if g.unit[src] == unit else transfer(src, unit, layer))
+                if count not in chunk_ns:
+                    chunk_ns[count] = stage_ns(s, count, arch)
+                prio = 2 * (first * len(stages) + position)
+                tasks.append(
+                    g.add(position, k, count, unit, -1, layer, chunk_ns[count], prio, preds)
+                )
+            by_stage.append((tasks, chunked, size))
+        return g
+
+    @cached_property
+    def _layer_groups(self) -> tuple[dict[int, int], list[int], dict[int, list[int]]]:
+        """Layers that read each other merged (condensation): group of each layer, the groups
+        in order, and the groups each one reads."""
+        graph = nx.DiGraph()
+        graph.add_nodes_from(self.layer_ids)
+        graph.add_edges_from(
+            (self.layer[dep], self.layer[position])
+            for position, deps in enumerate(self.deps)
+            for dep, _ in deps
+            if self.layer[dep] != self.layer[position]
         )
-        for node in sorted(merged.nodes)
-    }
-    for t in range(real):
-        g.preds[t].extend(done[p] for p in sorted(merged.predecessors(group[g.layer[t]])))
+        merged = nx.condensation(graph)
+        nodes = sorted(merged.nodes)
+        return merged.graph["mapping"], nodes, {n: sorted(merged.predecessors(n)) for n in nodes}
+
+    def _with_layer_barriers(self, g: _Graph) -> _Graph:
+        """``intra``: each layer waits for every task of the layers it reads (zero-time barriers
+        after the tasks, one per group of layers)."""
+        group, nodes, reads = self._layer_groups
+        real = len(g.dur)
+        barrier = {node: real + i for i, node in enumerate(nodes)}
+        members: dict[int, list[int]] = {node: [] for node in nodes}
+        for task, layer in enumerate(g.layer):
+            members[group[layer]].append(task)
+        waits = {node: [barrier[r] for r in reads[node]] for node in nodes}
+        count = len(nodes)
+        barred = _Graph(
+            g.stage + [-1] * count,
+            g.chunk + [0] * count,
+            g.tokens + [0] * count,
+            g.unit + [-1] * count,
+            g.dest + [-1] * count,
+            g.layer + [-1] * count,
+            g.dur + [0.0] * count,
+            g.prio + [0] * count,
+            [p + waits[group[layer]] for p, layer in zip(g.preds, g.layer, strict=True)]
+            + [members[node] for node in nodes],
+        )
+        # Barriers never queue on a unit: the tasks keep their places in the priority order.
+        barred.order, barred.rank = g.order, g.rank
+        return barred
+
+    def result(self, strategy: str, chunk_per_layer: dict[int, int]) -> Schedule:
+        """The Schedule of one decision: its timeline, each unit's load, and the bounds."""
+        g = self.graph(chunk_per_layer)
+        timeline = self.timeline(strategy, chunk_per_layer)
+        names = [s.name for s in self.stages]
+        unit_order = {unit: _unit_order(unit) for unit in self.units}
+        slots = sorted(
+            (
+                Slot(
+                    names[g.stage[t]] + (f"->{self.units[g.dest[t]]}" if g.dest[t] >= 0 else ""),
+                    self.stages[g.stage[t]].kind if g.dest[t] < 0 else "transfer",
+                    g.chunk[t],
+                    g.tokens[t],
+                    self.units[g.unit[t]],
+                    timeline.start[t],
+                    timeline.end[t],
+                )
+                for t in range(len(g.dur))  # the barriers of intra come after these
+            ),
+            key=lambda s: (s.start_ns, unit_order[s.unit], s.name, s.chunk),
+        )
+        makespan = max((s.end_ns for s in slots), default=0.0)
+        busy: dict[str, float] = defaultdict(float)
+        for s in slots:
+            busy[s.unit] += s.end_ns - s.start_ns
+        units = []
+        tiles: dict[str, int] = {}  # a layer's tiles run in parallel, each draws power
+        for s in self.stages:
+            if s.kind == ANALOG:
+                tiles[s.unit] = max(tiles.get(s.unit, 1), s.dims.get("tiles", 1))
+        for unit in sorted(busy, key=_unit_order):
+            active_w, idle_w = unit_power_w(unit.partition(":")[0], self.arch)
+            count = tiles.get(unit, 1)
+            energy = count * (busy[unit] * active_w + (makespan - busy[unit]) * idle_w)
+            units.append(
+                UnitUse(unit, busy[unit], busy[unit] / makespan if makespan else 0.0, energy)
+            )
+        return Schedule(
+            strategy=strategy,
+            clusters_per_tile=self.lanes,
+            tokens=self.tokens,
+            chunk_per_layer=dict(sorted(chunk_per_layer.items())),
+            slots=tuple(slots),
+            makespan_ns=makespan,
+            units=tuple(units),
+            energy_nj=sum(u.energy_nj for u in units),
+            busy_bound_ns=max(busy.values(), default=0.0),
+            critical_path_ns=_critical_path(g),
+            # The strategies only add constraints to the dataflow: its bound holds for all.
+            chain_bound_ns=_chain_bound(g),
+        )
 
 
-def _simulate(
-    stages: Sequence[Stage],
-    layers: dict[str, int],
-    tokens: int,
-    arch: Arch,
-    strategy: str,
-    lanes: int,
-    chunk_per_layer: dict[int, int],
-) -> Schedule:
-    g, critical_path, tiles = _build(stages, layers, tokens, arch, strategy, lanes, chunk_per_layer)
-    start, end = _list_schedule(g)
-    # The strategies only add constraints to the dataflow, so its bound holds for all of them.
-    flow = (
-        g
-        if strategy != "intra"
-        else _build(stages, layers, tokens, arch, "both", lanes, chunk_per_layer)[0]
-    )
-    slots = sorted(
-        (
-            Slot(g.name[t], g.kind[t], g.chunk[t], g.tokens[t], unit, start[t], end[t])
-            for t, unit in enumerate(g.unit)
-            if unit is not None
-        ),
-        key=lambda s: (s.start_ns, _unit_order(s.unit), s.name, s.chunk),
-    )
-    makespan = max((s.end_ns for s in slots), default=0.0)
-    busy: dict[str, float] = defaultdict(float)
-    for s in slots:
-        busy[s.unit] += s.end_ns - s.start_ns
-    units = []
-    for unit in sorted(busy, key=_unit_order):
-        active_w, idle_w = unit_power_w(unit.partition(":")[0], arch)
-        count = tiles.get(unit, 1)
-        energy = count * (busy[unit] * active_w + (makespan - busy[unit]) * idle_w)
-        units.append(UnitUse(unit, busy[unit], busy[unit] / makespan if makespan else 0.0, energy))
-    return Schedule(
-        strategy=strategy,
-        clusters_per_tile=lanes,
-        tokens=tokens,
-        chunk_per_layer=dict(sorted(chunk_per_layer.items())),
-        slots=tuple(slots),
-        makespan_ns=makespan,
-        units=tuple(units),
-        energy_nj=sum(u.energy_nj for u in units),
-        busy_bound_ns=max(busy.values(), default=0.0),
-        critical_path_ns=critical_path,
-        chain_bound_ns=_chain_bound(flow),
-    )
+def _critical_path(g: _Graph) -> float:
+    """The longest chain of the dataflow graph ``g``, with unlimited units."""
+    finish: list[float] = []
+    for preds, dur in zip(g.preds, g.dur, strict=True):
+        ready = 0.0
+        for p in preds:
+            if finish[p] > ready:
+                ready = finish[p]
+        finish.append(ready + dur)
+    return max(finish, default=0.0)
 
 
-def _chain_bound(g: _Tasks) -> float:
+def _chain_bound(g: _Graph) -> float:
     """A lower bound on the makespan of the dataflow graph ``g`` (tasks in topological order).
 
     One unit runs its tasks one after another, none before its earliest start (head): so the
@@ -494,143 +573,178 @@ def _chain_bound(g: _Tasks) -> float:
     values, whole sequences) with the same bound over the join's ancestors, which captures
     attention waiting for every key and then running all queries on one cluster.
     """
-    n = len(g.dur)
+    n, dur, preds = len(g.dur), g.dur, g.preds
     head = [0.0] * n
-    ancestors = [0] * n
+    ancestors = [0] * n  # bit set of every task's ancestors
     # The chunks of one stage share most inputs of a join (all keys): bound those once.
-    shared: dict[str, set[int]] = {}
+    shared: dict[int, set[int]] = {}
     for t in range(n):
-        if len(g.preds[t]) > 2:
-            shared[g.name[t]] = shared.get(g.name[t], set(g.preds[t])) & set(g.preds[t])
-    refined: dict[str, float] = {}
+        if len(preds[t]) > 2:
+            shared[g.stage[t]] = shared.get(g.stage[t], set(preds[t])) & set(preds[t])
+    refined: dict[int, float] = {}
     for t in range(n):
         start, members = 0.0, 0
-        for p in g.preds[t]:
-            start = max(start, head[p] + g.dur[p])
+        for p in preds[t]:
+            if head[p] + dur[p] > start:
+                start = head[p] + dur[p]
             members |= ancestors[p] | (1 << p)
         ancestors[t] = members
-        name = g.name[t]
-        if len(g.preds[t]) > 2:
-            if name not in refined:
+        stage = g.stage[t]
+        if len(preds[t]) > 2:
+            if stage not in refined:
                 common = 0
-                for p in shared[name]:
+                for p in shared[stage]:
                     common |= ancestors[p] | (1 << p)
-                chosen = []
-                while common:
-                    low = common & -common
-                    chosen.append(low.bit_length() - 1)
-                    common ^= low
+                bits = bin(common)[:1:-1]  # bit i is task i
+                chosen = [a for a, bit in enumerate(bits) if bit == "1"]
                 # Each ancestor's shortest way on to the join: the longest chain from its end.
-                to_join = dict.fromkeys(chosen, 0.0)
+                to_join = [0.0] * n
                 for a in reversed(chosen):
-                    for p in g.preds[a]:
-                        to_join[p] = max(to_join[p], g.dur[a] + to_join[a])
-                refined[name] = _one_machine(g, head, chosen, to_join)
-            start = max(start, refined[name])
+                    reach = dur[a] + to_join[a]
+                    for p in preds[a]:
+                        if reach > to_join[p]:
+                            to_join[p] = reach
+                refined[stage] = _one_machine(g, head, chosen, to_join)
+            start = max(start, refined[stage])
         head[t] = start
     tail = [0.0] * n  # the longest chain after a task, with unlimited units
     for t in range(n - 1, -1, -1):
-        for p in g.preds[t]:
-            tail[p] = max(tail[p], g.dur[t] + tail[t])
-    path = max((head[t] + g.dur[t] + tail[t] for t in range(n)), default=0.0)
+        after = dur[t] + tail[t]
+        for p in preds[t]:
+            if after > tail[p]:
+                tail[p] = after
+    path = max(map(lambda h, d, t: h + d + t, head, dur, tail), default=0.0)
     return max(path, _one_machine(g, head, range(n), tail))
 
 
-def _one_machine(
-    g: _Tasks, head: list[float], tasks: Iterable[int], tail: Mapping[int, float] | list[float]
-) -> float:
-    """max over units and r of r + work with head >= r (+ the shortest tail among them)."""
-    by_unit: dict[str | None, list[int]] = defaultdict(list)
-    for t in tasks:
-        by_unit[g.unit[t]].append(t)
+def _one_machine(g: _Graph, head: list[float], tasks: Iterable[int], tail: list[float]) -> float:
+    """max over units and r of r + work with head >= r (+ the shortest tail among them).
+
+    One pass over the tasks in falling head order (ties: task order), with each unit's
+    running work and shortest tail.
+    """
+    units = max(g.unit, default=-1) + 1
+    work, shortest = [0.0] * units, [math.inf] * units
     bound = 0.0
-    for unit, members in by_unit.items():
-        if unit is None:
-            continue
-        members.sort(key=lambda t: head[t], reverse=True)
-        work, shortest = 0.0, float("inf")
-        for t in members:
-            work += g.dur[t]
-            shortest = min(shortest, tail[t])
-            bound = max(bound, head[t] + work + shortest)
+    for t in sorted(tasks, key=head.__getitem__, reverse=True):
+        u = g.unit[t]
+        work[u] += g.dur[t]
+        if tail[t] < shortest[u]:
+            shortest[u] = tail[t]
+        end = head[t] + work[u] + shortest[u]
+        if end > bound:
+            bound = end
     return bound
 
 
-def _list_schedule(g: _Tasks) -> tuple[list[float], list[float]]:
-    """Event-driven non-delay list scheduling: a free unit starts its best ready task."""
+def _serial_schedule(g: _Graph) -> tuple[list[float], list[float]]:
+    """``serial``: one task at a time on the whole chip, so the best ready task starts when
+    the last one ends (the list schedule with one lock for all tasks, without events)."""
     n = len(g.dur)
-    succs: list[list[int]] = [[] for _ in range(n)]
     waiting = [len(p) for p in g.preds]
-    for task, preds in enumerate(g.preds):
-        for p in preds:
-            succs[p].append(task)
+    ready = [g.rank[t] for t in range(n) if not waiting[t]]  # a heap of ranks
+    heapq.heapify(ready)
     start, end = [0.0] * n, [0.0] * n
-    ready: dict[str, list[tuple[tuple[int, int, int], int]]] = defaultdict(list)
-    lock_units: dict[str, set[str]] = defaultdict(set)
-    for task in range(n):
-        if g.lock[task] is not None and g.unit[task] is not None:
-            lock_units[g.lock[task]].add(g.unit[task])
-    busy_units: set[str] = set()
-    busy_locks: set[str] = set()
-    dirty: set[str] = set()
-    events: list[tuple[float, int]] = []
-    finished = 0
-
-    def release(tasks: list[int], now: float) -> None:
-        nonlocal finished
-        while tasks:
-            task = tasks.pop()
-            unit = g.unit[task]
-            if unit is None:  # a barrier passes at once
-                start[task] = end[task] = now
-                finished += 1
-                tasks.extend(_satisfied(task, succs, waiting))
-            else:
-                heapq.heappush(ready[unit], (g.prio[task], task))
-                dirty.add(unit)
-
-    release([t for t in range(n) if not waiting[t]], 0.0)
-    now = 0.0
-    while True:
-        offers = sorted((ready[u][0], u) for u in dirty if u not in busy_units and ready[u])
-        dirty.clear()
-        for (_, task), unit in offers:
-            lock = g.lock[task]
-            if lock in busy_locks:
-                continue
-            heapq.heappop(ready[unit])
-            start[task], end[task] = now, now + g.dur[task]
-            busy_units.add(unit)
-            if lock is not None:
-                busy_locks.add(lock)
-            heapq.heappush(events, (end[task], task))
-        if not events:
-            break
-        now = events[0][0]
-        freed: list[int] = []
-        while events and events[0][0] == now:
-            task = heapq.heappop(events)[1]
-            finished += 1
-            unit, lock = g.unit[task], g.lock[task]
-            busy_units.discard(unit)
-            dirty.add(unit)
-            if lock is not None:
-                busy_locks.discard(lock)
-                dirty |= lock_units[lock]
-            freed.extend(_satisfied(task, succs, waiting))
-        release(freed, now)
+    now, finished = 0.0, 0
+    while ready:
+        task = g.order[heapq.heappop(ready)]
+        start[task] = now
+        end[task] = now = now + g.dur[task]
+        finished += 1
+        for s in g.succs[task]:
+            waiting[s] -= 1
+            if not waiting[s]:
+                heapq.heappush(ready, g.rank[s])
     if finished != n:
         raise AimccError(f"schedule: {n - finished} tasks could not run (dependency cycle)")
     return start, end
 
 
-def _satisfied(task: int, succs: list[list[int]], waiting: list[int]) -> list[int]:
-    out = []
-    for s in succs[task]:
-        waiting[s] -= 1
-        if not waiting[s]:
-            out.append(s)
-    return out
+def _list_schedule(g: _Graph, locks: list[int] | None) -> tuple[list[float], list[float]]:
+    """Event-driven non-delay list scheduling: a free unit starts its best ready task.
+
+    ``locks[t]`` is a resource task t holds besides its unit (the strategy's constraint; None:
+    no locks). Whenever tasks finish, every free unit with ready tasks offers its best one;
+    a free lock goes to the best offer that needs it, the others wait for it to be released.
+    Offers compete only for a lock (a unit makes one at a time), so without locks every
+    offer starts, and with them each lock is decided on its own.
+    """
+    n = len(g.dur)
+    unit, dur, succs, order, rank = g.unit, g.dur, g.succs, g.order, g.rank
+    push, pop = heapq.heappush, heapq.heappop
+    waiting = [len(p) for p in g.preds]
+    start, end = [0.0] * n, [0.0] * n
+    ready: list[list[int]] = [[] for _ in range(max(unit, default=-1) + 1)]  # heaps of ranks
+    idle = [True] * len(ready)
+    dirty: set[int] = set()  # units whose state changed since they last offered
+    held: set[int] = set()
+    # lock -> heap of (rank, unit) offers that need it; an offer is stale once its unit
+    # started a task or has a better one (ranks are unique)
+    offers: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    contested: set[int] = set()  # locks with new offers or just released
+    events: list[tuple[float, int]] = []  # (end, task) of the running tasks
+    finished = 0
+    now = 0.0
+
+    def run(u: int) -> None:
+        """Start the best ready task of unit ``u`` now."""
+        task = order[pop(ready[u])]
+        idle[u] = False
+        start[task] = now
+        end[task] = now + dur[task]
+        push(events, (end[task], task))
+
+    freed = [t for t in range(n) if not waiting[t]]
+    while True:
+        while freed:
+            task = freed.pop()
+            u = unit[task]
+            if u < 0:  # a barrier passes at once
+                start[task] = end[task] = now
+                finished += 1
+                for s in succs[task]:
+                    waiting[s] -= 1
+                    if not waiting[s]:
+                        freed.append(s)
+            else:
+                push(ready[u], rank[task])
+                dirty.add(u)
+        for u in dirty:
+            if idle[u] and ready[u]:
+                if locks is None:
+                    run(u)
+                else:
+                    lock = locks[order[ready[u][0]]]
+                    push(offers[lock], (ready[u][0], u))
+                    contested.add(lock)
+        dirty.clear()
+        for lock in contested:
+            candidates = offers[lock]
+            while lock not in held and candidates:
+                place, u = pop(candidates)
+                if idle[u] and ready[u] and ready[u][0] == place:
+                    held.add(lock)
+                    run(u)
+        contested.clear()
+        if not events:
+            break
+        now = events[0][0]
+        while events and events[0][0] == now:  # tasks ending together, in any order
+            task = pop(events)[1]
+            finished += 1
+            u = unit[task]
+            idle[u] = True
+            dirty.add(u)
+            if locks is not None:
+                held.discard(locks[task])
+                contested.add(locks[task])
+            for s in succs[task]:
+                waiting[s] -= 1
+                if not waiting[s]:
+                    freed.append(s)
+    if finished != n:
+        raise AimccError(f"schedule: {n - finished} tasks could not run (dependency cycle)")
+    return start, end
 
 
 def _unit_order(unit: str) -> tuple[int, int, int]:
