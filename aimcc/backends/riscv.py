@@ -9,6 +9,8 @@ Integer data (ids, masks) is i64, i32 or bool, a bool being one byte holding 0 o
 """
 
 import math as pymath
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -997,6 +999,8 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
             raise AssertionError(sig.kind)
 
 
+# Forking a worker costs ~20 ms; below this many kernels per worker one process is faster.
+KERNELS_PER_WORKER = 8
 _MLIR_TYPES: dict[str, Attribute] = {"f32": f32, "i64": i64, "i32": i32, "bool": i8}
 
 
@@ -1017,7 +1021,8 @@ _LOWERING = (
     # infer-constant-step frees one register per loop: without it the naive allocator runs out
     # on 4-argument kernels with nested loops (layer_norm), as only a*/t* registers are used
     "reconcile-unrealized-casts,riscv-scf-for-infer-constant-step,riscv-allocate-registers,"
-    "riscv-lower-parallel-mov,canonicalize,convert-riscv-scf-to-riscv-cf,canonicalize"
+    # (a canonicalize before the cut changed no kernel of the corpus: only the last one runs)
+    "riscv-lower-parallel-mov,convert-riscv-scf-to-riscv-cf,canonicalize"
 )
 
 
@@ -1044,10 +1049,36 @@ def _pipelines() -> tuple[PassPipeline, PassPipeline]:
 
 def generate_kernels(sigs: Sequence[KernelSignature]) -> list[KernelAsm]:
     """Lower kernels to rv64gc assembly (f32 in `.s` instructions), one per distinct signature
-    in first-seen order; the text of each is the same as when generated alone."""
+    in first-seen order; the text of each is the same as when generated alone.
+
+    Many kernels are split into one batch per core, lowered in forked workers (the text does
+    not depend on the batch, so the output is the same as lowering them in one process)."""
     unique = list(dict.fromkeys(sigs))
+    workers = min(os.cpu_count() or 1, len(unique) // KERNELS_PER_WORKER)
+    if workers > 1:
+        batches = [unique[i::workers] for i in range(workers)]
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            done = pool.map(_lower_to_text, batches)
+        text = {
+            sig: asm
+            for batch, asms in zip(batches, done, strict=True)
+            for sig, asm in zip(batch, asms, strict=True)
+        }
+        texts = [text[sig] for sig in unique]
+    else:
+        texts = _lower_to_text(unique)
+    kernels = []
+    for sig, asm in zip(unique, texts, strict=True):
+        args = kernel_args(sig)
+        footprint = sum(_DTYPE_BYTES[dt] * pymath.prod(shape) for _, dt, shape in args)
+        kernels.append(KernelAsm(sig, asm, args, footprint))
+    return kernels
+
+
+def _lower_to_text(sigs: Sequence[KernelSignature]) -> list[str]:
+    """One batch through the batched stages, then each kernel alone through the rest."""
     funcs = []
-    for sig in unique:
+    for sig in sigs:
         kernel = build_kernel_module(sig).body.block.first_op
         assert kernel is not None
         kernel.detach()
@@ -1055,15 +1086,13 @@ def generate_kernels(sigs: Sequence[KernelSignature]) -> list[KernelAsm]:
     batched, per_kernel = _pipelines()
     module = ModuleOp(funcs)
     batched.apply(Context(), module)
-    kernels = []
-    for sig, lowered in zip(unique, list(module.body.block.ops), strict=True):
+    texts = []
+    for lowered in list(module.body.block.ops):
         lowered.detach()
         alone = ModuleOp([lowered])
         per_kernel.apply(Context(), alone)
-        args = kernel_args(sig)
-        footprint = sum(_DTYPE_BYTES[dt] * pymath.prod(shape) for _, dt, shape in args)
-        kernels.append(KernelAsm(sig, riscv_code(alone), args, footprint))
-    return kernels
+        texts.append(riscv_code(alone))
+    return texts
 
 
 def generate_kernel(sig: KernelSignature) -> KernelAsm:
