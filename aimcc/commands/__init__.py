@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from aimcc.arch import DEFAULT_ARCH, preset_names
 from aimcc.errors import AimccError, first_line
 from aimcc.runtime import Executable
 
@@ -57,3 +59,29 @@ def read_npz(path: Path) -> dict:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise AimccError(f"{path}: not a readable .npz file ({first_line(exc)})") from None
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """--arch, --set and --input-shape: how a model is compiled, for every command that does."""
+    p.add_argument(
+        "--arch",
+        default=DEFAULT_ARCH,
+        help=f"architecture preset ({', '.join(preset_names())}) or a .toml file "
+        f"(default {DEFAULT_ARCH})",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an architecture value, e.g. --set tile.count=256 (repeatable)",
+    )
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0xD1...",
+        help="static shape for a dynamic input (repeatable); dims sharing a symbolic "
+        "name follow; default: batch 1, other dynamic dims 128",
+    )

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 from aimcc import report
-from aimcc.arch import DEFAULT_ARCH, load_arch, preset_names
+from aimcc.arch import load_arch
 from aimcc.atomic import atomic_write, write_text
 from aimcc.backends.aimcb import write_binary
 from aimcc.backends.manifest import emit_riscv, kernel_manifest, manifest_json
+from aimcc.commands import add_model_options
 from aimcc.compiler import PASS_NAMES, compile_model
 from aimcc.cost import plot_gantt, to_chrome_trace
 from aimcc.frontend.load import parse_input_shapes
@@ -34,28 +35,7 @@ def parser() -> argparse.ArgumentParser:
         "(default); aimc: LoRA merged into the analog weights (fully-analog "
         "baseline); digital: everything on the RISC-V clusters",
     )
-    p.add_argument(
-        "--arch",
-        default=DEFAULT_ARCH,
-        help=f"architecture preset ({', '.join(preset_names())}) or a .toml file "
-        f"(default {DEFAULT_ARCH})",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an architecture value, e.g. --set tile.count=256 (repeatable)",
-    )
-    p.add_argument(
-        "--input-shape",
-        action="append",
-        default=[],
-        metavar="NAME=D0xD1...",
-        help="static shape for a dynamic input (repeatable); dims sharing a symbolic "
-        "name follow; default: batch 1, other dynamic dims 128",
-    )
+    add_model_options(p)
     p.add_argument(
         "-o",
         "--output",

@@ -20,8 +20,9 @@ from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_pipeline
 from xdsl.utils.exceptions import ArgSpecParseError, ParseError, VerifyException
 
-from aimcc.arch import DEFAULT_ARCH, load_arch
+from aimcc.arch import load_arch
 from aimcc.atomic import write_npz, write_text
+from aimcc.commands import add_model_options
 from aimcc.compiler import referenced_keys
 from aimcc.errors import AimccError, first_line
 from aimcc.frontend.importer import import_graph
@@ -53,22 +54,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="OUT.npz",
         help="write the weights the output refers to",
     )
-    p.add_argument("--arch", default=DEFAULT_ARCH, help="architecture preset or .toml file")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an architecture value (repeatable)",
-    )
-    p.add_argument(
-        "--input-shape",
-        action="append",
-        default=[],
-        metavar="NAME=D0xD1...",
-        help="static shape for a dynamic ONNX input (repeatable)",
-    )
+    add_model_options(p)
     p.add_argument("-o", "--output", type=Path, help="write the IR here instead of printing it")
     return p
 
