@@ -31,7 +31,6 @@ class Metric:
 
     output: str
     kind: str  # "relative error", "cosine" or "embedding cosine"
-    higher_is_better: bool
 
 
 @dataclass(frozen=True)
@@ -82,9 +81,9 @@ def metrics_for(exe: Executable, reference: Feeds) -> tuple[Metric, ...]:
     metrics = []
     for spec in exe.outputs:
         name = spec["name"]
-        metrics += [Metric(name, "relative error", False), Metric(name, "cosine", True)]
+        metrics += [Metric(name, "relative error"), Metric(name, "cosine")]
         if is_embedding(name, reference[name].shape):
-            metrics.append(Metric(name, "embedding cosine", True))
+            metrics.append(Metric(name, "embedding cosine"))
     return tuple(metrics)
 
 

@@ -36,9 +36,9 @@ def test_metrics_match_their_formulas() -> None:
     ref = rng.normal(size=(2, 3, 8))
     y = ref + 0.3 * rng.normal(size=ref.shape)
     metrics = [
-        Metric("e", "relative error", False),
-        Metric("e", "cosine", True),
-        Metric("e", "embedding cosine", True),
+        Metric("e", "relative error"),
+        Metric("e", "cosine"),
+        Metric("e", "embedding cosine"),
     ]
     outputs = [{"e": y[0]}, {"e": y[1]}]  # two batches of [3, 8] embeddings
     reference = [{"e": ref[0]}, {"e": ref[1]}]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 from xdsl.dialects.builtin import (
     BFloat16Type,
     Float16Type,
@@ -51,7 +50,3 @@ def shape_of(value: SSAValue | Attribute) -> tuple[int, ...]:
     typ = value.type if isinstance(value, SSAValue) else value
     assert isinstance(typ, TensorType)
     return tuple(typ.get_shape())
-
-
-def numpy_dtype(name: str) -> np.dtype:
-    return np.dtype(name) if name != "bfloat16" else np.dtype("float32")
