@@ -17,6 +17,7 @@ from aimcc.commands import compile as compile_command
 from aimcc.compiler import compile_model
 from aimcc.ir import make_context
 from aimcc.ir.aimc import AccumulateOp, MvmOp
+from aimcc.ir.digital import KernelOp
 from aimcc.passes.schedule import SCHEDULE_ATTR, SchedulePass, module_stages, recorded_schedule
 
 MODELS = Path(__file__).parent.parent / "examples" / "models"
@@ -188,3 +189,15 @@ def test_minilm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     timeline = recorded_schedule(comp.module, comp.arch)
     assert timeline is not None and timeline.gap < 0.05
     assert comp.seconds["schedule"] < 2.0  # the auto search is budgeted (docs/SCHEDULING.md)
+
+
+def test_model_without_linear_layers_is_scheduled(tmp_path: Path) -> None:
+    """onnxruntime's int8 quantize_dynamic leaves no float linear: every kernel lands on one
+    cluster, whose TCDM holds all resident weights but only two kernels' chunks at a time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = tmp_path / "bert_int8.onnx"
+    quantize_dynamic(str(MODELS / "bert.onnx"), str(quantized), weight_type=QuantType.QInt8)
+    comp = compile_model(quantized, "hybrid")
+    assert comp.schedule is not None and comp.schedule.makespan_ns > 0
+    assert {op.cluster.value.data for op in comp.module.walk() if isinstance(op, KernelOp)} == {0}

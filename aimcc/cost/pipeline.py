@@ -191,8 +191,15 @@ def _chunk_candidates(
                 f"stage '{s.name}': needs {need} B of TCDM, the cluster has {capacity} B"
             )
 
+    chunked = [s for s in digital if _chunked(s, tokens)]
+    resident = sum(tcdm_bytes(s, 0, arch) for s in chunked)  # weights kept across chunks
+
     def need(t: int) -> int:
-        return sum(tcdm_bytes(s, t, arch) for s in digital if _chunked(s, tokens))
+        """Resident weights of every stage, plus the chunk buffers of the two largest stages:
+        kernels run one after another, so at most a producer's and a consumer's chunk are in
+        flight (for a LoRA layer, X.A and .B, this is REFERENCE's working set)."""
+        buffers = sorted(tcdm_bytes(s, t, arch) - tcdm_bytes(s, 0, arch) for s in chunked)
+        return resident + sum(buffers[-2:])
 
     if chunk is not None:
         if not 1 <= chunk <= tokens or need(chunk) > capacity:
