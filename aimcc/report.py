@@ -160,12 +160,13 @@ def print_schedule(
     table.add_column(justify="right")
     table.add_row(f"latency ({s.tokens} tokens)", _ns(s.makespan_ns))
     table.add_row("energy", f"{s.energy_nj / 1e3:.2f} uJ")
-    for kind in ("tile", "cluster"):
+    # a layer's tiles work in parallel and are one unit of the schedule
+    for kind, label in (("tile", "analog layers"), ("cluster", "clusters")):
         use = [u.utilisation for u in s.units if u.unit.startswith(kind)]
         if use:
             table.add_row(
                 f"{kind}s busy",
-                f"{sum(use) / len(use):.1%} mean, {max(use):.1%} max ({len(use)} {kind}s)",
+                f"{sum(use) / len(use):.1%} mean, {max(use):.1%} max ({len(use)} {label})",
             )
     busiest = max(s.units, key=lambda u: u.busy_ns)
     table.add_row("lower bound", f"{_ns(s.lower_bound_ns)} (gap {s.gap:.1%})")
