@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, StringAttr, TensorType, i64
+from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, TensorType, i64
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
     IRDLOperation,
@@ -21,6 +21,7 @@ from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
+from aimcc.ir.graph import key_of
 from aimcc.ir.types import shape_of
 
 
@@ -182,11 +183,10 @@ class AccumulateOp(IRDLOperation):
 
 def weight_key(op: MatmulOp | ProgramOp) -> str:
     """The weight-store key of the tensor an analog op programs."""
-    owner = op.weight.owner
-    key = getattr(owner, "key", None)
-    if not isinstance(key, StringAttr):
+    key = key_of(op.weight)
+    if key is None:
         raise VerifyException(f"{op.name}: weight must come from graph.weight")
-    return key.data
+    return key
 
 
 AIMC = Dialect("aimc", [MatmulOp, ProgramOp, MvmOp, AccumulateOp], [TileType])

@@ -12,7 +12,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     TensorType,
 )
-from xdsl.ir import Attribute, Dialect, ParametrizedAttribute
+from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     irdl_attr_definition,
@@ -106,6 +106,12 @@ class NodeOp(IRDLOperation):
     def verify_(self) -> None:
         if not self.op_type.data or not self.op_type.data[0].isupper():
             raise VerifyException(f"graph.node: bad ONNX op type '{self.op_type.data}'")
+
+
+def key_of(value: SSAValue) -> str | None:
+    """The weight-store key of a value produced by `graph.weight`, else None."""
+    owner = value.owner
+    return owner.key.data if isinstance(owner, WeightOp) else None
 
 
 Graph = Dialect("graph", [WeightOp, AbsentOp, NodeOp], [TensorRefAttr])

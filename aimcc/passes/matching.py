@@ -7,7 +7,7 @@ from xdsl.dialects.builtin import FloatAttr, IntegerAttr
 from xdsl.ir import Operation, SSAValue
 
 from aimcc.ir import CompileContext
-from aimcc.ir.graph import NodeOp, WeightOp
+from aimcc.ir.graph import NodeOp, WeightOp, key_of
 from aimcc.ir.types import tensor_type
 
 
@@ -23,9 +23,8 @@ def node(value: SSAValue | None, *op_types: str) -> NodeOp | None:
 
 def const(ctx: CompileContext, value: SSAValue | None) -> np.ndarray | None:
     """The array behind ``value`` when it is a weight."""
-    if value is not None and isinstance(owner := value.owner, WeightOp):
-        return ctx.weights[owner.key.data]
-    return None
+    key = key_of(value) if value is not None else None
+    return ctx.weights[key] if key is not None else None
 
 
 def scalar(ctx: CompileContext, value: SSAValue | None) -> float | None:

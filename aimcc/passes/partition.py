@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.ir import Attribute, Operation
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     PatternRewriter,
@@ -27,7 +27,7 @@ from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import MatmulOp
 from aimcc.ir.digital import KernelOp
-from aimcc.ir.graph import NodeOp, WeightOp
+from aimcc.ir.graph import NodeOp, key_of
 from aimcc.ir.nn import (
     ActivationOp,
     AttentionOp,
@@ -37,7 +37,7 @@ from aimcc.ir.nn import (
     RmsNormOp,
     RopeOp,
 )
-from aimcc.passes.matching import add_weight
+from aimcc.passes.matching import add_weight, const
 
 TARGETS = ("hybrid", "aimc", "digital")
 
@@ -53,7 +53,7 @@ class PartitionLinear(RewritePattern):
         weight = op.weight
         lora = op.lora_a is not None and op.lora_b is not None and op.lora_scale is not None
         if self.target == "aimc" and lora:
-            merged = add_weight(self.ctx, f"{_key(op.weight)}+lora", self._merged(op))
+            merged = add_weight(self.ctx, f"{key_of(op.weight)}+lora", self._merged(op))
             new_ops.append(merged)
             weight, lora = merged.result, False
         if self.target == "digital":
@@ -76,15 +76,11 @@ class PartitionLinear(RewritePattern):
         rewriter.replace(op, new_ops, [y.results[0]])
 
     def _merged(self, op: LinearOp) -> np.ndarray:
-        w, a, b = (self.ctx.weights[_key(v)] for v in (op.weight, op.lora_a, op.lora_b))
+        w, a, b = (const(self.ctx, v) for v in (op.weight, op.lora_a, op.lora_b))
+        assert w is not None and a is not None and b is not None, "nn.linear weights are constant"
         assert op.lora_scale is not None
         delta = op.lora_scale.value.data * (a.astype(np.float64) @ b.astype(np.float64))
         return (w.astype(np.float64) + delta).astype(w.dtype)
-
-
-def _key(value: SSAValue | None) -> str:
-    assert value is not None and isinstance(value.owner, WeightOp)
-    return value.owner.key.data
 
 
 class KernelsForTheRest(RewritePattern):

@@ -252,7 +252,7 @@ class RaiseRmsNorm(_Pattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: NodeOp, rewriter: PatternRewriter) -> None:
-        if op.op_type.data != "ReduceMean" or not self._last_axis_keepdims(op):
+        if op.op_type.data != "ReduceMean" or not _reduces_last_axis(self.ctx, op):
             return
         square = op.args[0]
         if (pow_ := node(square, "Pow")) is not None and scalar(self.ctx, pow_.args[1]) == 2.0:
@@ -297,18 +297,20 @@ class RaiseRmsNorm(_Pattern):
         norm = RmsNormOp(x, gamma, eps)
         rewriter.replace(user, norm, [norm.result])
 
-    def _last_axis_keepdims(self, op: NodeOp) -> bool:
-        if not int_attr(op, "keepdims", 1):
-            return False
-        rank = len(shape_of(op.args[0]))
-        axes_attr = op.params.data.get("axes")
-        if axes_attr is not None:
-            axes = [a.value.data for a in axes_attr.data]
-        elif len(op.args) > 1 and (c := const(self.ctx, op.args[1])) is not None:
-            axes = [int(a) for a in c.reshape(-1)]
-        else:
-            return False
-        return axes in ([-1], [rank - 1])
+
+def _reduces_last_axis(ctx: CompileContext, op: NodeOp) -> bool:
+    """A Reduce* node over the last axis only, keeping the reduced dim."""
+    if not int_attr(op, "keepdims", 1):
+        return False
+    rank = len(shape_of(op.args[0]))
+    axes_attr = op.params.data.get("axes")
+    if axes_attr is not None:
+        axes = [a.value.data for a in axes_attr.data]
+    elif len(op.args) > 1 and (c := const(ctx, op.args[1])) is not None:
+        axes = [int(a) for a in c.reshape(-1)]
+    else:
+        return False
+    return axes in ([-1], [rank - 1])
 
 
 class RaiseCenteredRmsNorm(_Pattern):
@@ -323,7 +325,7 @@ class RaiseCenteredRmsNorm(_Pattern):
         reduce = node(mean, "ReduceMean")
         if reduce is None or reduce.args[0] is not x:
             return
-        if not RaiseRmsNorm(self.ctx)._last_axis_keepdims(reduce):
+        if not _reduces_last_axis(self.ctx, reduce):
             return
         beta = None
         add = only_use(op.result)
