@@ -31,7 +31,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from aimcc.errors import AimccError, first_line
-from aimcc.frontend.load import graph_inputs
+from aimcc.frontend.load import LoadedModel, graph_inputs
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, NodeOp, TensorRefAttr, WeightOp
 from aimcc.ir.types import tensor_type
 from aimcc.ir.weights import WeightStore
@@ -50,18 +50,19 @@ NONDETERMINISTIC = {
 
 
 def import_graph(
-    model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]
+    loaded: LoadedModel, input_shapes: dict[str, tuple[int, ...]]
 ) -> tuple[ModuleOp, WeightStore]:
-    """Fold, infer and import ``model`` as ``func.func @main`` in a module."""
+    """Fold, infer and import ``loaded`` as ``func.func @main`` in a module."""
+    model = loaded.proto
     graph = model.graph
     opset = _check_opsets(model)
     weights = WeightStore()
     known = set(supported_ops())
     values: dict[str, torch.Tensor] = {}
     constant: set[str] = set()
-    for init in graph.initializer:
-        values[init.name] = to_torch(onnx.numpy_helper.to_array(init))
-        constant.add(init.name)
+    for name, array in loaded.initializers.items():
+        values[name] = to_torch(array)
+        constant.add(name)
     inputs = graph_inputs(model)
     for inp in inputs:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)

@@ -2,42 +2,150 @@
 
 from __future__ import annotations
 
+import math
+import mmap
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import TensorProto
 
 from aimcc.errors import AimccError, first_line
+from aimcc.frontend.wire import WireError, split_payloads
 
 DEFAULT_BATCH = 1
 DEFAULT_SEQUENCE = 128
 _SHAPE_SPEC = re.compile(r"^([^=]+)=(\d+(?:x\d+)*)$")
 
 
-def load_onnx(path: str | Path) -> onnx.ModelProto:
+@dataclass
+class LoadedModel:
+    """A checked ONNX model: its protobuf (initializers without their ``raw_data``) and every
+    initializer as an array. Raw payloads are copy-on-write views of the mapped file, so the
+    file must not be truncated while the arrays are alive."""
+
+    proto: onnx.ModelProto
+    initializers: dict[str, np.ndarray]
+
+
+# Types whose raw_data is the array's bytes (others, packed or not numpy types, go via onnx).
+_PLAIN_DTYPES = {
+    TensorProto.FLOAT: "<f4",
+    TensorProto.DOUBLE: "<f8",
+    TensorProto.FLOAT16: "<f2",
+    TensorProto.INT8: "i1",
+    TensorProto.INT16: "<i2",
+    TensorProto.INT32: "<i4",
+    TensorProto.INT64: "<i8",
+    TensorProto.UINT8: "u1",
+    TensorProto.UINT16: "<u2",
+    TensorProto.UINT32: "<u4",
+    TensorProto.UINT64: "<u8",
+    TensorProto.BOOL: "?",
+}
+_TYPED_FIELDS = (
+    "float_data",
+    "int32_data",
+    "string_data",
+    "int64_data",
+    "double_data",
+    "uint64_data",
+)
+
+
+def load_onnx(path: str | Path) -> LoadedModel:
     """Load and check a model; every failure is one line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise AimccError(f"{path}: no such file")
-    data = path.read_bytes()
+    with path.open("rb") as f:
+        try:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        except ValueError:  # an empty file cannot be mapped
+            raise AimccError(f"{path}: not an ONNX model (the file is empty)") from None
     try:
-        model = onnx.load_model_from_string(data)
-    except DecodeError:
+        skeleton, spans = split_payloads(mapped)
+        proto = onnx.ModelProto.FromString(skeleton)
+    except (WireError, DecodeError):
         raise AimccError(f"{path}: not an ONNX model (protobuf does not parse)") from None
-    if not model.graph.node:
+    if not proto.graph.node:
         raise AimccError(f"{path}: the graph has no nodes (not an ONNX model?)")
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    try:  # the checker parses the bytes again in C++; by path it would also re-read the file
-        onnx.checker.check_model(str(path) if external else data)
+    lifted: dict[str, np.ndarray] = {}
+    names: set[str] = set()
+    for tensor, span in zip(proto.graph.initializer, spans, strict=True):
+        if tensor.name in names:
+            raise AimccError(
+                f"{path}: invalid ONNX model: initializer '{tensor.name}' is defined twice"
+            )
+        names.add(tensor.name)
+        if span is None:
+            continue
+        if tensor.data_type in _PLAIN_DTYPES:
+            lifted[tensor.name] = _payload(path, mapped, span, tensor)
+        else:  # packed or not a numpy type: onnx decodes it
+            tensor.raw_data = mapped[span[0] : span[1]]
+    external = any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer)
+    try:  # by path the checker re-reads the file, and resolves external data locations
+        onnx.checker.check_model(str(path) if external else _structure(proto, lifted))
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise AimccError(f"{path}: invalid ONNX model: {first_line(exc)}") from None
     if external:
         try:
-            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+            onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
         except (OSError, ValueError) as exc:
             raise AimccError(f"{path}: cannot load external data: {first_line(exc)}") from None
-    return model
+    initializers = {}
+    for tensor in proto.graph.initializer:
+        if tensor.name in lifted:
+            initializers[tensor.name] = lifted[tensor.name]
+            continue
+        try:
+            initializers[tensor.name] = onnx.numpy_helper.to_array(tensor)
+        except (ValueError, TypeError) as exc:
+            raise AimccError(f"{path}: initializer '{tensor.name}': {first_line(exc)}") from None
+    return LoadedModel(proto, initializers)
+
+
+def _payload(
+    path: Path, mapped: mmap.mmap, span: tuple[int, int], tensor: TensorProto
+) -> np.ndarray:
+    """The initializer's raw_data as an array viewing the mapping, checked as the checker would."""
+    dtype, shape = np.dtype(_PLAIN_DTYPES[tensor.data_type]), tuple(tensor.dims)
+    start, end = span
+    if any(len(getattr(tensor, name)) for name in _TYPED_FIELDS):
+        raise AimccError(
+            f"{path}: invalid ONNX model: initializer '{tensor.name}' has both raw and typed data"
+        )
+    need = math.prod(shape) * dtype.itemsize
+    if any(d < 0 for d in shape) or end - start != need:
+        raise AimccError(
+            f"{path}: invalid ONNX model: initializer '{tensor.name}' has {end - start} bytes "
+            f"of data, its shape {list(shape)} and type {dtype} need {need}"
+        )
+    if need == 0:
+        return np.zeros(shape, dtype)
+    return np.frombuffer(mapped, dtype, count=need // dtype.itemsize, offset=start).reshape(shape)
+
+
+def _structure(proto: onnx.ModelProto, lifted: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """What the checker sees: the model with each lifted initializer declared as a graph input
+    instead (its payload was checked against its shape and type when it was viewed)."""
+    check = onnx.ModelProto()
+    check.CopyFrom(proto)
+    graph = check.graph
+    kept = [t for t in graph.initializer if t.name not in lifted]
+    declared = {i.name for i in graph.input}
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    graph.input.extend(
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+        for t in proto.graph.initializer
+        if t.name in lifted and t.name not in declared
+    )
+    return check
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -63,14 +171,14 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 
 def fix_input_shapes(
-    model: onnx.ModelProto, specs: dict[str, tuple[int, ...]]
+    model: LoadedModel, specs: dict[str, tuple[int, ...]]
 ) -> dict[str, tuple[int, ...]]:
     """Static shape of every input: from ``specs``, else batch (axis 0) 1 and other dims 128.
 
     Dims sharing a symbolic name get the same value, so ``--input-shape input_ids=2x64`` also
     fixes ``attention_mask`` when both use ``batch`` and ``sequence``.
     """
-    inputs = graph_inputs(model)
+    inputs = graph_inputs(model.proto)
     names = [i.name for i in inputs]
     for name in specs:
         if name not in names:
