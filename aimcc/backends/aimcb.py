@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -195,50 +196,58 @@ def _json_attr(attr: Attribute) -> Any:
 
 
 def write_binary(comp: Compilation, path: str | Path) -> int:
-    """Write ``comp`` as an .aimcb file, atomically; returns its size in bytes."""
+    """Write ``comp`` as an .aimcb file, atomically; returns its size in bytes.
+
+    A second thread hashes the tensors while they are written (both release the GIL), so the
+    header, which holds the digests, is written last, over a placeholder of the same length
+    (hex digests have a fixed length).
+    """
     program = lower_program(comp)
-    keys = sorted(comp.ctx.weights.keys())
+    arrays = {key: _storable(comp.ctx.weights[key]) for key in sorted(comp.ctx.weights.keys())}
     table: dict[str, dict[str, Any]] = {}
-    blobs: list[np.ndarray] = []
     offset = 0
-    for key in keys:
-        array = np.ascontiguousarray(comp.ctx.weights[key])
-        if str(array.dtype) not in DTYPES:
-            array = array.astype(np.float32)
+    for key, array in arrays.items():
         offset = _aligned(offset)
         table[key] = {
             "dtype": str(array.dtype),
             "shape": list(array.shape),
             "offset": offset,
             "nbytes": array.nbytes,
-            "sha256": hashlib.sha256(array.view(np.uint8).data).hexdigest(),
+            "sha256": "0" * 64,
         }
-        blobs.append(array)
         offset += array.nbytes
-    header = json.dumps(
-        {"program": program, "tensors": table}, sort_keys=True, separators=(",", ":")
-    ).encode()
-    data_start = _aligned(_PREFIX.size + len(header))
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), hashlib.sha256(header).digest())
-    return _write(Path(path), prefix, header, data_start, blobs, [table[k]["offset"] for k in keys])
-
-
-def _write(
-    path: Path,
-    prefix: bytes,
-    header: bytes,
-    data_start: int,
-    blobs: list[np.ndarray],
-    offsets: list[int],
-) -> int:
-    with atomic_write(path) as f:
-        f.write(prefix)
-        f.write(header)
-        for array, offset in zip(blobs, offsets, strict=True):
-            f.write(b"\0" * (data_start + offset - f.tell()))
+    data_start = _aligned(_PREFIX.size + len(_header(program, table)))
+    size = _aligned(data_start + offset)
+    with atomic_write(path) as f, ThreadPoolExecutor(1) as pool:
+        digests = {key: pool.submit(_sha256, array) for key, array in arrays.items()}
+        for key, array in arrays.items():
+            f.seek(data_start + table[key]["offset"])
             f.write(array.view(np.uint8).data)
-        f.write(b"\0" * (_aligned(f.tell()) - f.tell()))
-        return f.tell()
+        f.truncate(size)  # the gaps and the tail read as zeros
+        for key, digest in digests.items():
+            table[key]["sha256"] = digest.result()
+        header = _header(program, table)
+        assert _aligned(_PREFIX.size + len(header)) == data_start, "header length changed"
+        f.seek(0)
+        f.write(
+            _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), hashlib.sha256(header).digest())
+        )
+        f.write(header)
+    return size
+
+
+def _storable(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    return array if str(array.dtype) in DTYPES else array.astype(np.float32)
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(array.view(np.uint8).data).hexdigest()
+
+
+def _header(program: dict[str, Any], table: dict[str, dict[str, Any]]) -> bytes:
+    doc = {"program": program, "tensors": table}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
