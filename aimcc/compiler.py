@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,9 +72,7 @@ def compile_model(
     schedule: SchedulePass | None = None,
 ) -> Compilation:
     """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage."""
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # passes allocate many small objects; collection costs 2-4x (DESIGN.md)
-    try:
+    with gc_paused():
         seconds: dict[str, float] = {}
         start = time.perf_counter()
         model = load_onnx(path)
@@ -97,8 +96,18 @@ def compile_model(
         _verify(module, PASS_NAMES[-1])
         ctx.weights.retain(referenced_keys(module))
         return Compilation(module, ctx, target, str(path), shapes, seconds)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: compiling allocates many small objects (the IR),
+    and collections cost 2-4x (DESIGN.md); the garbage is collected after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
-        if gc_was_enabled:
+        if was_enabled:
             gc.enable()
 
 

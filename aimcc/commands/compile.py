@@ -12,7 +12,7 @@ from aimcc.atomic import atomic_write, write_text
 from aimcc.backends.aimcb import write_binary
 from aimcc.backends.manifest import emit_riscv, kernel_manifest, manifest_json
 from aimcc.commands import add_model_options
-from aimcc.compiler import PASS_NAMES, compile_model
+from aimcc.compiler import PASS_NAMES, compile_model, gc_paused
 from aimcc.cost import plot_gantt, to_chrome_trace
 from aimcc.frontend.load import parse_input_shapes
 from aimcc.passes.partition import TARGETS
@@ -88,6 +88,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
+    with gc_paused():
+        return _compile(opts)
+
+
+def _compile(opts: argparse.Namespace) -> int:
     arch = load_arch(opts.arch, opts.overrides)
     shapes = parse_input_shapes(opts.input_shape)
     wanted = set(opts.print_ir_after)
