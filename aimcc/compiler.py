@@ -82,6 +82,7 @@ def compile_model(
         module, weights = import_graph(model, shapes)
         del model
         ctx = make_context(weights, arch or load_arch())
+        weights.hash_in_background()  # for the binary, while the passes run
         seconds["import"] = time.perf_counter() - start
         _verify(module, "import")
         if after_pass:

@@ -37,6 +37,7 @@ from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, TensorRefAttr, WeightOp
 from aimcc.ir.types import dtype_of, shape_of
+from aimcc.ir.weights import tensor_digest
 
 MAGIC = b"AIMCB\0\r\n"
 FORMAT_VERSION = 1
@@ -198,12 +199,14 @@ def _json_attr(attr: Attribute) -> Any:
 def write_binary(comp: Compilation, path: str | Path) -> int:
     """Write ``comp`` as an .aimcb file, atomically; returns its size in bytes.
 
-    A second thread hashes the tensors while they are written (both release the GIL), so the
-    header, which holds the digests, is written last, over a placeholder of the same length
-    (hex digests have a fixed length).
+    The digests come from the weight store (hashed in the background during compilation) or
+    from a second thread while the tensors are written (both release the GIL), so the header,
+    which holds them, is written last, over a placeholder of the same length (hex digests
+    have a fixed length).
     """
     program = lower_program(comp)
-    arrays = {key: _storable(comp.ctx.weights[key]) for key in sorted(comp.ctx.weights.keys())}
+    weights = comp.ctx.weights
+    arrays = {key: _storable(weights[key]) for key in sorted(weights.keys())}
     table: dict[str, dict[str, Any]] = {}
     offset = 0
     for key, array in arrays.items():
@@ -219,7 +222,12 @@ def write_binary(comp: Compilation, path: str | Path) -> int:
     data_start = _aligned(_PREFIX.size + len(_header(program, table)))
     size = _aligned(data_start + offset)
     with atomic_write(path) as f, ThreadPoolExecutor(1) as pool:
-        digests = {key: pool.submit(_sha256, array) for key, array in arrays.items()}
+        digests = {
+            key: pool.submit(weights.digest, key)
+            if array.dtype == weights[key].dtype
+            else pool.submit(tensor_digest, array)
+            for key, array in arrays.items()
+        }
         for key, array in arrays.items():
             f.seek(data_start + table[key]["offset"])
             f.write(array.view(np.uint8).data)
@@ -239,10 +247,6 @@ def write_binary(comp: Compilation, path: str | Path) -> int:
 def _storable(array: np.ndarray) -> np.ndarray:
     array = np.ascontiguousarray(array)
     return array if str(array.dtype) in DTYPES else array.astype(np.float32)
-
-
-def _sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(array.view(np.uint8).data).hexdigest()
 
 
 def _header(program: dict[str, Any], table: dict[str, dict[str, Any]]) -> bytes:

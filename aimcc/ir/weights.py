@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -11,10 +13,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.:/-]")
 
 
 class WeightStore(Mapping[str, np.ndarray]):
-    """Key -> array; keys are deterministic and readable (derived from ONNX names)."""
+    """Key -> array; keys are deterministic and readable (derived from ONNX names).
+
+    Stored arrays are read-only: a pass that changes a weight adds a new one. So a digest
+    taken early stays true, and :meth:`hash_in_background` can hash while the passes run.
+    """
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
+        self._digests: dict[str, Future[str]] = {}
 
     def add(self, hint: str, array: np.ndarray) -> str:
         """Store ``array`` under a fresh key derived from ``hint`` and return the key."""
@@ -22,6 +29,8 @@ class WeightStore(Mapping[str, np.ndarray]):
         key, n = base, 1
         while key in self._arrays:
             key, n = f"{base}.{n}", n + 1
+        array = array.view()  # freeze this view, not the caller's array
+        array.flags.writeable = False
         self._arrays[key] = array
         return key
 
@@ -37,3 +46,23 @@ class WeightStore(Mapping[str, np.ndarray]):
     def retain(self, keys: set[str]) -> None:
         """Drop every tensor the IR no longer references."""
         self._arrays = {k: v for k, v in self._arrays.items() if k in keys}
+        self._digests = {k: v for k, v in self._digests.items() if k in keys}
+
+    def hash_in_background(self) -> None:
+        """Start hashing every stored tensor on a second thread (hashlib releases the GIL, so
+        this overlaps the passes' Python); :meth:`digest` then finds the work done."""
+        pool = ThreadPoolExecutor(1, thread_name_prefix="aimcc-digest")
+        for key, array in self._arrays.items():
+            if key not in self._digests:
+                self._digests[key] = pool.submit(tensor_digest, array)
+        pool.shutdown(wait=False)
+
+    def digest(self, key: str) -> str:
+        """sha256 (hex) of the tensor's bytes in C order."""
+        pending = self._digests.get(key)
+        return pending.result() if pending is not None else tensor_digest(self._arrays[key])
+
+
+def tensor_digest(array: np.ndarray) -> str:
+    """sha256 (hex) of an array's bytes in C order: the checksum of a tensor in a binary."""
+    return hashlib.sha256(np.ascontiguousarray(array).view(np.uint8).data).hexdigest()
