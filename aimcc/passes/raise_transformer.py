@@ -437,7 +437,7 @@ class RaiseActivation(_Pattern):
             args = [
                 values.get(a)
                 if a in values
-                else torch.from_numpy(np.asarray(const(self.ctx, a), dtype=np.float32).reshape(()))
+                else torch.tensor(float(np.asarray(const(self.ctx, a)).reshape(())))
                 for a in op.args
             ]
             values[op.outs[0]] = run_op(op.op_type.data, args, {})[0]
