@@ -89,3 +89,41 @@ def test_write_is_atomic(tmp_path: Path) -> None:
     with pytest.raises(Exception):  # noqa: B017 (any failure must leave nothing behind)
         write_binary(comp, target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checksums_are_the_tensor_bytes(binary: Path) -> None:
+    """Digests come from a background thread of the weight store: check them independently."""
+    raw = binary.read_bytes()
+    header_len = struct.unpack_from("<8sIIQ32s", raw)[3]
+    doc = json.loads(raw[56 : 56 + header_len])
+    data_start = -(-(56 + header_len) // 64) * 64
+    comp = compile_model(model_path("bert_lora"), "hybrid")
+    assert set(doc["tensors"]) == set(comp.ctx.weights)
+    for key, entry in doc["tensors"].items():
+        start = data_start + entry["offset"]
+        blob = raw[start : start + entry["nbytes"]]
+        assert hashlib.sha256(blob).hexdigest() == entry["sha256"] == comp.ctx.weights.digest(key)
+        expected = np.ascontiguousarray(comp.ctx.weights[key])
+        assert blob == expected.tobytes()
+
+
+def test_stored_weights_are_read_only() -> None:
+    weights = compile_model(model_path("lora_layer_128"), "hybrid").ctx.weights
+    array = next(iter(weights.values()))
+    with pytest.raises(ValueError, match="read-only"):
+        array[...] = 0
+
+
+def test_overwrite_replaces_and_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.aimcb"
+    target.write_bytes(b"old")
+    comp = compile_model(model_path("lora_layer_128"), "hybrid")
+    comp.ctx.weights._arrays["bad"] = np.array([object()])
+    with pytest.raises(Exception):  # noqa: B017
+        write_binary(comp, target)
+    assert target.read_bytes() == b"old"
+    del comp.ctx.weights._arrays["bad"]
+    write_binary(comp, target)
+    program, _ = read_binary(target)
+    assert program["target"] == "hybrid"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.aimcb"]

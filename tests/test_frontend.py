@@ -79,3 +79,52 @@ def test_shape_computation_is_folded_away() -> None:
     comp = compile_model(model_path("bert"), "hybrid")
     kinds = {op.kind.data for op in comp.module.walk() if hasattr(op, "kind")}
     assert not {"onnx.Shape", "onnx.ConstantOfShape", "onnx.Range", "onnx.Concat"} & kinds
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape", "op", "attrs"),
+    [
+        ((2, 3, 5), (5, 4), "MatMul", {}),  # -> 2x3x4
+        ((5,), (2, 5, 4), "MatMul", {}),  # -> 2x4
+        ((2, 3, 5), (5,), "MatMul", {}),  # -> 2x3
+        ((3, 5), (4, 5), "Gemm", {"transB": 1}),  # -> 3x4
+        ((5, 3), (5, 4), "Gemm", {"transA": 1}),  # -> 3x4
+    ],
+)
+def test_products_of_inputs_get_their_types_without_computing(
+    tmp_path: Path, a_shape: tuple, b_shape: tuple, op: str, attrs: dict
+) -> None:
+    """Non-constant MatMul/Gemm are shape-inferred on an emptied contraction: same types as
+    onnxruntime's outputs, and a length mismatch is still the op's own error."""
+    inputs = [
+        onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, list(a_shape)),
+        onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, list(b_shape)),
+    ]
+    node = onnx.helper.make_node(op, ["a", "b"], ["y"], **attrs)
+    rank = np.matmul(np.empty(a_shape), np.empty(b_shape)).ndim if op == "MatMul" else 2
+    out = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["d"] * rank)
+    graph = onnx.helper.make_graph([node], "g", inputs, [out])
+    opsets = [onnx.helper.make_opsetid("", 17)]
+    onnx.save(
+        onnx.helper.make_model(graph, opset_imports=opsets, ir_version=8), tmp_path / "m.onnx"
+    )
+    comp = compile_model(tmp_path / "m.onnx", "digital")
+    rng = np.random.default_rng(0)
+    feeds = {
+        "a": rng.standard_normal(a_shape, np.float32),
+        "b": rng.standard_normal(b_shape, np.float32),
+    }
+    write_binary(comp, tmp_path / "m.aimcb")
+    got = load(tmp_path / "m.aimcb").run(feeds)["y"]
+    want = onnxruntime_outputs(tmp_path / "m.onnx", feeds)[0]
+    assert got.shape == want.shape and relative_error(got, want) < 1e-5
+
+    bad = onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [7, 4])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["a", "b"], ["y"])], "g", [inputs[0], bad], [out]
+    )
+    onnx.save(
+        onnx.helper.make_model(graph, opset_imports=opsets, ir_version=8), tmp_path / "bad.onnx"
+    )
+    with pytest.raises(AimccError, match=r"node '0' \(MatMul\): .*with input shapes"):
+        compile_model(tmp_path / "bad.onnx", "digital")

@@ -201,3 +201,26 @@ def test_model_without_linear_layers_is_scheduled(tmp_path: Path) -> None:
     comp = compile_model(quantized, "hybrid")
     assert comp.schedule is not None and comp.schedule.makespan_ns > 0
     assert {op.cluster.value.data for op in comp.module.walk() if isinstance(op, KernelOp)} == {0}
+
+
+@pytest.mark.parametrize("model", ["bert_lora", "gpt2", "llama"])
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_search_bounds_hold_against_simulation(model: str, lanes: int) -> None:
+    """The search skips a strategy on its work bound and never simulates serial: the bounds
+    must stay below the simulated makespans, and serial's total work must be its makespan."""
+    from aimcc.cost.pipeline import STRATEGIES, _check, _Simulator
+
+    comp = compile_model(MODELS / f"{model}.onnx", "hybrid")
+    stages, tokens = module_stages(comp.module, comp.arch)
+    layers = _check(stages, comp.arch, lanes)
+    sim = _Simulator(stages, layers, tokens, comp.arch, lanes)
+    for size in (8, 24, 128):
+        choice = dict.fromkeys(set(layers.values()), size)
+        for strategy in STRATEGIES:
+            simulated = sim.timeline(strategy, choice).makespan_ns
+            assert 0 <= sim.bound_ns(strategy, choice) <= simulated * (1 + 1e-12)
+        serial = sim.timeline("serial", choice).makespan_ns
+        assert sim.makespan("serial", choice) == pytest.approx(serial, rel=1e-12)
+    # the intra bound is not vacuous: it is what lets the search skip intra on these models
+    eights = dict.fromkeys(set(layers.values()), 8)
+    assert sim.bound_ns("intra", eights) > sim.timeline("both", eights).makespan_ns
