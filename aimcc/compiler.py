@@ -71,7 +71,10 @@ def compile_model(
     after_pass: Callable[[str, ModuleOp], None] | None = None,
     schedule: SchedulePass | None = None,
 ) -> Compilation:
-    """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage."""
+    """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage.
+
+    The weights of the result are views of the mapped ONNX file: do not overwrite the file in
+    place (``onnx.save`` to the same path) while the Compilation is still to be written."""
     with gc_paused():
         seconds: dict[str, float] = {}
         start = time.perf_counter()
