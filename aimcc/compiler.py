@@ -87,7 +87,9 @@ def compile_model(
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()  # for the binary, while the passes run
         seconds["import"] = time.perf_counter() - start
+        start = time.perf_counter()
         _verify(module, "import")
+        checking = time.perf_counter() - start
         if after_pass:
             after_pass("import", module)
         for p in pipeline(target, schedule):
@@ -97,8 +99,10 @@ def compile_model(
             if after_pass:
                 _verify(module, p.name)
                 after_pass(p.name, module)
+        start = time.perf_counter()
         _verify(module, PASS_NAMES[-1])
         ctx.weights.retain(referenced_keys(module))
+        seconds["verify"] = checking + time.perf_counter() - start  # after import and at the end
         return Compilation(module, ctx, target, str(path), shapes, seconds)
 
 

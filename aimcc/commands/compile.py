@@ -10,9 +10,9 @@ from aimcc import report
 from aimcc.arch import load_arch
 from aimcc.atomic import atomic_write, write_text
 from aimcc.backends.aimcb import write_binary
-from aimcc.backends.manifest import emit_riscv, kernel_manifest, manifest_json
+from aimcc.backends.manifest import EmitStats, emit_riscv, kernel_manifest, manifest_json
 from aimcc.commands import add_model_options
-from aimcc.compiler import PASS_NAMES, compile_model, gc_paused
+from aimcc.compiler import PASS_NAMES, Compilation, compile_model, gc_paused
 from aimcc.cost import plot_gantt, to_chrome_trace
 from aimcc.frontend.load import parse_input_shapes
 from aimcc.passes.partition import TARGETS
@@ -92,6 +92,18 @@ def main(argv: list[str]) -> int:
         return _compile(opts)
 
 
+def write_outputs(
+    comp: Compilation, output: Path, emitted: EmitStats | None = None
+) -> dict[Path, int | None]:
+    """Write the binary and, beside it, the kernel manifest; returns the files (and the
+    binary's size). Building the manifest while another thread writes the binary was slower:
+    each of the binary's writes waits for the GIL (the 5 ms switch interval)."""
+    manifest_path = output.with_name(output.name.removesuffix(".aimcb") + ".kernels.json")
+    size = write_binary(comp, output)
+    write_text(manifest_path, manifest_json(kernel_manifest(comp, emitted)))
+    return {output: size, manifest_path: None}
+
+
 def _compile(opts: argparse.Namespace) -> int:
     arch = load_arch(opts.arch, opts.overrides)
     shapes = parse_input_shapes(opts.input_shape)
@@ -111,12 +123,9 @@ def _compile(opts: argparse.Namespace) -> int:
         scheduler,
     )
     output = opts.output or Path(Path(opts.model).stem + ".aimcb")
-    manifest_path = output.with_name(output.name.removesuffix(".aimcb") + ".kernels.json")
     emitted = emit_riscv(comp, opts.emit_riscv) if opts.emit_riscv else None
-    size = write_binary(comp, output)
-    write_text(manifest_path, manifest_json(kernel_manifest(comp, emitted)))
+    files = write_outputs(comp, output, emitted)
     timeline = comp.schedule
-    files: dict[Path, int | None] = {output: size, manifest_path: None}
     if timeline is not None and opts.trace:
         write_text(opts.trace, json.dumps(to_chrome_trace(timeline), sort_keys=True))
         files[opts.trace] = None
