@@ -786,12 +786,8 @@ def _list_schedule(g: _Graph, locks: list[int] | None) -> tuple[list[float], lis
                 dirty.add(u)
         for u in dirty:
             if idle[u] and ready[u]:
-                if locks is None:  # run(u), inlined: the hot path of the search
-                    task = order[pop(ready[u])]
-                    idle[u] = False
-                    start[task] = now
-                    end[task] = finish = now + dur[task]
-                    push(events, (finish, task))
+                if locks is None:
+                    run(u)
                 else:
                     lock = locks[order[ready[u][0]]]
                     push(offers[lock], (ready[u][0], u))
