@@ -17,9 +17,10 @@ import pytest
 from xdsl.context import Context
 from xdsl.dialects import arith
 from xdsl.dialects import math as xmath
-from xdsl.dialects.builtin import f32, i8, i32, i64
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, f32, i8, i32, i64
 from xdsl.interpreter import Interpreter, InterpreterFunctions, PythonValues, impl, register_impls
 from xdsl.interpreters.arith import ArithFunctions
+from xdsl.interpreters.builtin import scalar_attr
 from xdsl.interpreters.func import FuncFunctions
 from xdsl.interpreters.math import MathFunctions
 from xdsl.interpreters.memref import MemRefFunctions
@@ -371,49 +372,63 @@ def _check(sig: rv.KernelSignature, args: list[np.ndarray], result: list[np.ndar
     return float(err.max())
 
 
+def _py(value: FloatAttr | IntegerAttr) -> float | int:
+    """xDSL (>= 0.75) interprets scalars as attributes; the kernels' own math wants numbers."""
+    return value.value.data
+
+
 @register_impls
 class _F32Functions(InterpreterFunctions):
-    """The ops the expanded kernels use that xDSL's interpreter lacks (values are Python floats;
-    memrefs of f32 round on every store, as the hardware's registers round on every op)."""
+    """The ops the expanded kernels use that xDSL's interpreter lacks (scalars are attributes,
+    as xDSL's own implementations take them; memrefs of f32 round on every store, as the
+    hardware's registers round on every op)."""
+
+    @staticmethod
+    def _out(interpreter: Interpreter, op, value: float | int) -> PythonValues:
+        return (scalar_attr(value, op.results[0].type, interpreter.index_bitwidth),)
 
     @impl(arith.DivfOp)
     def run_divf(self, interpreter: Interpreter, op: arith.DivfOp, args: PythonValues):
-        return (args[0] / args[1],)
+        return self._out(interpreter, op, _py(args[0]) / _py(args[1]))
 
     @impl(arith.NegfOp)
     def run_negf(self, interpreter: Interpreter, op: arith.NegfOp, args: PythonValues):
-        return (-args[0],)
+        return self._out(interpreter, op, -_py(args[0]))
 
     @impl(arith.FPToSIOp)
     def run_fptosi(self, interpreter: Interpreter, op: arith.FPToSIOp, args: PythonValues):
-        return (int(args[0]),)
+        return self._out(interpreter, op, int(_py(args[0])))
 
     @impl(arith.SIToFPOp)
     def run_sitofp(self, interpreter: Interpreter, op: arith.SIToFPOp, args: PythonValues):
         # one rounding, to f32 (float() first would round twice for large i64)
-        return (float(np.array(args[0], np.int64).astype(np.float32)),)
+        return self._out(
+            interpreter, op, float(np.array(_py(args[0]), np.int64).astype(np.float32))
+        )
 
     @impl(arith.ExtUIOp)
     def run_extui(self, interpreter: Interpreter, op: arith.ExtUIOp, args: PythonValues):
-        return (int(args[0]) % (1 << op.input.type.width.data),)
+        return self._out(interpreter, op, int(_py(args[0])) % (1 << op.input.type.width.data))
 
     @impl(arith.ExtSIOp)
     def run_extsi(self, interpreter: Interpreter, op: arith.ExtSIOp, args: PythonValues):
-        return (int(args[0]),)
+        return self._out(interpreter, op, int(_py(args[0])))
 
     @impl(arith.TruncIOp)
     def run_trunci(self, interpreter: Interpreter, op: arith.TruncIOp, args: PythonValues):
         width = op.result.type.width.data
-        value = int(args[0]) % (1 << width)
-        return (value - (1 << width) if value >> (width - 1) and width > 1 else value,)
+        value = int(_py(args[0])) % (1 << width)
+        return self._out(
+            interpreter, op, value - (1 << width) if value >> (width - 1) and width > 1 else value
+        )
 
     @impl(arith.BitcastOp)
     def run_bitcast(self, interpreter: Interpreter, op: arith.BitcastOp, args: PythonValues):
-        return (float(np.array(args[0], np.int32).view(np.float32)),)
+        return self._out(interpreter, op, float(np.array(_py(args[0]), np.int32).view(np.float32)))
 
     @impl(xmath.CopySignOp)
     def run_copysign(self, interpreter: Interpreter, op: xmath.CopySignOp, args: PythonValues):
-        return (math.copysign(args[0], args[1]),)
+        return self._out(interpreter, op, math.copysign(_py(args[0]), _py(args[1])))
 
 
 def _run_interpreter(sig: rv.KernelSignature, args: list[np.ndarray]) -> list[np.ndarray]:
