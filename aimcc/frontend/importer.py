@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 import torch
+from onnx import TensorProto
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -33,10 +34,18 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from aimcc.errors import AimccError, first_line
 from aimcc.frontend.load import LoadedModel, graph_inputs
+from aimcc.frontend.validate import check_input_sizes, memory_limit
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, NodeOp, TensorRefAttr, WeightOp
 from aimcc.ir.types import tensor_type
 from aimcc.ir.weights import WeightStore
-from aimcc.runtime.onnx_ops import attrs_from_node, run_op, supported_ops, to_numpy, to_torch
+from aimcc.runtime.onnx_ops import (
+    ONNX_TO_TORCH_DTYPE,
+    attrs_from_node,
+    run_op,
+    supported_ops,
+    to_numpy,
+    to_torch,
+)
 
 _Op = TypeVar("_Op", bound=Operation)
 OPSET13_AXIS_OPS = ("Softmax", "LogSoftmax", "Hardmax")
@@ -65,6 +74,8 @@ def import_graph(
         values[name] = to_torch(array)
         constant.add(name)
     inputs = graph_inputs(model)
+    check_input_sizes(input_shapes, model)
+    limit, held = memory_limit(), 0
     for inp in inputs:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
         values[inp.name] = torch.zeros(input_shapes[inp.name], dtype=_torch_dtype(dtype))
@@ -99,16 +110,31 @@ def import_graph(
         except AimccError:
             raise
         except Exception as exc:  # an op rejecting its inputs: report it where it happened
-            shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in input_shapes.items())
             raise AimccError(
-                f"{where}: {first_line(exc)} (with input shapes {shapes}; see --input-shape)"
+                f"{where}: {first_line(exc)} (with input shapes {_shapes(input_shapes)}; "
+                "see --input-shape)"
             ) from None
+        held += sum(out.nbytes for out in outs if isinstance(out, torch.Tensor))
+        if held > limit:
+            raise AimccError(
+                f"{where}: the model's values need more than {limit / 2**30:.3g} GiB by here, "
+                f"more than fit this machine (with input shapes {_shapes(input_shapes)}; "
+                "see --input-shape)"
+            )
         for name, out in zip(node.output, outs, strict=False):
             if name:
                 values[name] = out
                 if foldable:
                     constant.add(name)
 
+    for info in (*graph.value_info, *graph.output):  # declared types must be the computed ones
+        declared = info.type.tensor_type.elem_type if info.type.HasField("tensor_type") else 0
+        computed = values[info.name].dtype if info.name in values else None
+        if declared and computed is not None and ONNX_TO_TORCH_DTYPE.get(declared) != computed:
+            raise AimccError(
+                f"value '{info.name}' is declared {TensorProto.DataType.Name(declared)} "
+                f"but computes {str(computed).removeprefix('torch.')}"
+            )
     module = _build_module(model, inputs, needed, values, constant, weights)
     return module, weights
 
@@ -196,6 +222,10 @@ _CONTRACTED_AXES: dict[
 def _emit(block: Block, op: _Op) -> _Op:
     block.add_op(op)
     return op
+
+
+def _shapes(input_shapes: dict[str, tuple[int, ...]]) -> str:
+    return ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in input_shapes.items())
 
 
 def _check_opsets(model: onnx.ModelProto) -> int:

@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
 from aimcc.errors import AimccError, first_line
+from aimcc.frontend.validate import check_graph
 from aimcc.frontend.wire import WireError, split_payloads
 
 DEFAULT_BATCH = 1
@@ -92,6 +93,10 @@ def load_onnx(path: str | Path) -> LoadedModel:
         onnx.checker.check_model(str(path) if external else _structure(proto, lifted))
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise AimccError(f"{path}: invalid ONNX model: {first_line(exc)}") from None
+    try:
+        check_graph(proto)
+    except AimccError as exc:
+        raise AimccError(f"{path}: invalid ONNX model: {exc}") from None
     if external:
         try:
             onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
