@@ -7,6 +7,7 @@ Code reads an :class:`Arch`; it never hard-codes a hardware parameter.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,6 +17,7 @@ from aimcc.errors import AimccError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_ARCH = "paper-512"
+MAX_INT = 2**31 - 1  # counts and sizes; larger values overflow the cost model's and runtime's sizes
 
 
 @dataclass(frozen=True)
@@ -201,8 +203,16 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
 def _check_ranges(obj: Any, where: str, prefix: str) -> None:
     for f in fields(obj):
         value = getattr(obj, f.name)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise AimccError(f"{where}: '{prefix}{f.name}' must not be negative ({value})")
+        numbers = value if isinstance(value, tuple) else (value,)
+        for v in numbers:
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                continue
+            if not math.isfinite(v):
+                raise AimccError(f"{where}: '{prefix}{f.name}' must be finite ({v})")
+            if isinstance(value, int | float) and v < 0:
+                raise AimccError(f"{where}: '{prefix}{f.name}' must not be negative ({v})")
+            if isinstance(v, int) and v > MAX_INT:
+                raise AimccError(f"{where}: '{prefix}{f.name}' is absurdly large ({v} > {MAX_INT})")
     if isinstance(obj, Tile | Cluster) and obj.count < 1:
         raise AimccError(f"{where}: '{prefix}count' must be at least 1")
     if isinstance(obj, Tile) and (obj.rows < 1 or obj.cols < 1):

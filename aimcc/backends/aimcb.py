@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -281,24 +282,42 @@ def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
         raise AimccError(f"{path}: header is not a valid program") from None
     data_start = _aligned(_PREFIX.size + header_len)
     blob = np.memmap(path, dtype=np.uint8, mode="c") if size else np.zeros(0, np.uint8)
+    if not isinstance(table, dict):
+        raise AimccError(f"{path}: header is not a valid program")
     tensors: dict[str, np.ndarray] = {}
-    for key, entry in table.items():
-        tensors[key] = _tensor(path, blob, data_start, key, entry)
+    end = data_start  # tensors lie in the tensor area, in key order, aligned, never overlapping
+    for key in sorted(table):
+        tensors[key] = _tensor(path, blob, data_start, key, table[key])
+        start = data_start + int(table[key]["offset"])
+        if start < end or start % ALIGN:
+            raise AimccError(f"{path}: tensor '{key}' overlaps another or is misaligned")
+        end = start + tensors[key].nbytes
+    from aimcc.backends.verify import verify_program  # imports the runtime's kernel table
+
+    verify_program(program, tensors, str(path))
     return program, tensors
 
 
 def _tensor(
     path: Path, blob: np.ndarray, data_start: int, key: str, entry: dict[str, Any]
 ) -> np.ndarray:
+    if not isinstance(entry, dict) or set(entry) != {
+        "dtype",
+        "shape",
+        "offset",
+        "nbytes",
+        "sha256",
+    }:
+        raise AimccError(f"{path}: tensor '{key}' has a malformed entry")
     try:
         dtype, shape = np.dtype(entry["dtype"]), tuple(int(d) for d in entry["shape"])
         start, nbytes = data_start + int(entry["offset"]), int(entry["nbytes"])
         expected = str(entry["sha256"])
     except (KeyError, TypeError, ValueError):
         raise AimccError(f"{path}: tensor '{key}' has a malformed entry") from None
-    if entry["dtype"] not in DTYPES or any(d < 0 for d in shape):
+    if entry["dtype"] not in DTYPES or any(d < 0 for d in shape) or start < data_start:
         raise AimccError(f"{path}: tensor '{key}' has a bad dtype or shape")
-    if nbytes != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or start + nbytes > len(blob):
+    if nbytes != math.prod(shape) * dtype.itemsize or start + nbytes > len(blob):
         raise AimccError(f"{path}: tensor '{key}' lies outside the file (truncated?)")
     data = blob[start : start + nbytes]
     if hashlib.sha256(data).hexdigest() != expected:
