@@ -188,3 +188,49 @@ def test_write_binary_writes_the_manifest_the_cli_writes(tmp_path: Path) -> None
     assert (tmp_path / "py.aimcb").read_bytes() == (tmp_path / "cli.aimcb").read_bytes()
     write_binary(comp, tmp_path / "alone.aimcb", manifest=False)
     assert not manifest_path(tmp_path / "alone.aimcb").exists()
+
+
+_TEXT_SUFFIXES = {".py", ".md", ".toml", ".txt", ".cfg", ".sh", ".json", ".yml", ".yaml", ""}
+_SKIPPED_DIRS = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", "build"}
+# docs/REFERENCES.md "Section" (also as a markdown link, or several sections in a row)
+_DOC_CITE = re.compile(
+    r'REFERENCES\.md(?:\]\(REFERENCES\.md\))?\s*[(:]?\s*((?:"[^"\n]+"(?:,\s*|\s+and\s+)?)+)'
+)
+_PRESET_CITE = re.compile(r"REFS \[([^\]]+)\](?: \(([^)]*)\))?")  # REFS [Section] (sources)
+
+
+def _project_texts() -> dict[Path, str]:
+    texts = {}
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS and not d.endswith(".egg-info")]
+        for name in files:
+            path = Path(folder) / name
+            if path.suffix in _TEXT_SUFFIXES and path.stat().st_size < 2_000_000:
+                texts[path] = path.read_text(errors="replace")
+    return texts
+
+
+def test_the_project_cites_its_own_references_page() -> None:
+    """No file points at the steering notes outside the repository; every section cited exists
+    in docs/REFERENCES.md, and every source key a preset names is in its table."""
+    outside = re.compile("shared/" + "REFERENCE|" + "REFERENCE" + r"(\.md| \[| \"|'s)")
+    texts = _project_texts()
+    assert ROOT / "aimcc/arch/presets/paper-512.toml" in texts
+    assert not [f"{p.relative_to(ROOT)}" for p, text in texts.items() if outside.search(text)]
+
+    page = (ROOT / "docs" / "REFERENCES.md").read_text()
+    sections = set(re.findall(r"^## (.+)$", page, re.M))
+    keys = set(re.findall(r"^\| \[(\w+)\] \|", page, re.M))
+    cited: dict[str, set[str]] = {}
+    for path, text in texts.items():
+        for match in _DOC_CITE.finditer(text):
+            for section in re.findall(r'"([^"]+)"', match.group(1)):
+                cited.setdefault(section, set()).add(path.name)
+        for section, sources in _PRESET_CITE.findall(text):
+            cited.setdefault(section, set()).add(path.name)
+            for key in re.findall(r"\b([A-Z][A-Za-z]+\d{4}|HARP)\b", sources):
+                assert key in keys, f"{path.name}: source {key} not in docs/REFERENCES.md"
+    assert {"Analog tile", "PCM noise model", "Calibration data", "Digital cluster"} <= set(cited)
+    cited.pop("Section", None)  # the placeholder where the form is explained
+    assert not {s: sorted(files) for s, files in cited.items() if s not in sections}
+    assert set(re.findall(r"\[(\w+)\]", page.split("## Method", 1)[1])) <= keys
