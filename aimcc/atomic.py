@@ -19,11 +19,13 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     An existing ``path`` is removed just before the rename: renaming over a file makes ext4
     flush the new file's data first (its replace-via-rename safeguard), which took longer than
     writing a 90 MB binary. Readers may miss the file for that instant, never see it partial.
+    The file gets mode 0666 minus the umask, as open() would give it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600
         with os.fdopen(fd, mode) as f:
             yield f
         if path.is_file() and not path.is_symlink():
@@ -32,6 +34,21 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask can only set it, and setting it
+    to read it races with other threads creating files); /proc/self/status has it on Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> None:

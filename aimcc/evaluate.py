@@ -20,7 +20,8 @@ from aimcc.errors import AimccError, first_line
 from aimcc.runtime import Executable
 from aimcc.runtime.analog import NoiseSpec
 
-DRIFT_TIMES = ("0s", "1h", "1d", "1w", "1month", "1y", "10y")  # REFERENCE [The analog tile]
+# the paper's evaluation times: docs/REFERENCES.md "Analog tile" (Li et al., arXiv 2411.17367)
+DRIFT_TIMES = ("0s", "1h", "1d", "1w", "1month", "1y", "10y")
 
 Feeds = dict[str, np.ndarray]
 

@@ -1,6 +1,7 @@
 """Runtime throughput against onnxruntime: ideal, quant and pcm tiles on the same inputs.
 
-Run: python bench/run.py [--model examples/models/minilm.onnx] [--batch 1 8] [--seq 128]
+Run: python bench/run.py [--model PATH] [--batch 1 8] [--seq 128]
+(default model: all-MiniLM-L6-v2 from the per-machine corpus cache, built on first use)
 
 Each round runs onnxruntime and then every aimcc tile model once, so a busy machine slows all
 of them alike; the table shows sequences/s from the median round time. Both use --threads
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +32,9 @@ from aimcc.runtime import Executable, load
 from aimcc.runtime.analog import NOISE_MODELS, NoiseSpec
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+from corpus_cache import model_path  # noqa: E402
+
 TARGETS = {"ideal": 0.8, "quant": None, "pcm": 0.4}  # the issue's throughput floors
 
 
@@ -85,16 +90,13 @@ def bench(model: Path, batch: int, seq: int, rounds: int, threads: int) -> Table
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=ROOT / "examples" / "models" / "minilm.onnx")
+    p.add_argument("--model", type=Path, help="default: minilm from the corpus cache")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     opts = p.parse_args()
-    if not opts.model.is_file():
-        raise SystemExit(
-            f"{opts.model}: build it with python examples/build_corpus.py --only minilm"
-        )
+    opts.model = opts.model or model_path("minilm")
     torch.set_num_threads(opts.threads)
     console = Console()
     console.print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")

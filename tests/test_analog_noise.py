@@ -1,8 +1,8 @@
 """Statistics of the simulated analog tile against the published formulas, recomputed in numpy.
 
-The PCM constants below are typed in from REFERENCE.md ("PCM statistical model", aihwkit
-PCMLikeNoiseModel, Nandakumar et al. 2019) on purpose: a wrong preset or a wrong formula in the
-implementation both make these tests fail.
+The PCM constants below are typed in from docs/REFERENCES.md "PCM noise model" (aihwkit
+PCMLikeNoiseModel, Nandakumar et al. ICECS 2019) on purpose: a wrong preset or a wrong formula
+in the implementation both make these tests fail.
 """
 
 from __future__ import annotations

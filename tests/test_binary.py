@@ -126,4 +126,4 @@ def test_overwrite_replaces_and_a_failed_write_keeps_the_old_file(tmp_path: Path
     write_binary(comp, target)
     program, _ = read_binary(target)
     assert program["target"] == "hybrid"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.aimcb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.aimcb", "out.kernels.json"]

@@ -3,40 +3,42 @@ with the transformer patterns the compiler has to recognise."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import subprocess
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 
+import build_corpus as corpus  # examples/ is on sys.path (conftest)
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import ROOT, SMALL_MODELS
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load_corpus() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_corpus", EXAMPLES / "build_corpus.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-corpus = _load_corpus()
 SMALL = [name for name, spec in corpus.MODELS.items() if spec.small]
 
 
 @pytest.fixture(scope="module")
-def models_dir() -> Path:
-    """The committed small models (built first if someone removed them)."""
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed small models (rebuilt into a tmp dir if someone removed one: tests
+    never write into the source tree)."""
+    if all((corpus.DEFAULT_OUT / f"{name}.onnx").is_file() for name in SMALL):
+        return corpus.DEFAULT_OUT
+    out = tmp_path_factory.mktemp("models")
     for name in SMALL:
-        corpus.build(name, corpus.DEFAULT_OUT)
-    return corpus.DEFAULT_OUT
+        corpus.build(name, out)
+    return out
+
+
+def test_committed_models_are_the_small_ones() -> None:
+    """corpus_cache.COMMITTED (where tests look first) is build_corpus's small set and git's."""
+    assert sorted(SMALL_MODELS) == sorted(SMALL)
+    listed = subprocess.run(
+        ["git", "ls-files", "examples/models/*.onnx"], cwd=ROOT, capture_output=True, text=True
+    )
+    if listed.returncode:
+        pytest.skip("not a git checkout")
+    assert sorted(Path(line).stem for line in listed.stdout.split()) == sorted(SMALL)
 
 
 def _load(models_dir: Path, name: str) -> onnx.ModelProto:
@@ -192,8 +194,8 @@ def test_build_is_deterministic_and_cli_skips_existing(tmp_path: Path, models_di
 
 
 @pytest.mark.slow
-def test_minilm_real_weights_embed_sentences(tmp_path: Path) -> None:
-    path = corpus.build("minilm", tmp_path)
+def test_minilm_real_weights_embed_sentences(minilm_path: Path) -> None:
+    path = minilm_path
     onnx.checker.check_model(str(path), full_check=True)
     _assert_runs_like_torch(path, "minilm", batch=2, seq=16)
 

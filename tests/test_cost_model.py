@@ -19,9 +19,10 @@ from aimcc.cost import (
 )
 from aimcc.errors import AimccError
 
-# REFERENCE "Calibration data": (integration time ns, best chunk t, PMCA / tile latency).
+# docs/REFERENCES.md "Calibration data" (Li et al., arXiv 2411.17367): (integration time ns,
+# best chunk t, PMCA / tile latency).
 PAPER = [(128.0, 128, 1.04), (256.0, 8, 0.63), (512.0, 8, 0.32)]
-TCDM = 128 * 1024  # REFERENCE "The digital side"
+TCDM = 128 * 1024  # docs/REFERENCES.md "Digital cluster" (Li et al., arXiv 2411.17367)
 
 
 def lora_layer(
@@ -43,7 +44,8 @@ def lora_layer(
 
 
 def lora_fits(t: int, m: int = 128, r: int = 8, n: int = 128) -> bool:
-    """REFERENCE: (t*M + M*R + R*N) * 2 B, plus the buffers X.A (t*R) and the tile output (t*N)."""
+    """docs/REFERENCES.md "Digital cluster": (t*M + M*R + R*N) * 2 B, plus the buffers X.A (t*R)
+    and the tile output (t*N)."""
     return (t * m + m * r + r * n + t * r + t * n) * 2 <= TCDM
 
 

@@ -3,8 +3,6 @@
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -167,22 +165,8 @@ def test_cli_without_adapters(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.slow
-def test_minilm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = MODELS / "minilm.onnx"
-    if not model.exists():
-        root = Path(__file__).parent.parent
-        subprocess.run(
-            [
-                sys.executable,
-                str(root / "examples" / "build_corpus.py"),
-                "--only",
-                "minilm",
-                "--out",
-                str(tmp_path),
-            ],
-            check=True,
-        )
-        model = tmp_path / "minilm.onnx"
+def test_minilm(minilm_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = minilm_path
     out = run_cli(model, tmp_path, capsys)
     assert "latency (128 tokens)" in out and "no LoRA adapters" in out
     comp = compile_model(model)

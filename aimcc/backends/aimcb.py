@@ -32,7 +32,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, SSAValue
 
-from aimcc.atomic import atomic_write
+from aimcc.atomic import atomic_write, write_text
 from aimcc.errors import AimccError
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
 from aimcc.ir.digital import KernelOp
@@ -45,6 +45,7 @@ FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sIIQ32s")
 ALIGN = 64
 if TYPE_CHECKING:
+    from aimcc.backends.manifest import EmitStats
     from aimcc.compiler import Compilation
     from aimcc.cost import Schedule
 
@@ -197,8 +198,22 @@ def _json_attr(attr: Attribute) -> Any:
     raise AimccError(f"backend: cannot serialise attribute {attr}")
 
 
-def write_binary(comp: Compilation, path: str | Path) -> int:
-    """Write ``comp`` as an .aimcb file, atomically; returns its size in bytes.
+def manifest_path(binary: str | Path) -> Path:
+    """The kernel manifest beside a binary: model.aimcb -> model.kernels.json."""
+    binary = Path(binary)
+    return binary.with_name(binary.name.removesuffix(".aimcb") + ".kernels.json")
+
+
+def write_binary(
+    comp: Compilation,
+    path: str | Path,
+    *,
+    manifest: bool = True,
+    emitted: EmitStats | None = None,
+) -> int:
+    """Write ``comp`` as an .aimcb file and, unless ``manifest`` is false, the kernel manifest
+    beside it (:func:`manifest_path`; ``emitted`` adds --emit-riscv's files and hashes), as
+    the CLI does; each atomically. Returns the binary's size in bytes.
 
     The digests come from the weight store (hashed in the background during compilation) or
     from a second thread while the tensors are written (both release the GIL), so the header,
@@ -242,6 +257,10 @@ def write_binary(comp: Compilation, path: str | Path) -> int:
             _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), hashlib.sha256(header).digest())
         )
         f.write(header)
+    if manifest:  # after the binary: built meanwhile, its Python work slowed the writes (GIL)
+        from aimcc.backends.manifest import kernel_manifest, manifest_json  # not for the runtime
+
+        write_text(manifest_path(path), manifest_json(kernel_manifest(comp, emitted)))
     return size
 
 

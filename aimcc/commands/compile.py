@@ -9,8 +9,8 @@ from pathlib import Path
 from aimcc import report
 from aimcc.arch import load_arch
 from aimcc.atomic import atomic_write, write_text
-from aimcc.backends.aimcb import write_binary
-from aimcc.backends.manifest import EmitStats, emit_riscv, kernel_manifest, manifest_json
+from aimcc.backends.aimcb import manifest_path, write_binary
+from aimcc.backends.manifest import EmitStats, emit_riscv
 from aimcc.commands import add_model_options
 from aimcc.compiler import PASS_NAMES, Compilation, compile_model, gc_paused
 from aimcc.cost import plot_gantt, to_chrome_trace
@@ -95,13 +95,10 @@ def main(argv: list[str]) -> int:
 def write_outputs(
     comp: Compilation, output: Path, emitted: EmitStats | None = None
 ) -> dict[Path, int | None]:
-    """Write the binary and, beside it, the kernel manifest; returns the files (and the
-    binary's size). Building the manifest while another thread writes the binary was slower:
-    each of the binary's writes waits for the GIL (the 5 ms switch interval)."""
-    manifest_path = output.with_name(output.name.removesuffix(".aimcb") + ".kernels.json")
-    size = write_binary(comp, output)
-    write_text(manifest_path, manifest_json(kernel_manifest(comp, emitted)))
-    return {output: size, manifest_path: None}
+    """Write the binary and, beside it, the kernel manifest (one path with Python's
+    write_binary); returns the files (and the binary's size)."""
+    size = write_binary(comp, output, emitted=emitted)
+    return {output: size, manifest_path(output): None}
 
 
 def _compile(opts: argparse.Namespace) -> int:

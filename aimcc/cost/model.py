@@ -3,10 +3,10 @@
 Everything is physical: cycles follow from the arithmetic of the stage and the parameters of
 ``arch.tile`` / ``arch.cluster`` (each cited in the preset), never from per-shape fits.
 
-Analog tile (HARP form, REFERENCE "Analog tile latency figures"): one token costs
-``t_int + (postprocess_cycles + ceil(cols / postprocess_units)) / clock``, where ``cols`` are
-the columns one tile post-processes (``min(N, tile.cols)``). A layer's tiles run in parallel,
-so the layer costs the same as one tile; a chunk of t tokens costs t times that.
+Analog tile (HARP form: docs/REFERENCES.md "Tile latency", from Li et al., arXiv 2411.17367):
+one token costs ``t_int + (postprocess_cycles + ceil(cols / postprocess_units)) / clock``,
+where ``cols`` are the columns one tile post-processes (``min(N, tile.cols)``). A layer's tiles
+run in parallel, so the layer costs the same as one tile; a chunk of t tokens costs t times that.
 
 RISC-V cluster: a kernel call costs ``kernel_call_cycles`` plus its arithmetic. The kernels
 give each compute core whole rows (tokens, or (head, token) rows for attention), so a chunk
@@ -18,8 +18,9 @@ the engine's ``engine_fma_units`` instead. Moving data between units is a separa
 (``dma_setup_cycles + bytes / dma_bytes_per_cycle``) on the cluster's DMA core, which runs
 beside the compute cores.
 
-Calibration (REFERENCE "Calibration data", a 128 x 128 layer with rank-8 LoRA, the PMCA time
-of one chunk over the tile time of one chunk). Per token the tile costs t_int + 10 cycles
+Calibration (docs/REFERENCES.md "Calibration data": Li et al., arXiv 2411.17367, RTL
+simulation of a 128 x 128 layer with rank-8 LoRA, the PMCA time of one chunk over the tile
+time of one chunk). Per token the tile costs t_int + 10 cycles
 (8 + 128/64) = 148/276/532 ns at 128/256/512 ns. The LoRA of one row costs
 K*R = 1024 MACs (X.A) plus R*N + N = 1152 operations (.B and the add). Writing the cluster
 time of a chunk as ``2 c + rounds(t) * w``:
@@ -228,7 +229,8 @@ def output_elements(stage: Stage, tokens: int, arch: Arch) -> int:
 def tcdm_bytes(stage: Stage, tokens: int, arch: Arch) -> int:
     """TCDM a chunk of a digital stage needs: resident weights + the chunk's inputs and outputs.
 
-    For LoRA this is REFERENCE's (t*M + M*R + R*N) * 2 B plus the buffers X.A (t*R) and the
+    For LoRA this is the paper's (t*M + M*R + R*N) * 2 B (docs/REFERENCES.md "Digital cluster",
+    Li et al. arXiv 2411.17367) plus the buffers X.A (t*R) and the
     tile output the adapter is added to (t*N).
     """
     return kernel(stage, tokens, arch).tcdm_words * dtype_bytes(arch)

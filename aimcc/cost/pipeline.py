@@ -200,7 +200,8 @@ def _chunk_candidates(
     def need(t: int) -> int:
         """Resident weights of every stage, plus the chunk buffers of the two largest stages:
         kernels run one after another, so at most a producer's and a consumer's chunk are in
-        flight (for a LoRA layer, X.A and .B, this is REFERENCE's working set)."""
+        flight (for a LoRA layer, X.A and .B, this is the paper's working set: docs/REFERENCES.md
+        "Digital cluster", Li et al. arXiv 2411.17367)."""
         buffers = sorted(tcdm_bytes(s, t, arch) - tcdm_bytes(s, 0, arch) for s in chunked)
         return resident + sum(buffers[-2:])
 

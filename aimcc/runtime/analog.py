@@ -1,6 +1,8 @@
 """The simulated analog tile: weight mapping, PCM device model and DAC/ADC periphery.
 
-Semantics follow IBM aihwkit (REFERENCE.md, "The analog tile" and "PCM statistical model"):
+Semantics follow IBM aihwkit (IOParameters, PCMLikeNoiseModel after Nandakumar et al. ICECS
+2019, GlobalDriftCompensation): docs/REFERENCES.md "Analog tile", "PCM noise model" and
+"Drift compensation". In short:
 a layer W[K, N] (y = x @ W) is cut into a grid of crossbar tiles; each tile maps its columns to a
 differential conductance pair, the devices are programmed once (programming noise, drift
 exponent), then read at an inference time (drift, accumulated 1/f read noise). An MVM goes
