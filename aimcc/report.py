@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import numpy as np
 from rich import box
@@ -318,6 +318,34 @@ def _facts(title: str) -> FitTable:
     return FitTable(
         Col("", fit="wrap", style="bold"), Col("", "right", fit="wrap"), title=title, header=False
     )
+
+
+def layer_tiles(comp: Compilation) -> dict[int, list[int]]:
+    """Every analog layer's tiles, keyed by its first tile (the schedule's unit ``tile:i``)."""
+    layers = {}
+    for op in comp.module.walk():
+        if isinstance(op, AccumulateOp):
+            ids = []
+            for partial in op.partials:
+                program = partial.owner.program  # an aimc.mvm reads its tile's aimc.program
+                ids.append(program.tile_id.value.data)
+            layers[ids[0]] = sorted(set(ids))
+    return layers
+
+
+def plot_schedule(comp: Compilation, out: str | Path | IO[bytes]) -> None:
+    """The Gantt chart of the compiled schedule, titled model — target, arch: latency."""
+    from aimcc.cost import plot_gantt
+
+    s = comp.schedule
+    assert s is not None
+    latency = (
+        f"{s.makespan_ns / 1e6:.2f} ms"
+        if s.makespan_ns >= 1e6
+        else (f"{s.makespan_ns / 1e3:.1f} µs")
+    )
+    title = f"{Path(comp.source).stem} — {comp.target}, {comp.arch.name}: {latency}"
+    plot_gantt(s, out, title=title, tiles=layer_tiles(comp))
 
 
 def has_lora(comp: Compilation) -> bool:
