@@ -10,6 +10,7 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -19,6 +20,9 @@ import torch
 from aimcc.errors import AimccError, first_line
 from aimcc.runtime import Executable
 from aimcc.runtime.analog import NoiseSpec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DRIFT_TIMES = ("0s", "1h", "1d", "1w", "1month", "1y", "10y")  # REFERENCE [The analog tile]
 
@@ -173,28 +177,29 @@ def time_axis(seconds: Sequence[float]) -> tuple[np.ndarray, list[float], list[s
 
 
 def plot(result: EvalResult, title: str) -> bytes:
-    """A PNG: one panel per metric kind, mean ± std against drift time (log axis), one line
-    per output."""
-    import matplotlib  # imported here: only --plot pays for it
+    """The PNG of :func:`drift_figure`."""
+    buffer = io.BytesIO()
+    drift_figure(result, title).savefig(buffer, format="png", dpi=120, metadata={"Software": None})
+    return buffer.getvalue()
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+
+def drift_figure(result: EvalResult, title: str) -> Figure:
+    """One panel per metric kind, mean ± std against drift time (log axis), a line per output."""
+    from matplotlib.figure import Figure  # imported here: only --plot pays for it
 
     from aimcc.report import shorten_distinct
 
     kinds = list(dict.fromkeys(m.kind for m in result.metrics))
     names = shorten_distinct({m.output for m in result.metrics}, 32)
-    fig, axes = plt.subplots(
-        1, len(kinds), figsize=(5 * len(kinds), 3.8), squeeze=False, layout="constrained"
-    )
+    fig = Figure(figsize=(5 * len(kinds), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(kinds), squeeze=False)
     x, ticks, labels = time_axis(result.seconds)
     mean, std = result.mean(), result.std()
     for ax, kind in zip(axes[0], kinds, strict=True):
         for i, metric in enumerate(result.metrics):
             if metric.kind == kind:
-                ax.errorbar(
-                    x, mean[:, i], yerr=std[:, i], marker="o", capsize=3, label=names[metric.output]
-                )
+                label = names[metric.output]
+                ax.errorbar(x, mean[:, i], yerr=std[:, i], marker="o", capsize=3, label=label)
         ax.set_xscale("log")
         ax.set_xticks(ticks, labels, rotation=30)
         ax.minorticks_off()
@@ -205,7 +210,4 @@ def plot(result: EvalResult, title: str) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig

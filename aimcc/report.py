@@ -135,9 +135,11 @@ class FitTable:
     def render(self, width: int) -> list[RenderableType]:
         """The table (or tables, when columns had to move) and the notes, at most ``width``."""
         shown = list(range(len(self.columns)))
-        for i in reversed(shown):  # optional columns go first
-            if self.columns[i].optional and self._widths(shown, width) is None:
-                shown.remove(i)
+        required = [i for i in shown if not self.columns[i].optional]
+        if self._widths(shown, width) is None and self._widths(required, width) is not None:
+            for i in reversed(shown):  # leave out optional columns, the last first
+                if self.columns[i].optional and self._widths(shown, width) is None:
+                    shown.remove(i)
         keys, rest = shown[: self.keys], shown[self.keys :]
         groups: list[list[int]] = []
         if self._widths(shown, width) is not None or not rest:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from aimcc.cost.model import ANALOG, DIGITAL_KINDS
 from aimcc.cost.pipeline import Schedule, Slot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TRANSFER = "transfer"
 # What the chart shows for each stage kind, in legend order, with its colour (one definition).
@@ -68,6 +71,17 @@ def plot_gantt(
     tiles: Mapping[int, Sequence[int]] | None = None,
 ) -> None:
     """Write the chart as a PNG (Agg, no display). ``title`` defaults to the latency."""
+    fig = gantt_figure(schedule, title=title, tiles=tiles)
+    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
+
+
+def gantt_figure(
+    schedule: Schedule,
+    *,
+    title: str | None = None,
+    tiles: Mapping[int, Sequence[int]] | None = None,
+) -> Figure:
+    """The chart as a matplotlib figure (see :func:`gantt_rows` for ``tiles``)."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -106,4 +120,4 @@ def plot_gantt(
         fontsize=8,
         frameon=False,
     )
-    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
+    return fig
