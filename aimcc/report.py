@@ -127,8 +127,9 @@ class FitTable:
             self.notes.append(text)
         return f"[{self.notes.index(text) + 1}]"
 
-    def print(self, console: Console | None = None) -> None:
-        out = console or globals()["console"]
+    def print(self, out: Console | None = None) -> None:
+        """Print to ``out`` (default: this module's console) at its width."""
+        out = out or console
         for part in self.render(out.width):
             out.print(part, highlight=False)
 

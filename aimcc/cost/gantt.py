@@ -104,11 +104,11 @@ def gantt_figure(
                 if spans:  # an edge in the same colour keeps sub-pixel bars visible
                     colour = COLOUR_OF[kind]
                     ax.broken_barh(
-                        spans, (low, height), facecolors=colour, edgecolors=colour, linewidth=0.6
+                        spans, (low, height), facecolors=colour, edgecolors=colour, linewidth=0.8
                     )
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=7)
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlim(0, schedule.makespan_ns / scale)
+    ax.set_xlim(-0.005 * schedule.makespan_ns / scale, 1.005 * schedule.makespan_ns / scale)
     ax.set_xlabel(f"time ({unit})")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title or f"schedule: {schedule.makespan_ns / scale:.1f} {unit}")
