@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from rich import box
@@ -115,11 +115,13 @@ class FitTable:
         self.title, self.header, self.keys = title, header, keys
         self.rows: list[tuple[list[Text], str | None]] = []
         self.notes: list[str] = []
+        self._memo: dict[tuple[str, int, int], Any] = {}  # measurements, until a row is added
 
     def add_row(self, *cells: Cell, style: str | None = None) -> None:
         if len(cells) != len(self.columns):
             raise ValueError(f"{len(cells)} cells for {len(self.columns)} columns")
         self.rows.append(([c if isinstance(c, Text) else Text(c) for c in cells], style))
+        self._memo.clear()
 
     def note(self, text: str) -> str:
         """The marker of a note printed under the table (one per distinct text)."""
@@ -169,20 +171,31 @@ class FitTable:
         return max(len(line) for line in self.columns[i].header.split("\n"))
 
     def _natural(self, i: int) -> int:
-        return max([self._header_width(i), *(c.cell_len for c in self._cells(i))])
+        key = ("natural", i, 0)
+        if key not in self._memo:
+            self._memo[key] = max([self._header_width(i), *(c.cell_len for c in self._cells(i))])
+        return self._memo[key]
 
     def _minimum(self, i: int) -> int:
         fit = self.columns[i].fit
         if fit == "name":
             return self._name_width(i, NAME_MIN)
         if fit == "wrap":
-            words = [len(w) for c in self._cells(i) for w in c.plain.split()]
-            return max([self._header_width(i), *words])
+            key = ("words", i, 0)
+            if key not in self._memo:
+                words = [len(w) for c in self._cells(i) for w in c.plain.split()]
+                self._memo[key] = max([self._header_width(i), *words])
+            return self._memo[key]
         return self._natural(i)
 
+    def _shortened(self, i: int, cap: int) -> dict[str, str]:
+        key = ("short", i, cap)
+        if key not in self._memo:
+            self._memo[key] = shorten_distinct({c.plain for c in self._cells(i)}, cap)
+        return self._memo[key]
+
     def _name_width(self, i: int, cap: int) -> int:
-        short = shorten_distinct({c.plain for c in self._cells(i)}, cap).values()
-        return max([self._header_width(i), *map(len, short)])
+        return max([self._header_width(i), *map(len, self._shortened(i, cap).values())])
 
     def _widths(self, columns: Sequence[int], width: int) -> list[int] | None:
         """Column widths that fit ``width``: wrap columns fold first (nothing is lost), then
@@ -223,7 +236,7 @@ class FitTable:
                 style=col.style,
             )
         short = {
-            i: shorten_distinct({c.plain for c in self._cells(i)}, w)
+            i: self._shortened(i, w)
             for i, w in zip(columns, widths, strict=True)
             if self.columns[i].fit == "name"
         }
