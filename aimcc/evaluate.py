@@ -10,6 +10,7 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -19,6 +20,9 @@ import torch
 from aimcc.errors import AimccError, first_line
 from aimcc.runtime import Executable
 from aimcc.runtime.analog import NoiseSpec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # the paper's evaluation times: docs/REFERENCES.md "Analog tile" (Li et al., arXiv 2411.17367)
 DRIFT_TIMES = ("0s", "1h", "1d", "1w", "1month", "1y", "10y")
@@ -39,6 +43,7 @@ class EvalResult:
     times: tuple[str, ...]
     metrics: tuple[Metric, ...]
     values: np.ndarray  # [trials, times, metrics]
+    seconds: tuple[float, ...]  # each time after programming, in seconds
 
     def mean(self) -> np.ndarray:
         return self.values.mean(axis=0)
@@ -141,39 +146,69 @@ def evaluate(
             values[trial, index] = score(metrics, outputs, reference)
             if step:
                 step()
-    return EvalResult(tuple(label for label, _ in times), metrics, values)
+    labels, seconds = zip(*times, strict=True)
+    return EvalResult(labels, metrics, values, seconds)
+
+
+# Ticks of the drift plot's time axis (seconds): the scales a PCM drift study reads.
+TIME_TICKS = (
+    (1.0, "1 s"),
+    (60.0, "1 min"),
+    (3600.0, "1 h"),
+    (86400.0, "1 d"),
+    (604800.0, "1 w"),
+    (2629800.0, "1 month"),
+    (31557600.0, "1 y"),
+    (315576000.0, "10 y"),
+    (3155760000.0, "100 y"),
+)
+
+
+def time_axis(seconds: Sequence[float]) -> tuple[np.ndarray, list[float], list[str]]:
+    """Positions on a logarithmic time axis, and its ticks. 0 s cannot be on a log axis: it
+    sits a decade left of the first later time (at least 1 s), on a tick labelled "0 s"."""
+    later = [t for t in seconds if t > 0]
+    zero = max(min(later) / 10, 1.0) if later else 1.0
+    x = np.array([t if t > 0 else zero for t in seconds])
+    ticks = [(zero, "0 s")] if 0 in seconds else []
+    ticks += [(t, label) for t, label in TIME_TICKS if x.min() * 0.99 <= t <= x.max() * 1.01]
+    ticks += [(t, f"{t:g} s") for t in later if all(abs(t / u - 1) > 0.01 for u, _ in ticks)]
+    ticks.sort()
+    return x, [t for t, _ in ticks], [label for _, label in ticks]
 
 
 def plot(result: EvalResult, title: str) -> bytes:
-    """A PNG: one panel per metric kind, mean ± std against drift time, one line per output."""
-    import matplotlib  # imported here: only --plot pays for it
+    """The PNG of :func:`drift_figure`."""
+    buffer = io.BytesIO()
+    drift_figure(result, title).savefig(buffer, format="png", dpi=120, metadata={"Software": None})
+    return buffer.getvalue()
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+
+def drift_figure(result: EvalResult, title: str) -> Figure:
+    """One panel per metric kind, mean ± std against drift time (log axis), a line per output."""
+    from matplotlib.figure import Figure  # imported here: only --plot pays for it
+
+    from aimcc.report import shorten_distinct
 
     kinds = list(dict.fromkeys(m.kind for m in result.metrics))
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.6), squeeze=False)
-    positions = np.arange(len(result.times))
+    names = shorten_distinct({m.output for m in result.metrics}, 32)
+    fig = Figure(figsize=(5 * len(kinds), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(kinds), squeeze=False)
+    x, ticks, labels = time_axis(result.seconds)
     mean, std = result.mean(), result.std()
     for ax, kind in zip(axes[0], kinds, strict=True):
         for i, metric in enumerate(result.metrics):
             if metric.kind == kind:
-                ax.errorbar(
-                    positions,
-                    mean[:, i],
-                    yerr=std[:, i],
-                    marker="o",
-                    capsize=3,
-                    label=metric.output,
-                )
-        ax.set_xticks(positions, result.times)
-        ax.set_xlabel("time after programming")
+                label = names[metric.output]
+                ax.errorbar(x, mean[:, i], yerr=std[:, i], marker="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, labels, rotation=30)
+        ax.minorticks_off()
+        if 0 in result.seconds and len(x) > 1:  # the zero tick is not on the log scale
+            ax.axvline(x.min() * 10**0.5, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_xlabel("time after programming (log scale)")
         ax.set_title(kind)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from rich.console import Console
+from rich import box
+from rich.console import Console, JustifyMethod, RenderableType
 from rich.highlighter import RegexHighlighter
 from rich.rule import Rule
 from rich.table import Table
+from rich.text import Text
 from rich.theme import Theme
 from xdsl.dialects.builtin import ModuleOp
 
@@ -48,6 +51,204 @@ THEME = Theme(
     }
 )
 console = Console(highlighter=IRHighlighter(), theme=THEME)
+
+
+ELLIPSIS = "…"
+NAME_MIN = 12  # a shortened name keeps at least this many characters
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` in ``width`` characters: its start and its end with '…' between, since
+    names (stage, kernel, output) differ at both ends."""
+    if len(text) <= width:
+        return text
+    head = max(width - 1, 0) - (width - 1) // 2
+    tail = width - 1 - head
+    return text[:head] + ELLIPSIS[: max(width, 0)] + (text[len(text) - tail :] if tail > 0 else "")
+
+
+def shorten_distinct(texts: Iterable[str], width: int) -> dict[str, str]:
+    """Each text shortened to ``width``, or a little wider where two texts would look alike."""
+    done: dict[str, str] = {}
+    pending = set(texts)
+    while pending:
+        short = {t: shorten(t, width) for t in pending}
+        seen = Counter([*short.values(), *done.values()])
+        for t, s in short.items():
+            if seen[s] == 1 or s == t:
+                done[t] = s
+        pending -= done.keys()
+        width += 1
+    return done
+
+
+@dataclass(frozen=True)
+class Col:
+    """A column of a :class:`FitTable`. ``fit``: ``keep`` (never narrower than its widest
+    cell), ``name`` (cells shortened in the middle, down to NAME_MIN) or ``wrap`` (cells
+    folded at spaces). Headers are never cut; an ``optional`` column (one whose facts other
+    columns repeat) is left out when the table would not fit otherwise."""
+
+    header: str
+    justify: JustifyMethod = "left"
+    fit: Literal["keep", "name", "wrap"] = "keep"
+    style: str | None = None
+    optional: bool = False  # left out when the table does not fit otherwise
+
+
+Cell = str | Text
+
+
+class FitTable:
+    """A table that fits the console's width (e.g. COLUMNS=80, or 80 when piped to a file).
+
+    Name cells are shortened in the middle (start…end, distinct names stay distinct), wrap
+    cells fold, headers stay whole (so no two are cut to the same prefix), notes go under the
+    table with a marker in the row, optional columns are left out, and columns that still do
+    not fit move to a second table that repeats the first ``keys`` columns. Cells are plain
+    text (no markup)."""
+
+    def __init__(
+        self, *columns: Col | str, title: str | None = None, header: bool = True, keys: int = 1
+    ) -> None:
+        self.columns = [c if isinstance(c, Col) else Col(c) for c in columns]
+        self.title, self.header, self.keys = title, header, keys
+        self.rows: list[tuple[list[Text], str | None]] = []
+        self.notes: list[str] = []
+        self._memo: dict[tuple[str, int, int], Any] = {}  # measurements, until a row is added
+
+    def add_row(self, *cells: Cell, style: str | None = None) -> None:
+        if len(cells) != len(self.columns):
+            raise ValueError(f"{len(cells)} cells for {len(self.columns)} columns")
+        self.rows.append(([c if isinstance(c, Text) else Text(c) for c in cells], style))
+        self._memo.clear()
+
+    def note(self, text: str) -> str:
+        """The marker of a note printed under the table (one per distinct text)."""
+        if text not in self.notes:
+            self.notes.append(text)
+        return f"[{self.notes.index(text) + 1}]"
+
+    def print(self, out: Console | None = None) -> None:
+        """Print to ``out`` (default: this module's console) at its width."""
+        out = out or console
+        for part in self.render(out.width):
+            out.print(part, highlight=False)
+
+    def render(self, width: int) -> list[RenderableType]:
+        """The table (or tables, when columns had to move) and the notes, at most ``width``."""
+        shown = list(range(len(self.columns)))
+        required = [i for i in shown if not self.columns[i].optional]
+        if self._widths(shown, width) is None and self._widths(required, width) is not None:
+            for i in reversed(shown):  # leave out optional columns, the last first
+                if self.columns[i].optional and self._widths(shown, width) is None:
+                    shown.remove(i)
+        keys, rest = shown[: self.keys], shown[self.keys :]
+        groups: list[list[int]] = []
+        if self._widths(shown, width) is not None or not rest:
+            groups = [rest]
+        else:
+            for i in rest:
+                if groups and self._widths([*keys, *groups[-1], i], width) is not None:
+                    groups[-1].append(i)
+                else:
+                    groups.append([i])
+        parts: list[RenderableType] = []
+        for n, group in enumerate(groups):
+            columns = [*keys, *group]
+            widths = self._widths(columns, width) or [self._minimum(i) for i in columns]
+            if self.title is not None:  # above the table, wrapped at the console's width
+                more = " (continued)" if n else ""
+                parts.append(Text(self.title + more, style="table.title", justify="left"))
+            parts.append(self._table(columns, widths))
+        parts += [Text(f"[{n}] {text}") for n, text in enumerate(self.notes, start=1)]
+        return parts
+
+    def _cells(self, i: int) -> list[Text]:
+        return [cells[i] for cells, _ in self.rows]
+
+    def _header_width(self, i: int) -> int:
+        return max(len(line) for line in self.columns[i].header.split("\n"))
+
+    def _natural(self, i: int) -> int:
+        key = ("natural", i, 0)
+        if key not in self._memo:
+            self._memo[key] = max([self._header_width(i), *(c.cell_len for c in self._cells(i))])
+        return self._memo[key]
+
+    def _minimum(self, i: int) -> int:
+        fit = self.columns[i].fit
+        if fit == "name":
+            return self._name_width(i, NAME_MIN)
+        if fit == "wrap":
+            key = ("words", i, 0)
+            if key not in self._memo:
+                words = [len(w) for c in self._cells(i) for w in c.plain.split()]
+                self._memo[key] = max([self._header_width(i), *words])
+            return self._memo[key]
+        return self._natural(i)
+
+    def _shortened(self, i: int, cap: int) -> dict[str, str]:
+        key = ("short", i, cap)
+        if key not in self._memo:
+            self._memo[key] = shorten_distinct({c.plain for c in self._cells(i)}, cap)
+        return self._memo[key]
+
+    def _name_width(self, i: int, cap: int) -> int:
+        return max([self._header_width(i), *map(len, self._shortened(i, cap).values())])
+
+    def _widths(self, columns: Sequence[int], width: int) -> list[int] | None:
+        """Column widths that fit ``width``: wrap columns fold first (nothing is lost), then
+        names shorten, the widest first; None if even that is too wide."""
+        budget = width - 2 * (len(columns) - 1)  # two spaces between columns
+        widths = {i: self._natural(i) for i in columns}
+        for fit in ("wrap", "name"):
+            shrink = [i for i in columns if self.columns[i].fit == fit]
+            if sum(widths.values()) <= budget or not shrink:
+                continue
+            for cap in range(max(widths[i] for i in shrink), -1, -1):
+                for i in shrink:
+                    if widths[i] > cap:
+                        fitted = self._name_width(i, cap) if fit == "name" else cap
+                        widths[i] = max(fitted, self._minimum(i))
+                if sum(widths.values()) <= budget or all(
+                    widths[i] == self._minimum(i) for i in shrink
+                ):
+                    break
+        return list(widths.values()) if sum(widths.values()) <= budget else None
+
+    def _table(self, columns: list[int], widths: list[int]) -> Table:
+        table = Table(
+            show_header=self.header,
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+        for i, w in zip(columns, widths, strict=True):
+            col = self.columns[i]
+            table.add_column(
+                col.header,
+                justify=col.justify,
+                width=w,
+                no_wrap=col.fit != "wrap",
+                overflow="fold" if col.fit == "wrap" else "ellipsis",
+                style=col.style,
+            )
+        short = {
+            i: self._shortened(i, w)
+            for i, w in zip(columns, widths, strict=True)
+            if self.columns[i].fit == "name"
+        }
+        for cells, style in self.rows:
+            table.add_row(
+                *(
+                    Text(short[i][cells[i].plain], style=cells[i].style) if i in short else cells[i]
+                    for i in columns
+                ),
+                style=style,
+            )
+        return table
 
 
 def print_ir(stage: str, module: ModuleOp) -> None:
@@ -102,13 +303,7 @@ def placement_stats(comp: Compilation) -> PlacementStats:
 def print_compile_summary(comp: Compilation, files: dict[Path, int | None]) -> None:
     stats = placement_stats(comp)
     arch = comp.arch
-    table = Table(
-        title=f"{Path(comp.source).name} -> {comp.target} on {arch.name}",
-        show_header=False,
-        title_justify="left",
-    )
-    table.add_column(style="bold")
-    table.add_column(justify="right")
+    table = _facts(f"{Path(comp.source).name} -> {comp.target} on {arch.name}")
     table.add_row("analog layers", str(stats.analog_layers))
     table.add_row(
         "tiles used / available",
@@ -121,17 +316,52 @@ def print_compile_summary(comp: Compilation, files: dict[Path, int | None]) -> N
         "digital kernels",
         f"{sum(stats.kernels.values())} on {len(stats.clusters)} of {arch.cluster.count} clusters",
     )
-    console.print(table, highlight=False)
-    kinds = Table("kernel kind", "calls", title="digital kernels", title_justify="left")
+    table.print()
+    kinds = FitTable(Col("kernel kind", fit="name"), Col("calls", "right"), title="digital kernels")
     for kind, n in sorted(stats.kernels.items(), key=lambda kv: (-kv[1], kv[0])):
         kinds.add_row(kind, str(n))
-    console.print(kinds, highlight=False)
+    kinds.print()
     shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in comp.input_shapes.items())
     console.print(f"inputs: {shapes}", highlight=False)
     total = sum(comp.seconds.values())
     console.print(f"compiled in {total:.2f} s", highlight=False)
     for path, size in files.items():
         console.print(f"wrote {path}" + (f" ({_bytes(size)})" if size else ""), highlight=False)
+
+
+def _facts(title: str) -> FitTable:
+    """A two-column table of labelled facts, no header."""
+    return FitTable(
+        Col("", fit="wrap", style="bold"), Col("", "right", fit="wrap"), title=title, header=False
+    )
+
+
+def layer_tiles(comp: Compilation) -> dict[int, list[int]]:
+    """Every analog layer's tiles, keyed by its first tile (the schedule's unit ``tile:i``)."""
+    layers = {}
+    for op in comp.module.walk():
+        if isinstance(op, AccumulateOp):
+            ids = []
+            for partial in op.partials:
+                program = partial.owner.program  # an aimc.mvm reads its tile's aimc.program
+                ids.append(program.tile_id.value.data)
+            layers[ids[0]] = sorted(set(ids))
+    return layers
+
+
+def plot_schedule(comp: Compilation, out: str | Path | IO[bytes]) -> None:
+    """The Gantt chart of the compiled schedule, titled model — target, arch: latency."""
+    from aimcc.cost import plot_gantt
+
+    s = comp.schedule
+    assert s is not None
+    latency = (
+        f"{s.makespan_ns / 1e6:.2f} ms"
+        if s.makespan_ns >= 1e6
+        else (f"{s.makespan_ns / 1e3:.1f} µs")
+    )
+    title = f"{Path(comp.source).stem} — {comp.target}, {comp.arch.name}: {latency}"
+    plot_gantt(s, out, title=title, tiles=layer_tiles(comp))
 
 
 def has_lora(comp: Compilation) -> bool:
@@ -150,14 +380,10 @@ def print_schedule(
         return
     s = timeline
     chunks = sorted(set(s.chunk_per_layer.values()))
-    table = Table(
-        title=f"schedule: {s.strategy} pipeline, {s.clusters_per_tile} cluster(s) per "
-        f"tile, chunks of {'/'.join(map(str, chunks))} tokens",
-        show_header=False,
-        title_justify="left",
+    table = _facts(
+        f"schedule: {s.strategy} pipeline, {s.clusters_per_tile} cluster(s) per "
+        f"tile, chunks of {'/'.join(map(str, chunks))} tokens"
     )
-    table.add_column(style="bold")
-    table.add_column(justify="right")
     table.add_row(f"latency ({s.tokens} tokens)", _ns(s.makespan_ns))
     table.add_row("energy", f"{s.energy_nj / 1e3:.2f} uJ")
     # a layer's tiles work in parallel and are one unit of the schedule
@@ -182,19 +408,18 @@ def print_schedule(
                 f"{s.makespan_ns / baseline.makespan_ns - 1:+.1%} latency, "
                 f"{s.energy_nj / baseline.energy_nj - 1:+.1%} energy",
             )
-    console.print(table, highlight=False)
+    table.print()
     layers = _layer_rows(s)
     shown = sorted(layers, key=lambda r: -max(r[2], r[3]))[:top]
-    rows = Table(
-        "layer",
-        "first stage",
-        "tile",
-        "cluster",
-        "dma",
-        "chunk",
-        "main kernel",
+    rows = FitTable(
+        Col("layer", "right"),
+        Col("first stage", fit="name"),
+        Col("tile", "right"),
+        Col("cluster", "right"),
+        Col("dma", "right"),
+        Col("chunk", "right"),
+        Col("main kernel", fit="name"),
         title=f"busiest layers ({len(shown)} of {len(layers)}, busy time)",
-        title_justify="left",
     )
     for layer, name, tile, cluster, dma, kind in shown:
         rows.add_row(
@@ -206,7 +431,7 @@ def print_schedule(
             str(s.chunk_per_layer.get(layer, "-")),
             kind,
         )
-    console.print(rows, highlight=False)
+    rows.print()
 
 
 def _layer_rows(s: Schedule) -> list[tuple[int, str, float, float, float, str]]:
@@ -243,18 +468,20 @@ def print_outputs(outputs: dict[str, np.ndarray], spec: NoiseSpec, saved: Path |
     title = f"outputs ({spec.model} tiles" + (
         f", t = {spec.t_inference_s:g} s)" if spec.model == "pcm" else ")"
     )
-    table = Table(
-        "name", "shape", "dtype", "mean", "std", "min", "max", title=title, title_justify="left"
+    table = FitTable(
+        Col("name", fit="name"),
+        Col("shape", fit="wrap"),
+        *(Col(s, "right") for s in ("mean", "std", "min", "max")),
+        title=title,
     )
     for name, value in outputs.items():
         v = value.astype(np.float64) if value.size else np.zeros(1)
         table.add_row(
             name,
-            "x".join(map(str, value.shape)),
-            str(value.dtype),
+            f"{'x'.join(map(str, value.shape)) or 'scalar'} {value.dtype}",
             *(f"{x:.4g}" for x in (v.mean(), v.std(), v.min(), v.max())),
         )
-    console.print(table, highlight=False)
+    table.print()
     if saved:
         console.print(f"wrote {saved}", highlight=False)
 

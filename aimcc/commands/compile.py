@@ -13,7 +13,7 @@ from aimcc.backends.aimcb import manifest_path, write_binary
 from aimcc.backends.manifest import EmitStats, emit_riscv
 from aimcc.commands import add_model_options
 from aimcc.compiler import PASS_NAMES, Compilation, compile_model, gc_paused
-from aimcc.cost import plot_gantt, to_chrome_trace
+from aimcc.cost import to_chrome_trace
 from aimcc.frontend.load import parse_input_shapes
 from aimcc.passes.partition import TARGETS
 from aimcc.passes.schedule import PIPELINES, SchedulePass
@@ -128,7 +128,7 @@ def _compile(opts: argparse.Namespace) -> int:
         files[opts.trace] = None
     if timeline is not None and opts.plot:
         with atomic_write(opts.plot) as f:
-            plot_gantt(timeline, f)
+            report.plot_schedule(comp, f)
         files[opts.plot] = None
     if not opts.quiet:
         report.print_compile_summary(comp, files)

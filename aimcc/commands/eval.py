@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from aimcc import report
 from aimcc.atomic import atomic_write
@@ -98,11 +97,18 @@ def main(argv: list[str]) -> int:
 
 
 def print_result(result: EvalResult, title: str) -> None:
-    """One row per drift time, one column per metric, cells mean ± std over the trials."""
-    table = Table("time", title=title, title_justify="left")
-    for metric in result.metrics:
-        table.add_column(f"{metric.output}\n{metric.kind}", justify="right")
+    """Per output one table: a row per drift time, a column per metric, mean ± std over the
+    trials (several outputs side by side would not fit 80 columns)."""
+    outputs = list(dict.fromkeys(m.output for m in result.metrics))
     mean, std = result.mean(), result.std()
-    for label, means, stds in zip(result.times, mean, std, strict=True):
-        table.add_row(label, *(f"{m:.4f} ± {s:.4f}" for m, s in zip(means, stds, strict=True)))
-    report.console.print(table, highlight=False)
+    report.console.print(title, highlight=False)
+    for output in outputs:
+        index = [i for i, m in enumerate(result.metrics) if m.output == output]
+        table = report.FitTable(
+            "time",
+            *(report.Col(result.metrics[i].kind, "right") for i in index),
+            title=f"output {output}",
+        )
+        for label, means, stds in zip(result.times, mean, std, strict=True):
+            table.add_row(label, *(f"{means[i]:.4f} ± {stds[i]:.4f}" for i in index))
+        table.print()

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from aimcc.backends.aimcb import read_binary
 from aimcc.errors import AimccError
+from aimcc.report import Col, FitTable
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,47 +48,68 @@ def _summary(console: Console, path: Path, program: dict[str, Any]) -> None:
         f"{len(program['tiles'])} tiles programmed, {ops['analog']} analog and "
         f"{ops['kernel']} kernel instructions"
     )
-    table = Table(title="inputs and outputs")
-    for column in ("", "name", "shape", "dtype"):
-        table.add_column(column)
+    table = FitTable(
+        "", Col("name", fit="name"), Col("shape", fit="wrap"), "dtype", title="inputs and outputs"
+    )
     for role in ("inputs", "outputs"):
         for io in program[role]:
             table.add_row(role[:-1], io["name"], _shape(io["shape"]), io["dtype"])
-    console.print(table)
+    table.print(console)
 
 
 def _kernel_table(console: Console, manifest: dict[str, Any]) -> None:
-    table = Table(title=f"RISC-V kernels ({manifest['target']}, f32)")
-    for column in ("id", "kind", "shapes", "cluster", "symbol", "calls", "TCDM KiB", "cycles"):
-        table.add_column(column, justify="right" if column in ("id", "cycles") else "left")
-    status = Counter()
+    """One row per RISC-V call of each kernel; why a kernel has no code, and how a call is
+    split to fit the TCDM, go in notes under the table."""
+    tcdm = {
+        c["tcdm_bytes"] // 1024 for k in manifest["kernels"] for c in k["riscv"].get("calls", [])
+    }
+    table = FitTable(
+        Col("id", "right"),
+        Col("kind", fit="name", optional=True),  # the symbol starts with it
+        Col("shapes", fit="wrap"),
+        Col("cluster", "right"),
+        Col("symbol", fit="name"),
+        Col("calls", "right"),
+        Col("KiB", "right"),
+        Col("cycles", "right"),
+        title=f"RISC-V kernels ({manifest['target']}, f32"
+        + (f"; KiB of the {'/'.join(map(str, tcdm))} KiB TCDM)" if tcdm else ")"),
+    )
+    status: Counter[str] = Counter()
+    emitted = 0
     for kernel in manifest["kernels"]:
         riscv = kernel["riscv"]
         status[riscv["status"]] += 1
         shapes = ", ".join(_shape(i["shape"]) for i in kernel["inputs"] if i)
         head = [str(kernel["id"]), kernel["kind"], shapes, str(kernel["cluster"])]
         if riscv["status"] != "code":
+            why = table.note(f"{riscv['status']}: {riscv['reason']}")
             style = "dim" if riscv["status"] == "view" else "yellow"
-            table.add_row(*head, f"[{style}]{riscv['status']}: {riscv['reason']}[/]", "", "", "")
+            what = f"{riscv['status']} ({kernel['kind']}) {why}"
+            table.add_row(*head, what, "", "", "", style=style)
             continue
         for i, call in enumerate(riscv["calls"]):
-            calls = (
-                f"{call['repeat']}x{call['pieces']}" if call["pieces"] > 1 else str(call["repeat"])
-            )
-            use = f"{call['piece_footprint_bytes'] / 1024:.1f}/{call['tcdm_bytes'] // 1024}"
-            if call["pieces"] > 1:
-                use += f" (split of {call['footprint_bytes'] / 1024:.0f})"
+            pieces = call["pieces"]
+            calls = f"{call['repeat']}x{pieces}" if pieces > 1 else str(call["repeat"])
+            use = f"{call['piece_footprint_bytes'] / 1024:.1f}"
+            if pieces > 1:
+                use += " " + table.note(
+                    f"working set of {call['footprint_bytes'] / 1024:.0f} KiB, split into "
+                    f"{pieces} pieces of {call['tokens_per_piece']} tokens"
+                )
             if not call["fits"]:
-                use = f"[red]{use} does not fit[/]"
-            symbol = call["symbol"] + (" [green]*[/]" if "file" in call else "")
+                use += " " + table.note("does not fit the TCDM")
+            emitted += "file" in call
+            symbol = Text(call["symbol"], style="green" if "file" in call else "")
             row = head if i == 0 else ["", "", "", ""]
-            table.add_row(*row, symbol, calls, use, f"{call['est_cycles']:,.0f}")
-    console.print(table)
-    emitted = any("file" in c for k in manifest["kernels"] for c in k["riscv"].get("calls", []))
+            style = None if call["fits"] else "red"
+            table.add_row(*row, symbol, calls, use, f"{call['est_cycles']:,.0f}", style=style)
+    table.print(console)
     console.print(
         f"{status['code']} kernels with RISC-V code, {status['view']} views, "
         f"{status['none']} without code"
-        + (" ([green]*[/] assembly emitted)" if emitted else " (no assembly emitted)")
+        + (f" (assembly emitted for {emitted} calls)" if emitted else " (no assembly emitted)"),
+        highlight=False,
     )
 
 

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from rich.table import Table
 
 from aimcc import report
 from aimcc.atomic import write_npz
@@ -103,18 +102,25 @@ def main(argv: list[str]) -> int:
 
 
 def print_trials(stacked: dict[str, np.ndarray], spec: NoiseSpec, saved: Path | None) -> None:
-    """Each output's statistics per trial, shown as mean ± std over the trials."""
+    """Each output statistic (a row) as its mean and std over the trials."""
     n_trials = next(iter(stacked.values())).shape[0]
     title = f"outputs over {n_trials} programmings (pcm tiles, t = {spec.t_inference_s:g} s)"
-    table = Table("name", "shape", *STATISTICS, title=title, title_justify="left")
+    table = report.FitTable(
+        report.Col("name", fit="name"),
+        "shape",
+        "statistic",
+        report.Col("mean of trials", "right"),
+        report.Col("std of trials", "right"),
+        title=title,
+    )
     for name, values in stacked.items():
         per_trial = values.reshape(n_trials, -1).astype(np.float64)
-        stats = [getattr(np, s)(per_trial, axis=1) for s in STATISTICS]
-        table.add_row(
-            name,
-            "x".join(map(str, values.shape[1:])),
-            *(f"{s.mean():.4g} ± {s.std():.2g}" for s in stats),
-        )
-    report.console.print(table, highlight=False)
+        shape = ["x".join(map(str, values.shape[1:])) or "scalar", str(values.dtype), "", ""]
+        for i, statistic in enumerate(STATISTICS):
+            s = getattr(np, statistic)(per_trial, axis=1)
+            table.add_row(
+                "" if i else name, shape[i], statistic, f"{s.mean():.4g}", f"{s.std():.2g}"
+            )
+    table.print()
     if saved:
         report.console.print(f"wrote {saved}", highlight=False)

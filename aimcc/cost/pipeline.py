@@ -30,8 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import networkx as nx
 
@@ -861,33 +860,3 @@ def to_chrome_trace(schedule: Schedule) -> dict[str, Any]:
         "chunk_per_layer": {str(k): v for k, v in schedule.chunk_per_layer.items()},
     }
     return {"traceEvents": events, "displayTimeUnit": "ns", "otherData": other}
-
-
-def plot_gantt(schedule: Schedule, path: str | Path | IO[bytes]) -> None:
-    """A Gantt chart of the timeline, one row per unit, one colour per kind (Agg, no display)."""
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    units = sorted({s.unit for s in schedule.slots}, key=_unit_order)
-    kinds = sorted({s.kind for s in schedule.slots})
-    palette = colormaps["tab20"]
-    colour = {kind: palette(i % 20) for i, kind in enumerate(kinds)}
-    row = {unit: i for i, unit in enumerate(units)}
-    fig = Figure(figsize=(12, 1.5 + 0.35 * len(units)))
-    ax = fig.add_subplot()
-    for s in schedule.slots:
-        width = (s.end_ns - s.start_ns) / 1e3
-        ax.barh(row[s.unit], width, left=s.start_ns / 1e3, color=colour[s.kind], height=0.8)
-    ax.set_yticks(range(len(units)), units)
-    ax.invert_yaxis()
-    ax.set_xlabel("time (us)")
-    ax.set_title(
-        f"{schedule.strategy}: {schedule.makespan_ns / 1e3:.2f} us, "
-        f"chunks {schedule.chunk_per_layer}, {schedule.clusters_per_tile} cluster(s)/tile"
-    )
-    ax.legend(
-        handles=[Patch(color=colour[k], label=k) for k in kinds], loc="upper right", fontsize=7
-    )
-    fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})
