@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,15 @@ console = Console(highlighter=IRHighlighter(), theme=THEME)
 
 ELLIPSIS = "…"
 NAME_MIN = 12  # a shortened name keeps at least this many characters
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text: str) -> str:
+    """Text from a file, fit for a terminal: control characters (escape sequences, bells)
+    shown as escapes; wrap in ``rich.markup.escape`` too where it joins markup."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(text))
 
 
 def shorten(text: str, width: int) -> str:
@@ -120,7 +130,7 @@ class FitTable:
     def add_row(self, *cells: Cell, style: str | None = None) -> None:
         if len(cells) != len(self.columns):
             raise ValueError(f"{len(cells)} cells for {len(self.columns)} columns")
-        self.rows.append(([c if isinstance(c, Text) else Text(c) for c in cells], style))
+        self.rows.append(([c if isinstance(c, Text) else Text(safe(c)) for c in cells], style))
         self._memo.clear()
 
     def note(self, text: str) -> str:

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from aimcc.backends.aimcb import read_binary
 from aimcc.errors import AimccError
-from aimcc.report import Col, FitTable
+from aimcc.report import Col, FitTable, safe
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,9 +40,12 @@ def _shape(shape: list[int]) -> str:
 def _summary(console: Console, path: Path, program: dict[str, Any]) -> None:
     ops = Counter(ins["op"] for ins in program["instructions"])
     arch = program["arch"]
+    name, source, arch_name = (
+        escape(safe(s)) for s in (path.name, program["source"], arch["name"])
+    )
     console.print(
-        f"[bold]{path.name}[/]: {program['source']} -> target [bold]{program['target']}[/], "
-        f"arch [bold]{arch['name']}[/] ({arch['tile']['rows']}x{arch['tile']['cols']} tiles, "
+        f"[bold]{name}[/]: {source} -> target [bold]{program['target']}[/], "
+        f"arch [bold]{arch_name}[/] ({arch['tile']['rows']}x{arch['tile']['cols']} tiles, "
         f"{arch['cluster']['count']} clusters of {arch['cluster']['tcdm_kib']} KiB TCDM)"
     )
     console.print(
