@@ -188,3 +188,25 @@ def test_mutated_models(tmp_path: Path, name: str, seed: int) -> None:
         elif left:
             failures.append(f"{kind}: left {left} behind")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("shape", ["input_ids=1x100000000", "input_ids=1x1000000000000"])
+def test_oversized_model_refused_under_memory_limit(tmp_path: Path, shape: str) -> None:
+    """Under ``ulimit -v`` a model that declares more than the process may hold is refused with
+    one line (before allocating, or where an allocation fails), never an internal error."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.aimcb"
+    cmd = f'ulimit -v 6000000; exec {sys.executable} -m aimcc.cli "$0" -q -o "$1" --input-shape $2'
+    result = subprocess.run(
+        ["bash", "-c", cmd, str(model_path("bert")), str(out), shape],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("aimcc: error: "), result.stderr
+    assert "GiB" in lines[0] or "out of memory" in lines[0], lines[0]
+    assert not list(tmp_path.iterdir())

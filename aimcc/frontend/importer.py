@@ -110,9 +110,11 @@ def import_graph(
         except AimccError:
             raise
         except Exception as exc:  # an op rejecting its inputs: report it where it happened
+            reason = first_line(exc)
+            if isinstance(exc, MemoryError) or "can't allocate memory" in reason:
+                reason = "out of memory: its result does not fit this machine"
             raise AimccError(
-                f"{where}: {first_line(exc)} (with input shapes {_shapes(input_shapes)}; "
-                "see --input-shape)"
+                f"{where}: {reason} (with input shapes {_shapes(input_shapes)}; see --input-shape)"
             ) from None
         held += sum(out.nbytes for out in outs if isinstance(out, torch.Tensor))
         if held > limit:
