@@ -131,7 +131,11 @@ def load_arch(name_or_path: str = DEFAULT_ARCH, overrides: list[str] | None = No
     elif not path.is_file():
         raise AimccError(f"{path}: architecture file not found")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise AimccError(f"{path}: not a text file (architecture files are UTF-8 TOML)") from None
+    except OSError as exc:
+        raise AimccError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise AimccError(f"{path}: not valid TOML: {exc}") from None
     for item in overrides or []:
