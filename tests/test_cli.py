@@ -122,7 +122,7 @@ def test_run_rejects_wrong_input_shape(tmp_path: Path) -> None:
 
 
 def test_help_explains_every_option(tmp_path: Path) -> None:
-    done = aimcc("--help", cwd=tmp_path)
+    done = aimcc("compile", "--help", cwd=tmp_path)
     assert done.returncode == 0
     for option in (
         "--target",

@@ -549,7 +549,8 @@ def _gather_elements(inputs: Tensors, attrs: Attrs) -> list[torch.Tensor]:
 def _expand(inputs: Tensors, attrs: Attrs) -> list[torch.Tensor]:
     x = inputs[0]
     # ONNX broadcasts both ways (a target dim of 1 keeps the input's dim); torch.expand does not.
-    return [x.expand(torch.broadcast_shapes(x.shape, inputs[1].tolist()))]
+    # numpy's broadcast_shapes: torch's imports sympy (0.5 s) on first use.
+    return [x.expand(np.broadcast_shapes(tuple(x.shape), tuple(inputs[1].tolist())))]
 
 
 @_register("Tile")
