@@ -143,9 +143,9 @@ def trial_progress(enabled: bool, trials: int, labels: list[str]) -> Iterator[Ca
         what = "programming tiles, reading" if index == 0 else "reading"
         return f"trial {trial + 1}/{trials}: {what} at {labels[index]}"
 
-    start = time.perf_counter()
+    start, unknown = time.perf_counter(), "time left after trial 1"
     with progress:
-        task = progress.add_task(describe(0), total=total, eta="time left after trial 1")
+        task = progress.add_task(describe(0), total=total, eta=unknown)
 
         def step() -> None:
             done = int(progress.tasks[0].completed) + 1
@@ -154,10 +154,15 @@ def trial_progress(enabled: bool, trials: int, labels: list[str]) -> Iterator[Ca
                 task,
                 advance=1,
                 description=describe(done) if done < total else "done",
-                eta=f"~{left:.0f} s left" if done >= len(labels) else "time left after trial 1",
+                eta=f"~{_duration(left)} left" if done >= len(labels) else unknown,
             )
 
         yield step
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def print_result(result: EvalResult, title: str) -> None:
