@@ -287,6 +287,19 @@ def test_ir_compile_errors(args: list[str], message: str, tmp_path: Path, capsys
     assert set(tmp_path.iterdir()) == before
 
 
+def test_printing_a_stage_the_ir_is_past_warns(tmp_path: Path, capsys) -> None:
+    model = model_path("lora_layer_128")
+    ir, weights = tmp_path / "p.mlir", tmp_path / "w.npz"
+    argv = ["opt", str(model), "-p", "raise,partition", "--save-weights", str(weights)]
+    assert main([*argv, "-o", str(ir)]) == 0
+    capsys.readouterr()
+    argv = ["compile", str(ir), "--weights", str(weights), "-q", "-o", str(tmp_path / "p.aimcb")]
+    assert main([*argv, "--print-ir-after", "raise", "--print-ir-after", "tile"]) == 0
+    captured = capsys.readouterr()
+    assert "IR after tile" in captured.out and "IR after raise" not in captured.out
+    assert captured.err == "aimcc: warning: --print-ir-after raise: p.mlir was already past raise\n"
+
+
 # -- the binary names its model; eval checks it --------------------------------------------
 
 
@@ -347,6 +360,7 @@ def test_eval_warns_when_the_binary_names_no_model(tmp_path: Path, capsys) -> No
         (["run", "{b}", "--random", "--trials", "2"], "--trials needs --noise pcm"),
         (["eval", "{b}", "--reference", "{m}", "--inputs", "{i}", "--batches", "2"], "--batches"),
         (["opt", "{m}", "--weights", "{i}"], "--weights is for textual IR"),
+        (["inspect", "{b}", "--manifest", "{i}"], "add --kernels"),
     ],
 )
 def test_options_without_effect_are_refused(args: list[str], message: str, tmp_path, capsys):

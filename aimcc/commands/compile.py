@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aimcc.commands import add_model_options, process_seconds, shows_progress, status
+from aimcc.commands import add_model_options, process_seconds, shows_progress, status, warn
 from aimcc.errors import AimccError
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     from aimcc import report
     from aimcc.arch import load_arch
     from aimcc.atomic import atomic_write, write_text
-    from aimcc.compiler import compile_ir, compile_model, read_weights
+    from aimcc.compiler import PASS_NAMES, compile_ir, compile_model, read_weights
     from aimcc.frontend.load import parse_input_shapes
     from aimcc.passes.schedule import SchedulePass
 
@@ -146,9 +146,12 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     wanted = set(opts.print_ir_after)
     scheduler = SchedulePass(pipeline=opts.pipeline, clusters_per_tile=opts.clusters_per_tile)
 
+    printed: set[str] = set()
+
     def after_pass(stage: str, module: object) -> None:
         if opts.print_ir_after_all or stage in wanted:
             report.print_ir(stage, module)
+            printed.add(stage)
 
     def stage(stage: str) -> None:
         update(f"compiling {name}: {stage}")
@@ -168,6 +171,8 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
         comp = compile_model(
             opts.model, opts.target or "hybrid", arch, shapes, printing, scheduler, stage
         )
+    for stage_name in sorted(wanted - printed, key=PASS_NAMES.index):
+        warn(f"--print-ir-after {stage_name}: {name} was already past {stage_name}")
     output = opts.output or Path(Path(opts.model).stem + ".aimcb")
     emitted = None
     if opts.emit_riscv:
@@ -178,6 +183,8 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     update(f"compiling {name}: writing {output}")
     files = write_outputs(comp, output, emitted)
     timeline = comp.schedule
+    if timeline is None and (opts.trace or opts.plot):
+        warn(f"{name} has nothing to schedule: no --trace or --plot written")
     if timeline is not None and opts.trace:
         from aimcc.cost import to_chrome_trace
 
