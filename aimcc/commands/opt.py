@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aimcc.commands import add_model_options
+from aimcc.commands import add_model_options, shows_progress, status
 from aimcc.errors import AimccError, first_line
 
 if TYPE_CHECKING:
@@ -93,26 +93,29 @@ def main(argv: list[str]) -> int:
 
     arch = load_arch(opts.arch, opts.overrides)
     passes = parse_passes(opts.passes)  # bad options fail before any work
-    if opts.input.suffix == ".onnx":
-        if opts.weights:
-            raise AimccError("--weights is for textual IR: an ONNX model carries its weights")
-        module, weights, _ = import_onnx(opts.input, parse_input_shapes(opts.input_shape))
-    else:
-        if opts.input_shape:
-            raise AimccError(
-                "--input-shape applies when importing ONNX: textual IR has static shapes"
-            )
-        weights = read_weights(opts.weights) if opts.weights else WeightStore()
-        module = read_ir(opts.input, weights, arch)
-    ctx = make_context(weights, arch)
-    from xdsl.utils.exceptions import VerifyException
+    if opts.input.suffix == ".onnx" and opts.weights:
+        raise AimccError("--weights is for textual IR: an ONNX model carries its weights")
+    if opts.input.suffix != ".onnx" and opts.input_shape:
+        raise AimccError("--input-shape applies when importing ONNX: textual IR has static shapes")
+    with status(shows_progress()) as update:  # ends before the IR is printed
+        update(f"reading {opts.input.name}")
+        if opts.input.suffix == ".onnx":
+            module, weights, _ = import_onnx(opts.input, parse_input_shapes(opts.input_shape))
+        else:
+            weights = read_weights(opts.weights) if opts.weights else WeightStore()
+            module = read_ir(opts.input, weights, arch)
+        ctx = make_context(weights, arch)
+        from xdsl.utils.exceptions import VerifyException
 
-    for p in passes:
-        p.apply(ctx, module)
-        try:
-            module.verify()
-        except VerifyException as exc:
-            raise AimccError(f"IR after '{p.name}' does not verify: {first_line(exc)}") from None
+        for p in passes:
+            update(f"{opts.input.name}: {p.name}")
+            p.apply(ctx, module)
+            try:
+                module.verify()
+            except VerifyException as exc:
+                raise AimccError(
+                    f"IR after '{p.name}' does not verify: {first_line(exc)}"
+                ) from None
     weights.retain(referenced_keys(module))
     text = str(module) + "\n"
     if opts.output:
