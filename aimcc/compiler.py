@@ -8,12 +8,13 @@ import gc
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr
+from xdsl.ir import Attribute
 from xdsl.parser import Parser
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import ParseError, VerifyException
@@ -91,7 +92,6 @@ def import_onnx(
 
     seconds = {} if seconds is None else seconds
     with ThreadPoolExecutor(1) as pool:
-        digest: Future[str] | None = None
         if stage:
             stage("load")
         start = time.perf_counter()
@@ -228,28 +228,34 @@ def compile_ir(
                 f"--target {target} has no effect: {path} is already partitioned "
                 f"(for {ir_target(module)}); give the IR from before partition"
             )
+        if done == "schedule":  # scheduled again: the binary needs the full result
+            done = "place"
+        if PASS_NAMES.index(done) >= PASS_NAMES.index("partition"):
+            target = ir_target(module)
         target = target or "hybrid"
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()
         passes = pipeline(target, schedule)
         remaining = [p for p in passes if PASS_NAMES.index(p.name) > PASS_NAMES.index(done)]
-        if done == "schedule":
-            remaining = passes[-1:]
-        if PASS_NAMES.index(done) >= PASS_NAMES.index("partition"):
-            target = ir_target(module)
         main = next((op for op in module.walk() if isinstance(op, func.FuncOp)), None)
         if main is None:
             raise AimccError(f"{path}: no function in the IR")
-        names = [d.data[NAME_ATTR].data for d in main.arg_attrs.data] if main.arg_attrs else []
+        args = main.body.block.args
+        attrs = main.arg_attrs.data if main.arg_attrs else [None] * len(args)
         shapes = {
-            name: tuple(arg.type.get_shape())
-            for name, arg in zip(names, main.body.block.args, strict=False)
+            _arg_name(attr, i): tuple(arg.type.get_shape())
+            for i, (arg, attr) in enumerate(zip(args, attrs, strict=True))
         }
         source_attr = module.attributes.get(SOURCE_ATTR)
         source = source_attr.data if isinstance(source_attr, StringAttr) else str(path)
         return _finish(
             module, ctx, remaining, done, target, source, shapes, seconds, after_pass, stage
         )
+
+
+def _arg_name(attrs: Attribute | None, index: int) -> str:
+    name = attrs.data.get(NAME_ATTR) if isinstance(attrs, DictionaryAttr) else None
+    return name.data if isinstance(name, StringAttr) else f"arg{index}"
 
 
 def _finish(
