@@ -1,10 +1,8 @@
 """The ``aimcc`` command line: compile by default, or a subcommand.
 
-aimcc model.onnx --target hybrid             compile: model.aimcb + model.kernels.json
-aimcc run model.aimcb --inputs inputs.npz    execute in the simulated runtime
-aimcc inspect model.aimcb --kernels          program summary and the RISC-V kernel table
-aimcc eval model.aimcb --reference m.onnx   accuracy on PCM tiles over drift time
-aimcc opt in.mlir -p raise,partition         run passes on textual IR (for pass authors)
+Only this module and the chosen command's module are imported before the command runs, and
+each command imports its heavy dependencies (torch, onnx, xDSL) inside ``main``: ``aimcc
+--help`` and ``aimcc --version`` start as fast as Python does.
 """
 
 from __future__ import annotations
@@ -14,15 +12,54 @@ import os
 import sys
 from collections.abc import Sequence
 
+from aimcc import __version__
 from aimcc.errors import AimccError, first_line
 
-# subcommand -> module in aimcc.commands; anything else is a model to compile
-SUBCOMMANDS = {"run": "run", "inspect": "inspect", "eval": "eval", "opt": "opt"}
+# command -> one line of help; each is the module aimcc.commands.<command>
+COMMANDS = {
+    "compile": "ONNX model or IR from 'opt' -> binary + manifest (the default)",
+    "run": "execute a binary in the simulated runtime (ideal, quant, PCM tiles)",
+    "eval": "accuracy of a binary on PCM tiles over drift time vs its ONNX model",
+    "inspect": "what a binary holds; with --kernels, its RISC-V kernels",
+    "opt": "run passes on IR or an imported model, print the IR (pass authors)",
+}
+
+USAGE = "usage: aimcc [compile] MODEL.onnx [options]\n       aimcc COMMAND [options]"
+
+
+def top_help() -> str:
+    width = max(map(len, (*COMMANDS, "-h, --help")))
+    lines = [
+        USAGE,
+        "",
+        "Compile ONNX transformers onto analog in-memory-computing tiles and RISC-V clusters,",
+        "and run the binaries in a simulated runtime.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()),
+        "",
+        "options:",
+        f"  {'-h, --help':<{width}}  show this help; 'aimcc COMMAND --help' shows a command's",
+        f"  {'':<{width}}  options (the compiler's: 'aimcc compile --help')",
+        f"  {'--version':<{width}}  print aimcc's version",
+        "",
+        "example: aimcc examples/models/bert.onnx && aimcc run bert.aimcb --random",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    name = SUBCOMMANDS[args.pop(0)] if args and args[0] in SUBCOMMANDS else "compile"
+    if not args:
+        sys.stderr.write(top_help())
+        return 2
+    if args[0] in ("-h", "--help"):
+        sys.stdout.write(top_help())
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(f"aimcc {__version__}")
+        return 0
+    name = args.pop(0) if args[0] in COMMANDS else "compile"
     try:
         return importlib.import_module(f"aimcc.commands.{name}").main(args)
     except AimccError as exc:

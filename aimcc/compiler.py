@@ -1,34 +1,43 @@
-"""The driver: ONNX file -> frontend -> passes -> a compiled module with its weights."""
+"""The driver: ONNX file (or textual IR at any stage) -> frontend -> passes -> a compiled
+module with its weights."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
 import time
+import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects import func
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr
+from xdsl.ir import Attribute
+from xdsl.parser import Parser
 from xdsl.passes import ModulePass
-from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.exceptions import ParseError, VerifyException
 
 from aimcc.arch import Arch, load_arch
 from aimcc.cost import Schedule
 from aimcc.errors import AimccError, first_line
-from aimcc.frontend.importer import import_graph
-from aimcc.frontend.load import fix_input_shapes, load_onnx
 from aimcc.ir import CompileContext, make_context
+from aimcc.ir.aimc import MatmulOp, ProgramOp
 from aimcc.ir.digital import KernelOp
-from aimcc.ir.graph import NodeOp, TensorRefAttr, WeightOp
+from aimcc.ir.graph import NAME_ATTR, NodeOp, TensorRefAttr, WeightOp
+from aimcc.ir.weights import WeightStore
 from aimcc.passes import PASSES
-from aimcc.passes.partition import PartitionPass
+from aimcc.passes.partition import TARGET_ATTR, PartitionPass
 from aimcc.passes.place import PlacePass
 from aimcc.passes.raise_transformer import RaiseTransformerPass
-from aimcc.passes.schedule import SchedulePass
+from aimcc.passes.schedule import SCHEDULE_ATTR, SchedulePass
 from aimcc.passes.tile import TilePass
 
 PASS_NAMES = ("import", *PASSES)
+SOURCE_ATTR = "aimc.source"  # module attribute: the ONNX file's name, kept through textual IR
+SOURCE_SHA256_ATTR = "aimc.source_sha256"  # and the sha256 of its bytes (eval checks it)
+Stage = Callable[[str], None]
 
 
 def pipeline(target: str, schedule: SchedulePass | None = None) -> list[ModulePass]:
@@ -62,6 +71,44 @@ class Compilation:
         """The schedule the schedule pass found (None when it did not run)."""
         return self.ctx.schedule
 
+    @property
+    def source_sha256(self) -> str | None:
+        """sha256 of the ONNX file compiled (None for IR that does not record it)."""
+        attr = self.module.attributes.get(SOURCE_SHA256_ATTR)
+        return attr.data if isinstance(attr, StringAttr) else None
+
+
+def import_onnx(
+    path: str | Path,
+    input_shapes: dict[str, tuple[int, ...]],
+    seconds: dict[str, float] | None = None,
+    stage: Stage | None = None,
+) -> tuple[ModuleOp, WeightStore, dict[str, tuple[int, ...]]]:
+    """Load and import an ONNX file; the module records the file's name and sha256 (hashed on
+    a second thread meanwhile), so a binary made from it, directly or through textual IR,
+    names the model it was compiled from."""
+    from aimcc.frontend.importer import import_graph  # torch: only when a model is imported
+    from aimcc.frontend.load import file_sha256, fix_input_shapes, load_onnx
+
+    seconds = {} if seconds is None else seconds
+    with ThreadPoolExecutor(1) as pool:
+        if stage:
+            stage("load")
+        start = time.perf_counter()
+        model = load_onnx(path)  # checks the path first
+        digest = pool.submit(file_sha256, path)
+        shapes = fix_input_shapes(model, input_shapes)
+        seconds["load"] = time.perf_counter() - start
+        if stage:
+            stage("import")
+        start = time.perf_counter()
+        module, weights = import_graph(model, shapes)
+        del model
+        module.attributes[SOURCE_ATTR] = StringAttr(Path(path).name)
+        module.attributes[SOURCE_SHA256_ATTR] = StringAttr(digest.result())
+        seconds["import"] = time.perf_counter() - start
+    return module, weights, shapes
+
 
 def compile_model(
     path: str | Path,
@@ -70,40 +117,182 @@ def compile_model(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     after_pass: Callable[[str, ModuleOp], None] | None = None,
     schedule: SchedulePass | None = None,
+    stage: Stage | None = None,
 ) -> Compilation:
-    """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage.
+    """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage,
+    ``stage(name)`` is told when each begins (for progress).
 
     The weights of the result are views of the mapped ONNX file: do not overwrite the file in
     place (``onnx.save`` to the same path) while the Compilation is still to be written."""
     with gc_paused():
         seconds: dict[str, float] = {}
-        start = time.perf_counter()
-        model = load_onnx(path)
-        shapes = fix_input_shapes(model, input_shapes or {})
-        seconds["load"] = time.perf_counter() - start
-        start = time.perf_counter()
-        module, weights = import_graph(model, shapes)
-        del model
+        module, weights, shapes = import_onnx(path, input_shapes or {}, seconds, stage)
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()  # for the binary, while the passes run
-        seconds["import"] = time.perf_counter() - start
+        passes = pipeline(target, schedule)
+        return _finish(
+            module, ctx, passes, "import", target, str(path), shapes, seconds, after_pass, stage
+        )
+
+
+def read_ir(path: Path, weights: WeightStore, arch: Arch) -> ModuleOp:
+    """Parse and verify textual IR whose weights (referenced by key) are in ``weights``."""
+    if not path.is_file():
+        raise AimccError(f"{path}: no such file")
+    try:
+        module = Parser(make_context(weights, arch), path.read_text(), str(path)).parse_module()
+        module.verify()
+    except ParseError as exc:
+        raise AimccError(f"{first_line(exc)}: {exc.msg}") from None
+    except VerifyException as exc:
+        raise AimccError(f"{path}: IR does not verify: {first_line(exc)}") from None
+    except UnicodeDecodeError:
+        raise AimccError(f"{path}: not textual IR (not UTF-8 text)") from None
+    missing = sorted(referenced_keys(module) - set(weights))
+    if missing:
+        raise AimccError(
+            f"{path}: weight '{missing[0]}' is not in the weight store ({len(missing)} "
+            "missing): pass --weights FILE.npz (written by 'aimcc opt --save-weights')"
+        )
+    return module
+
+
+def read_weights(path: Path) -> WeightStore:
+    """A weight store saved by ``aimcc opt --save-weights`` (.npz, one array per key)."""
+    import numpy as np
+
+    if not path.is_file():
+        raise AimccError(f"{path}: no such file")
+    store = WeightStore()
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                store.add(key, data[key])
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise AimccError(f"{path}: not a readable .npz weight store ({first_line(exc)})") from None
+    return store
+
+
+def ir_stage(module: ModuleOp) -> str:
+    """The last stage textual IR has been through (a name in PASS_NAMES), from what it holds:
+    nn ops or ONNX nodes beside aimc/digital ops mean raise ran but not partition; analog
+    matmuls mean partition but not tile; unplaced tiles or kernels, tile but not place; the
+    schedule attribute, schedule."""
+    dialects = {op.name.split(".")[0] for op in module.walk()}
+    if not dialects & {"nn", "aimc", "digital"}:
+        return "import"
+    if "nn" in dialects or any(isinstance(op, NodeOp) for op in module.walk()):
+        return "raise"
+    if any(isinstance(op, MatmulOp) for op in module.walk()):
+        return "partition"
+    if any(
+        (isinstance(op, ProgramOp) and op.tile_id is None)
+        or (isinstance(op, KernelOp) and op.cluster is None)
+        for op in module.walk()
+    ):
+        return "tile"
+    return "place" if SCHEDULE_ATTR not in module.attributes else "schedule"
+
+
+def ir_target(module: ModuleOp) -> str:
+    """The target partitioned IR was compiled for (recorded by partition; else inferred)."""
+    attr = module.attributes.get(TARGET_ATTR)
+    if isinstance(attr, StringAttr):
+        return attr.data
+    analog = any(isinstance(op, ProgramOp | MatmulOp) for op in module.walk())
+    return "hybrid" if analog else "digital"
+
+
+def compile_ir(
+    path: Path,
+    weights: WeightStore,
+    target: str | None = None,
+    arch: Arch | None = None,
+    after_pass: Callable[[str, ModuleOp], None] | None = None,
+    schedule: SchedulePass | None = None,
+    stage: Stage | None = None,
+) -> Compilation:
+    """Finish compiling textual IR at any stage (``aimcc opt`` output): run the passes it has
+    not been through. The schedule pass always runs (the binary needs its full result).
+    ``target`` (default hybrid) applies only when partition is still to run."""
+    with gc_paused():
+        seconds: dict[str, float] = {}
+        if stage:
+            stage("load")
         start = time.perf_counter()
-        _verify(module, "import")
-        checking = time.perf_counter() - start
+        module = read_ir(path, weights, arch or load_arch())
+        seconds["load"] = time.perf_counter() - start
+        done = ir_stage(module)
+        if target is not None and PASS_NAMES.index(done) >= PASS_NAMES.index("partition"):
+            raise AimccError(
+                f"--target {target} has no effect: {path} is already partitioned "
+                f"(for {ir_target(module)}); give the IR from before partition"
+            )
+        if done == "schedule":  # scheduled again: the binary needs the full result
+            done = "place"
+        if PASS_NAMES.index(done) >= PASS_NAMES.index("partition"):
+            target = ir_target(module)
+        target = target or "hybrid"
+        ctx = make_context(weights, arch or load_arch())
+        weights.hash_in_background()
+        passes = pipeline(target, schedule)
+        remaining = [p for p in passes if PASS_NAMES.index(p.name) > PASS_NAMES.index(done)]
+        main = next((op for op in module.walk() if isinstance(op, func.FuncOp)), None)
+        if main is None:
+            raise AimccError(f"{path}: no function in the IR")
+        args = main.body.block.args
+        attrs = main.arg_attrs.data if main.arg_attrs else [None] * len(args)
+        shapes = {
+            _arg_name(attr, i): tuple(arg.type.get_shape())
+            for i, (arg, attr) in enumerate(zip(args, attrs, strict=True))
+        }
+        source_attr = module.attributes.get(SOURCE_ATTR)
+        source = source_attr.data if isinstance(source_attr, StringAttr) else str(path)
+        return _finish(
+            module, ctx, remaining, done, target, source, shapes, seconds, after_pass, stage
+        )
+
+
+def _arg_name(attrs: Attribute | None, index: int) -> str:
+    name = attrs.data.get(NAME_ATTR) if isinstance(attrs, DictionaryAttr) else None
+    return name.data if isinstance(name, StringAttr) else f"arg{index}"
+
+
+def _finish(
+    module: ModuleOp,
+    ctx: CompileContext,
+    passes: list[ModulePass],
+    done: str,
+    target: str,
+    source: str,
+    shapes: dict[str, tuple[int, ...]],
+    seconds: dict[str, float],
+    after_pass: Callable[[str, ModuleOp], None] | None,
+    stage: Stage | None,
+) -> Compilation:
+    """Run ``passes`` on a module that has been through ``done``; verify; keep only the
+    weights the final IR refers to."""
+    start = time.perf_counter()
+    _verify(module, done)
+    checking = time.perf_counter() - start
+    if after_pass:
+        after_pass(done, module)
+    for p in passes:
+        if stage:
+            stage(p.name)
+        start = time.perf_counter()
+        p.apply(ctx, module)
+        seconds[p.name] = time.perf_counter() - start
         if after_pass:
-            after_pass("import", module)
-        for p in pipeline(target, schedule):
-            start = time.perf_counter()
-            p.apply(ctx, module)
-            seconds[p.name] = time.perf_counter() - start
-            if after_pass:
-                _verify(module, p.name)
-                after_pass(p.name, module)
-        start = time.perf_counter()
-        _verify(module, PASS_NAMES[-1])
-        ctx.weights.retain(referenced_keys(module))
-        seconds["verify"] = checking + time.perf_counter() - start  # after import and at the end
-        return Compilation(module, ctx, target, str(path), shapes, seconds)
+            _verify(module, p.name)
+            after_pass(p.name, module)
+    if stage:
+        stage("verify")
+    start = time.perf_counter()
+    _verify(module, PASS_NAMES[-1])
+    ctx.weights.retain(referenced_keys(module))
+    seconds["verify"] = checking + time.perf_counter() - start  # after import and at the end
+    return Compilation(module, ctx, target, source, shapes, seconds)
 
 
 @contextlib.contextmanager

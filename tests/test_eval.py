@@ -17,6 +17,7 @@ from aimcc.backends.aimcb import write_binary
 from aimcc.cli import main
 from aimcc.commands import random_inputs
 from aimcc.compiler import compile_model
+from aimcc.errors import AimccError
 from aimcc.evaluate import Metric, evaluate, is_embedding, reference_outputs, score
 from aimcc.runtime import load
 from aimcc.runtime.analog import NoiseSpec
@@ -130,7 +131,11 @@ def test_eval_cli_errors(bert_binary: Path, tmp_path: Path, capsys: pytest.Captu
     assert "reference model not found" in capsys.readouterr().err
     gpt2 = str(model_path("gpt2"))  # inputs: input_ids, attention_mask (no token_type_ids)
     assert main(["eval", str(bert_binary), "--reference", gpt2, "--trials", "1"]) == 1
-    assert "do not match the binary's" in capsys.readouterr().err
+    assert "not the model" in capsys.readouterr().err  # the binary records bert's sha256
+    exe = load(bert_binary)  # a binary that records no hash: the interfaces are compared
+    exe.program["source_sha256"] = None
+    with pytest.raises(AimccError, match="do not match the binary's"):
+        reference_outputs(Path(gpt2), exe, [random_inputs(exe, 0)])
     assert main(["eval", str(bert_binary), "--reference", gpt2, "--times", "1x"]) == 1
     assert "bad time" in capsys.readouterr().err
 

@@ -110,6 +110,7 @@ def lower_program(comp: Compilation) -> dict[str, Any]:
     return {
         "target": comp.target,
         "source": Path(comp.source).name,
+        "source_sha256": comp.source_sha256,
         "arch": comp.arch.to_dict(),
         "inputs": inputs,
         "outputs": outputs,

@@ -26,7 +26,7 @@ from xdsl.dialects.builtin import ArrayAttr, FloatAttr, IntegerAttr
 from xdsl.ir import Operation, SSAValue
 
 from aimcc.atomic import write_text
-from aimcc.backends.riscv import KernelSignature, generate_kernels, kernel_args, tcdm_bytes
+from aimcc.backends.signatures import KernelSignature, kernel_args, tcdm_bytes
 from aimcc.cost.model import Stage, cluster_cycles
 from aimcc.errors import AimccError
 from aimcc.ir.aimc import AccumulateOp
@@ -457,6 +457,8 @@ def emit_riscv(comp: Compilation, out_dir: str | Path) -> EmitStats:
     gc_was_enabled = gc.isenabled()
     gc.disable()  # xDSL passes allocate many small objects (DESIGN.md: collection costs 2-4x)
     try:
+        from aimcc.backends.riscv import generate_kernels  # xDSL's RISC-V dialects
+
         kernels = generate_kernels(riscv_signatures(comp))
     finally:
         if gc_was_enabled:

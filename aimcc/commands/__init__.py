@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
+import sys
+import time
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from aimcc.arch import DEFAULT_ARCH, preset_names
 from aimcc.errors import AimccError, first_line
-from aimcc.runtime import Executable
+
+if TYPE_CHECKING:  # numpy and the runtime (torch) are imported where used: --help stays fast
+    import numpy as np
+
+    from aimcc.runtime import Executable
+
+_IMPORTED = time.perf_counter()
 
 TIME_UNITS = {
     "s": 1.0,
@@ -37,6 +47,8 @@ def parse_time(text: str) -> float:
 
 def random_inputs(exe: Executable, seed: int) -> dict[str, np.ndarray]:
     """Random feeds: ids below the size of the table they index, masks of ones, floats normal."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     bounds = exe.index_bounds()
     feeds = {}
@@ -52,6 +64,8 @@ def random_inputs(exe: Executable, seed: int) -> dict[str, np.ndarray]:
 
 
 def read_npz(path: Path) -> dict:
+    import numpy as np
+
     if not path.is_file():
         raise AimccError(f"{path}: no such file")
     try:
@@ -59,6 +73,40 @@ def read_npz(path: Path) -> dict:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise AimccError(f"{path}: not a readable .npz file ({first_line(exc)})") from None
+
+
+def warn(message: str) -> None:
+    """One line on stderr for an option that is accepted but has no effect."""
+    print(f"aimcc: warning: {message}", file=sys.stderr)
+
+
+def process_seconds() -> float:
+    """Wall time since this process started (from /proc on Linux; elsewhere since the commands
+    were imported), so reported times include start-up, as a user's stopwatch does."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+def shows_progress(quiet: bool = False) -> bool:
+    """Progress goes to stderr only for a person watching: a terminal, and not --quiet."""
+    return not quiet and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def status(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A spinner line on stderr naming what runs now (``update(text)``), cleared at the end;
+    a no-op when disabled, so piped output carries no progress noise."""
+    if not enabled:
+        yield lambda text: None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("starting") as live:
+        yield lambda text: live.update(text)
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

@@ -4,33 +4,43 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aimcc import report
-from aimcc.arch import load_arch
-from aimcc.atomic import atomic_write, write_text
-from aimcc.backends.aimcb import manifest_path, write_binary
-from aimcc.backends.manifest import EmitStats, emit_riscv
-from aimcc.commands import add_model_options
-from aimcc.compiler import PASS_NAMES, Compilation, compile_model, gc_paused
-from aimcc.cost import to_chrome_trace
-from aimcc.frontend.load import parse_input_shapes
-from aimcc.passes.partition import TARGETS
-from aimcc.passes.schedule import PIPELINES, SchedulePass
+from aimcc.commands import add_model_options, process_seconds, shows_progress, status, warn
+from aimcc.errors import AimccError
+
+if TYPE_CHECKING:
+    from aimcc.backends.manifest import EmitStats
+    from aimcc.compiler import Compilation
 
 
 def parser() -> argparse.ArgumentParser:
+    from aimcc.compiler import PASS_NAMES
+    from aimcc.passes.partition import TARGETS
+    from aimcc.passes.schedule import PIPELINES
+
     p = argparse.ArgumentParser(
-        prog="aimcc",
+        prog="aimcc [compile]",
         description="Compile an ONNX transformer onto analog in-memory-computing tiles and "
-        "RISC-V clusters. Other commands: 'aimcc run BINARY' executes a compiled binary "
-        "(see 'aimcc run --help').",
+        "RISC-V clusters, or finish compiling textual IR from 'aimcc opt' (any stage). "
+        "Other commands: 'aimcc --help'.",
     )
-    p.add_argument("model", help="the ONNX model to compile (external data files are read too)")
+    p.add_argument(
+        "model",
+        help="the ONNX model to compile (external data files are read too), or textual IR "
+        "(.mlir, from 'aimcc opt') with its --weights",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        metavar="W.npz",
+        help="textual IR only: the weight store it refers to ('aimcc opt --save-weights')",
+    )
     p.add_argument(
         "--target",
         choices=TARGETS,
-        default="hybrid",
         help="hybrid: static linears on analog tiles, LoRA/attention/norms digital "
         "(default); aimc: LoRA merged into the analog weights (fully-analog "
         "baseline); digital: everything on the RISC-V clusters",
@@ -82,14 +92,18 @@ def parser() -> argparse.ArgumentParser:
         help="write the schedule as Chrome trace-event JSON (open in ui.perfetto.dev)",
     )
     p.add_argument("--plot", type=Path, metavar="OUT.png", help="write the schedule's Gantt chart")
-    p.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    p.add_argument("-q", "--quiet", action="store_true", help="print no summary and no progress")
     return p
 
 
 def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
-    with gc_paused():
-        return _compile(opts)
+    with status(shows_progress(opts.quiet)) as update:
+        update(f"compiling {Path(opts.model).name}: starting")
+        from aimcc.compiler import gc_paused
+
+        with gc_paused():
+            return _compile(opts, update)
 
 
 def write_outputs(
@@ -97,43 +111,91 @@ def write_outputs(
 ) -> dict[Path, int | None]:
     """Write the binary and, beside it, the kernel manifest (one path with Python's
     write_binary); returns the files (and the binary's size)."""
+    from aimcc.backends.aimcb import manifest_path, write_binary
+
     size = write_binary(comp, output, emitted=emitted)
     return {output: size, manifest_path(output): None}
 
 
-def _compile(opts: argparse.Namespace) -> int:
+def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
+    from aimcc import report
+    from aimcc.arch import load_arch
+    from aimcc.atomic import atomic_write, write_text
+    from aimcc.compiler import PASS_NAMES, compile_ir, compile_model, read_weights
+    from aimcc.frontend.load import parse_input_shapes
+    from aimcc.passes.schedule import SchedulePass
+
+    name = Path(opts.model).name
     arch = load_arch(opts.arch, opts.overrides)
+    is_ir = Path(opts.model).suffix != ".onnx"
+    if is_ir and opts.input_shape:
+        raise AimccError("--input-shape applies to ONNX models: textual IR has static shapes")
+    if is_ir and opts.weights is None:
+        raise AimccError(
+            f"{opts.model}: textual IR needs --weights W.npz (written by 'aimcc opt "
+            "--save-weights'); ONNX models end in .onnx"
+        )
+    if not is_ir and opts.weights is not None:
+        raise AimccError("--weights is for textual IR: an ONNX model carries its weights")
     shapes = parse_input_shapes(opts.input_shape)
     wanted = set(opts.print_ir_after)
     scheduler = SchedulePass(pipeline=opts.pipeline, clusters_per_tile=opts.clusters_per_tile)
 
-    def after_pass(name: str, module: object) -> None:
-        if opts.print_ir_after_all or name in wanted:
-            report.print_ir(name, module)
+    printed: set[str] = set()
 
-    comp = compile_model(
-        opts.model,
-        opts.target,
-        arch,
-        shapes,
-        after_pass if (wanted or opts.print_ir_after_all) else None,
-        scheduler,
-    )
+    def after_pass(stage: str, module: object) -> None:
+        if opts.print_ir_after_all or stage in wanted:
+            report.print_ir(stage, module)
+            printed.add(stage)
+
+    def stage(stage: str) -> None:
+        update(f"compiling {name}: {stage}")
+
+    printing = after_pass if (wanted or opts.print_ir_after_all) else None
+    if is_ir:
+        comp = compile_ir(
+            Path(opts.model),
+            read_weights(opts.weights),
+            opts.target,
+            arch,
+            printing,
+            scheduler,
+            stage,
+        )
+    else:
+        comp = compile_model(
+            opts.model, opts.target or "hybrid", arch, shapes, printing, scheduler, stage
+        )
+    for stage_name in sorted(wanted - printed, key=PASS_NAMES.index):
+        warn(f"--print-ir-after {stage_name}: {name} was already past {stage_name}")
     output = opts.output or Path(Path(opts.model).stem + ".aimcb")
-    emitted = emit_riscv(comp, opts.emit_riscv) if opts.emit_riscv else None
+    emitted = None
+    if opts.emit_riscv:
+        from aimcc.backends.manifest import emit_riscv
+
+        update(f"compiling {name}: RISC-V assembly into {opts.emit_riscv}")
+        emitted = emit_riscv(comp, opts.emit_riscv)
+    update(f"compiling {name}: writing {output}")
     files = write_outputs(comp, output, emitted)
     timeline = comp.schedule
+    if timeline is None and (opts.trace or opts.plot):
+        warn(f"{name} has nothing to schedule: no --trace or --plot written")
     if timeline is not None and opts.trace:
+        from aimcc.cost import to_chrome_trace
+
         write_text(opts.trace, json.dumps(to_chrome_trace(timeline), sort_keys=True))
         files[opts.trace] = None
     if timeline is not None and opts.plot:
+        update(f"compiling {name}: plotting the schedule")
         with atomic_write(opts.plot) as f:
             report.plot_schedule(comp, f)
         files[opts.plot] = None
     if not opts.quiet:
-        report.print_compile_summary(comp, files)
+        update("")
+        report.print_compile_summary(comp, files, process_seconds())
         baseline = None
-        if comp.target == "hybrid" and report.has_lora(comp):  # the fully analog reference
+        if comp.target == "hybrid" and report.has_lora(comp) and not is_ir:
+            update(f"compiling {name} for the fully analog baseline (aimc)")
             merged = compile_model(opts.model, "aimc", arch, shapes, schedule=scheduler)
             baseline = merged.schedule
         report.print_schedule(comp, timeline, baseline)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from aimcc import report
 from aimcc.atomic import atomic_write
-from aimcc.commands import parse_time, random_inputs, read_npz
+from aimcc.commands import parse_time, random_inputs, read_npz, shows_progress, status, warn
 from aimcc.errors import AimccError
 from aimcc.evaluate import DRIFT_TIMES, EvalResult, evaluate, plot, reference_outputs
-from aimcc.runtime import load
+from aimcc.frontend.load import file_sha256
+from aimcc.runtime import Executable, load
 from aimcc.runtime.analog import COMPENSATIONS
 
 
@@ -25,7 +27,12 @@ def parser() -> argparse.ArgumentParser:
         "outputs the mean per-sentence cosine. Prints mean ± std over the trials.",
     )
     p.add_argument("binary", type=Path, help="the .aimcb file")
-    p.add_argument("--reference", type=Path, required=True, help="the fp32 ONNX model")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="the fp32 ONNX model the binary was compiled from (checked by its sha256)",
+    )
     p.add_argument("--trials", type=int, default=10, metavar="N", help="programmings (default 10)")
     p.add_argument(
         "--times",
@@ -42,9 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batches",
         type=int,
-        default=4,
         metavar="N",
-        help="number of different random input batches (default 4)",
+        help="number of different random input batches (default 4; not with --inputs)",
     )
     p.add_argument(
         "--compensation",
@@ -58,25 +64,23 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
+    if opts.inputs and opts.batches is not None:
+        raise AimccError("--batches is for random inputs: --inputs gives the one batch")
+    opts.batches = 4 if opts.batches is None else opts.batches
     if opts.trials < 1 or opts.batches < 1:
         raise AimccError("--trials and --batches must be at least 1")
     times = [(label.strip(), parse_time(label)) for label in opts.times.split(",")]
-    exe = load(opts.binary)
-    if opts.inputs:
-        batches = [read_npz(opts.inputs)]
-    else:
-        batches = [random_inputs(exe, opts.seed + i) for i in range(opts.batches)]
-    reference = reference_outputs(opts.reference, exe, batches)
-    progress = Progress(
-        TextColumn("programming and reading tiles"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=report.console,
-        transient=True,
-    )
-    with progress:
-        task = progress.add_task("eval", total=opts.trials * len(times))
+    with status(shows_progress()) as update:
+        update(f"loading {opts.binary.name}")
+        exe = load(opts.binary)
+        check_reference(opts.reference, exe)
+        if opts.inputs:
+            batches = [read_npz(opts.inputs)]
+        else:
+            batches = [random_inputs(exe, opts.seed + i) for i in range(opts.batches)]
+        update(f"running {opts.reference.name} in onnxruntime (the reference)")
+        reference = reference_outputs(opts.reference, exe, batches)
+    with trial_progress(shows_progress(), opts.trials, [label for label, _ in times]) as step:
         result = evaluate(
             exe,
             batches,
@@ -85,7 +89,7 @@ def main(argv: list[str]) -> int:
             opts.trials,
             opts.seed,
             opts.compensation,
-            step=lambda: progress.advance(task),
+            step=step,
         )
     title = f"{opts.binary.name} on pcm tiles vs {opts.reference.name}, {opts.trials} trials"
     print_result(result, title)
@@ -94,6 +98,69 @@ def main(argv: list[str]) -> int:
             f.write(plot(result, title))
         report.console.print(f"wrote {opts.plot}", highlight=False)
     return 0
+
+
+def check_reference(model: Path, exe: Executable) -> None:
+    """The reference must be the model the binary was compiled from: compile records the ONNX
+    file's sha256 in the binary. Binaries of older versions (or of IR that does not name its
+    model) cannot be checked, which is said."""
+    if not model.is_file():
+        raise AimccError(f"{model}: reference model not found")
+    recorded = exe.program.get("source_sha256")
+    if recorded is None:
+        warn(f"{exe.where} records no model hash: cannot check that it was compiled from {model}")
+    elif file_sha256(model) != recorded:
+        raise AimccError(
+            f"{model}: not the model {exe.where} was compiled from "
+            f"({exe.program.get('source', '?')}, sha256 {recorded[:12]}...)"
+        )
+
+
+@contextlib.contextmanager
+def trial_progress(enabled: bool, trials: int, labels: list[str]) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr over trials x drift times, saying what runs now (the first
+    read of each trial also programs every tile) and, once a trial is done, the time left."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    total = trials * len(labels)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[eta]}"),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+    def describe(done: int) -> str:
+        trial, index = divmod(done, len(labels))
+        what = "programming tiles, reading" if index == 0 else "reading"
+        return f"trial {trial + 1}/{trials}: {what} at {labels[index]}"
+
+    start, unknown = time.perf_counter(), "time left after trial 1"
+    with progress:
+        task = progress.add_task(describe(0), total=total, eta=unknown)
+
+        def step() -> None:
+            done = int(progress.tasks[0].completed) + 1
+            left = (time.perf_counter() - start) * (total - done) / done
+            progress.update(
+                task,
+                advance=1,
+                description=describe(done) if done < total else "done",
+                eta=f"~{_duration(left)} left" if done >= len(labels) else unknown,
+            )
+
+        yield step
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def print_result(result: EvalResult, title: str) -> None:

@@ -119,6 +119,8 @@ def _kernel_table(console: Console, manifest: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
+    if opts.manifest and not opts.kernels:
+        raise AimccError("--manifest is read for the kernel table: add --kernels")
     program, _ = read_binary(opts.binary)
     console = Console()
     _summary(console, opts.binary, program)

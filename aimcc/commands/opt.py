@@ -11,41 +11,41 @@ need the store (``--weights``, written by ``--save-weights``).
 from __future__ import annotations
 
 import argparse
-import zipfile
+import dataclasses
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from xdsl.parser import Parser
-from xdsl.passes import ModulePass
-from xdsl.utils.arg_spec import parse_pipeline
-from xdsl.utils.exceptions import ArgSpecParseError, ParseError, VerifyException
-
-from aimcc.arch import load_arch
-from aimcc.atomic import write_npz, write_text
-from aimcc.commands import add_model_options
-from aimcc.compiler import referenced_keys
+from aimcc.commands import add_model_options, shows_progress, status
 from aimcc.errors import AimccError, first_line
-from aimcc.frontend.importer import import_graph
-from aimcc.frontend.load import fix_input_shapes, load_onnx, parse_input_shapes
-from aimcc.ir import make_context
-from aimcc.ir.weights import WeightStore
-from aimcc.passes import PASSES
+
+if TYPE_CHECKING:
+    from xdsl.passes import ModulePass
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aimcc opt",
         description="Run a pipeline of aimcc passes on textual IR (or an imported ONNX model) "
-        "and print the resulting IR.",
+        "and print the resulting IR. 'aimcc compile OUT.mlir --weights W.npz' finishes "
+        "compiling it into a binary.",
     )
-    p.add_argument("input", type=Path, help="textual IR (.mlir) or an ONNX model (imported first)")
+    p.add_argument(
+        "input",
+        type=Path,
+        nargs="?",
+        help="textual IR (.mlir) or an ONNX model (imported first)",
+    )
     p.add_argument(
         "-p",
         "--passes",
         default="",
         metavar="PIPELINE",
         help="comma-separated passes with options, e.g. 'raise,partition{target=aimc},"
-        f"tile{{rows=256 cols=256}}'; passes: {', '.join(PASSES)} (default: none)",
+        "tile{rows=256 cols=256}'; see --list-passes (default: none)",
+    )
+    p.add_argument(
+        "--list-passes", action="store_true", help="print every pass with its options and exit"
     )
     p.add_argument("--weights", type=Path, help=".npz weight store the textual IR refers to")
     p.add_argument(
@@ -59,39 +59,63 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def list_passes() -> str:
+    """Each pass in pipeline order: its name, what it does, and its options with defaults."""
+    from aimcc.passes import PASSES
+
+    lines = []
+    for name, cls in PASSES.items():
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        lines.append(f"{name}: {doc.removeprefix(f'{name}: ')}")
+        options = [f for f in dataclasses.fields(cls) if f.init]
+        for f in options:
+            lines.append(f"    {f.name}: {f.type} = {f.default!r}")
+        if not options:
+            lines.append("    (no options)")
+    lines.append("")
+    lines.append("e.g. -p 'raise,partition{target=aimc},tile{rows=256 cols=256}'")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
+    if opts.list_passes:
+        print(list_passes(), end="")
+        return 0
+    if opts.input is None:
+        raise AimccError("opt: give the IR or ONNX model to transform (or --list-passes)")
+    from aimcc.arch import load_arch
+    from aimcc.atomic import write_npz, write_text
+    from aimcc.compiler import import_onnx, read_ir, read_weights, referenced_keys
+    from aimcc.frontend.load import parse_input_shapes
+    from aimcc.ir import make_context
+    from aimcc.ir.weights import WeightStore
+
     arch = load_arch(opts.arch, opts.overrides)
     passes = parse_passes(opts.passes)  # bad options fail before any work
-    if opts.input.suffix == ".onnx":
-        model = load_onnx(opts.input)
-        shapes = fix_input_shapes(model, parse_input_shapes(opts.input_shape))
-        module, weights = import_graph(model, shapes)
-    else:
-        weights = read_weights(opts.weights) if opts.weights else WeightStore()
+    if opts.input.suffix == ".onnx" and opts.weights:
+        raise AimccError("--weights is for textual IR: an ONNX model carries its weights")
+    if opts.input.suffix != ".onnx" and opts.input_shape:
+        raise AimccError("--input-shape applies when importing ONNX: textual IR has static shapes")
+    with status(shows_progress()) as update:  # ends before the IR is printed
+        update(f"reading {opts.input.name}")
+        if opts.input.suffix == ".onnx":
+            module, weights, _ = import_onnx(opts.input, parse_input_shapes(opts.input_shape))
+        else:
+            weights = read_weights(opts.weights) if opts.weights else WeightStore()
+            module = read_ir(opts.input, weights, arch)
         ctx = make_context(weights, arch)
-        if not opts.input.is_file():
-            raise AimccError(f"{opts.input}: no such file")
-        try:
-            module = Parser(ctx, opts.input.read_text(), str(opts.input)).parse_module()
-            module.verify()
-        except ParseError as exc:
-            raise AimccError(f"{first_line(exc)}: {exc.msg}") from None
-        except VerifyException as exc:
-            raise AimccError(f"{opts.input}: IR does not verify: {first_line(exc)}") from None
-        missing = sorted(referenced_keys(module) - set(weights))
-        if missing:
-            raise AimccError(
-                f"{opts.input}: weight '{missing[0]}' is not in the weight store "
-                f"({len(missing)} missing): pass --weights FILE.npz (see --save-weights)"
-            )
-    ctx = make_context(weights, arch)
-    for p in passes:
-        p.apply(ctx, module)
-        try:
-            module.verify()
-        except VerifyException as exc:
-            raise AimccError(f"IR after '{p.name}' does not verify: {first_line(exc)}") from None
+        from xdsl.utils.exceptions import VerifyException
+
+        for p in passes:
+            update(f"{opts.input.name}: {p.name}")
+            p.apply(ctx, module)
+            try:
+                module.verify()
+            except VerifyException as exc:
+                raise AimccError(
+                    f"IR after '{p.name}' does not verify: {first_line(exc)}"
+                ) from None
     weights.retain(referenced_keys(module))
     text = str(module) + "\n"
     if opts.output:
@@ -107,6 +131,11 @@ def parse_passes(spec: str) -> list[ModulePass]:
     """A pipeline spec (xDSL's syntax: ``name{opt=value other=value},...``) -> passes."""
     if not spec.strip():
         return []
+    from xdsl.utils.arg_spec import parse_pipeline
+    from xdsl.utils.exceptions import ArgSpecParseError
+
+    from aimcc.passes import PASSES
+
     try:
         specs = list(parse_pipeline(spec))
         unknown = [s.name for s in specs if s.name not in PASSES]
@@ -118,16 +147,3 @@ def parse_passes(spec: str) -> list[ModulePass]:
         raise AimccError(f"--passes '{spec}': {reason}") from None
     except (ValueError, TypeError) as exc:  # unknown or mistyped option
         raise AimccError(f"--passes '{spec}': {first_line(exc)}") from None
-
-
-def read_weights(path: Path) -> WeightStore:
-    if not path.is_file():
-        raise AimccError(f"{path}: no such file")
-    store = WeightStore()
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            for key in data.files:
-                store.add(key, data[key])
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise AimccError(f"{path}: not a readable .npz weight store ({first_line(exc)})") from None
-    return store

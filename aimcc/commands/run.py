@@ -9,7 +9,7 @@ import numpy as np
 
 from aimcc import report
 from aimcc.atomic import write_npz
-from aimcc.commands import parse_time, random_inputs, read_npz
+from aimcc.commands import parse_time, random_inputs, read_npz, warn
 from aimcc.errors import AimccError
 from aimcc.runtime import load
 from aimcc.runtime.analog import COMPENSATIONS, NOISE_MODELS, NoiseSpec
@@ -48,14 +48,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--t-inference",
-        default="0s",
         metavar="TIME",
-        help="time since programming for pcm drift: e.g. 0s, 1h, 1d, 1w, 1month, 10y",
+        help="pcm: time since programming, for drift: e.g. 0s (default), 1h, 1d, 1w, 1month, 10y",
     )
     p.add_argument(
         "--compensation",
         choices=COMPENSATIONS,
-        help="pcm drift compensation (default: the architecture's, tile.pcm.compensation)",
+        help="pcm: drift compensation (default: the architecture's, tile.pcm.compensation)",
     )
     p.add_argument(
         "--trials",
@@ -65,7 +64,9 @@ def parser() -> argparse.ArgumentParser:
         help="pcm: program the tiles N times (seeds SEED..SEED+N-1) and print each output "
         "statistic as mean ± std over the trials",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for random inputs and noise")
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed for random inputs and pcm noise (default 0)"
+    )
     return p
 
 
@@ -73,9 +74,9 @@ def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
     if opts.trials < 1:
         raise AimccError(f"--trials must be at least 1, got {opts.trials}")
-    if opts.trials > 1 and opts.noise != "pcm":
-        raise AimccError(f"--trials needs --noise pcm ({opts.noise} tiles are deterministic)")
-    spec = NoiseSpec(opts.noise, parse_time(opts.t_inference), opts.compensation)
+    spec = NoiseSpec(opts.noise, parse_time(opts.t_inference or "0s"), opts.compensation)
+    check_options(opts)
+    opts.seed = opts.seed or 0
     exe = load(opts.binary)
     if opts.inputs:
         feeds = read_npz(opts.inputs)
@@ -99,6 +100,22 @@ def main(argv: list[str]) -> int:
         write_npz(opts.output, stacked)
     print_trials(stacked, spec, opts.output)
     return 0
+
+
+def check_options(opts: argparse.Namespace) -> None:
+    """Options that would change nothing in this combination are refused (or, for --seed,
+    warned about): a silently ignored option reads as a result."""
+    if opts.noise != "pcm":
+        deterministic = f"{opts.noise} tiles are deterministic"
+        for given, option, why in (
+            (opts.trials > 1, "--trials", deterministic),
+            (opts.t_inference is not None, "--t-inference", f"{opts.noise} tiles do not drift"),
+            (opts.compensation is not None, "--compensation", f"{opts.noise} tiles do not drift"),
+        ):
+            if given:
+                raise AimccError(f"{option} needs --noise pcm ({why})")
+        if opts.seed is not None and not opts.random:
+            warn(f"--seed has no effect: the inputs are given and {deterministic}")
 
 
 def print_trials(stacked: dict[str, np.ndarray], spec: NoiseSpec, saved: Path | None) -> None:

@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
 
-import networkx as nx
-
 from aimcc.arch import Arch
 from aimcc.cost.model import (
     ANALOG,
@@ -534,6 +532,8 @@ class _Simulator:
     def _layer_groups(self) -> tuple[dict[int, int], list[int], dict[int, list[int]]]:
         """Layers that read each other merged (condensation): group of each layer, the groups
         in topological order, and the groups each one reads."""
+        import networkx as nx  # here: only intra pipelines with layers pay for the import
+
         graph = nx.DiGraph()
         graph.add_nodes_from(self.layer_ids)
         graph.add_edges_from(

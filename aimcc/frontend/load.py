@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import mmap
 import re
@@ -55,6 +56,13 @@ _TYPED_FIELDS = (
     "double_data",
     "uint64_data",
 )
+
+
+def file_sha256(path: str | Path) -> str:
+    """The model's identity: compile records it in the binary, eval checks its reference by
+    it. The .onnx file's bytes only (external data files are not hashed)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load_onnx(path: str | Path) -> LoadedModel:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Attribute, Operation
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -40,6 +40,7 @@ from aimcc.ir.nn import (
 from aimcc.passes.matching import add_weight, const
 
 TARGETS = ("hybrid", "aimc", "digital")
+TARGET_ATTR = "aimc.target"  # module attribute: the target partition mapped the model for
 
 
 @dataclass
@@ -121,3 +122,4 @@ class PartitionPass(ModulePass):
         walker = PatternRewriteWalker(PartitionLinear(ctx, self.target), apply_recursively=False)
         walker.rewrite_module(op)
         PatternRewriteWalker(KernelsForTheRest(), apply_recursively=False).rewrite_module(op)
+        op.attributes[TARGET_ATTR] = StringAttr(self.target)  # hybrid and aimc IR can look alike

@@ -10,11 +10,12 @@ Whatever is not recognised stays a `graph.node`, which runs as a generic digital
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
@@ -49,7 +50,9 @@ from aimcc.passes.matching import (
     other_operand,
     scalar,
 )
-from aimcc.runtime.onnx_ops import run_op
+
+if TYPE_CHECKING:
+    import torch
 
 FLOAT_TYPES = ("float32", "float16", "bfloat16", "float64")
 
@@ -352,14 +355,22 @@ ELEMENTWISE = {
     "Reciprocal",
     "Exp",
 }
-_PROBE = torch.linspace(-6.0, 6.0, 97)
-_REFERENCE = {
-    "gelu_erf": 0.5 * _PROBE * (1.0 + torch.erf(_PROBE / math.sqrt(2.0))),
-    "gelu_tanh": 0.5
-    * _PROBE
-    * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (_PROBE + 0.044715 * _PROBE**3))),
-    "silu": _PROBE * torch.sigmoid(_PROBE),
-}
+
+
+@functools.cache
+def _probes() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Probe points and each activation's values on them (torch is imported on first use:
+    IR that is already raised compiles without it)."""
+    import torch
+
+    probe = torch.linspace(-6.0, 6.0, 97)
+    return probe, {
+        "gelu_erf": 0.5 * probe * (1.0 + torch.erf(probe / math.sqrt(2.0))),
+        "gelu_tanh": 0.5
+        * probe
+        * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (probe + 0.044715 * probe**3))),
+        "silu": probe * torch.sigmoid(probe),
+    }
 
 
 class RaiseActivation(_Pattern):
@@ -432,7 +443,12 @@ class RaiseActivation(_Pattern):
         return sorted(region, key=_position)
 
     def _identify(self, x: SSAValue, region: list[NodeOp], exit_op: NodeOp) -> str | None:
-        values: dict[SSAValue, torch.Tensor] = {x: _PROBE}
+        import torch
+
+        from aimcc.runtime.onnx_ops import run_op
+
+        probe, references = _probes()
+        values: dict[SSAValue, torch.Tensor] = {x: probe}
         for op in region:
             args = [
                 values.get(a)
@@ -442,7 +458,7 @@ class RaiseActivation(_Pattern):
             ]
             values[op.outs[0]] = run_op(op.op_type.data, args, {})[0]
         out = values[exit_op.outs[0]]
-        for name, reference in _REFERENCE.items():
+        for name, reference in references.items():
             if torch.allclose(out, reference, rtol=1e-4, atol=1e-5):
                 return name
         return None

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from functools import reduce
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import onnx
 import torch
@@ -62,7 +61,7 @@ def to_torch(a: np.ndarray) -> torch.Tensor:
     a = np.asarray(a)
     if not a.flags.writeable or any(stride < 0 for stride in a.strides):
         a = a.copy()
-    if a.dtype == ml_dtypes.bfloat16:  # numpy has no native bfloat16; reinterpret the bits
+    if a.dtype.name == "bfloat16":  # numpy has no native bfloat16 (ml_dtypes'); reinterpret
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
 
@@ -71,6 +70,8 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     """torch -> numpy sharing memory; bfloat16 comes back as ml_dtypes.bfloat16."""
     t = t.detach()
     if t.dtype == torch.bfloat16:
+        import ml_dtypes  # only for bfloat16: its import takes ~0.8 s
+
         return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return t.numpy()
 
@@ -549,7 +550,8 @@ def _gather_elements(inputs: Tensors, attrs: Attrs) -> list[torch.Tensor]:
 def _expand(inputs: Tensors, attrs: Attrs) -> list[torch.Tensor]:
     x = inputs[0]
     # ONNX broadcasts both ways (a target dim of 1 keeps the input's dim); torch.expand does not.
-    return [x.expand(torch.broadcast_shapes(x.shape, inputs[1].tolist()))]
+    # numpy's broadcast_shapes: torch's imports sympy (0.5 s) on first use.
+    return [x.expand(np.broadcast_shapes(tuple(x.shape), tuple(inputs[1].tolist())))]
 
 
 @_register("Tile")
