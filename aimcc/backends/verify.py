@@ -11,6 +11,7 @@ range. Every failure names the instruction or field and what was expected.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,10 @@ _PROGRAM_KEYS = {
     "tiles",
     "slots",
     "schedule",
+    "source_sha256",
 }
 _OPTIONAL_PROGRAM_KEYS: set[str] = set()
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class _Bad(Exception):
@@ -106,6 +109,11 @@ def _verify(program: Any, tensors: dict[str, np.ndarray]) -> Arch:
     _dict(program, "the program", _PROGRAM_KEYS, frozenset(_OPTIONAL_PROGRAM_KEYS))
     _expect(program["target"] in TARGETS, f"target must be one of {', '.join(TARGETS)}")
     _str(program["source"], "source")
+    digest = program["source_sha256"]
+    _expect(
+        digest is None or (isinstance(digest, str) and _SHA256.fullmatch(digest) is not None),
+        "source_sha256 must be null or 64 hex digits",
+    )
     _expect(isinstance(program["arch"], dict), "arch must be an object")
     arch = arch_from_dict(program["arch"])
     slots = _int(program["slots"], "slots", 0, 2**31)

@@ -11,7 +11,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from aimcc.arch import DEFAULT_ARCH, preset_names
 from aimcc.errors import AimccError, first_line
@@ -35,14 +35,71 @@ TIME_UNITS = {
 }
 
 
+MAX_TIME_S = 1000 * TIME_UNITS["y"]  # beyond any device's retention; the drift model is a fit
+MAX_SEED = 2**63 - 1  # torch and numpy seeds
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``aimcc: error: ...``, exit 1), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise AimccError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
 def parse_time(text: str) -> float:
-    """'1d', '10y', '3600', '1month' -> seconds."""
+    """'1d', '10y', '3600', '1month' -> seconds (finite, at most 1000 years)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z]*)\s*", text.lower())
     if not match or match.group(2) not in ("", *TIME_UNITS):
         raise AimccError(
             f"bad time '{text}': use a number with s, min, h, d, w, month or y (e.g. 1d, 10y)"
         )
-    return float(match.group(1)) * TIME_UNITS.get(match.group(2) or "s", 1.0)
+    seconds = float(match.group(1)) * TIME_UNITS.get(match.group(2) or "s", 1.0)
+    if not seconds <= MAX_TIME_S:
+        raise AimccError(f"bad time '{text}': at most 1000 years ({MAX_TIME_S:.4g} s)")
+    return seconds
+
+
+def seed(text: str) -> int:
+    """An argparse type: a seed in [0, 2^63 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed '{text}' is not an integer") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed {value} is outside 0 .. 2^63-1")
+    return value
+
+
+def output_file(text: str) -> Path:
+    """An argparse type: a file path that can be written (checked before any work starts)."""
+    path = Path(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty output path")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory (name a file)")
+    _writable_folder(path.parent, text)
+    return path
+
+
+def output_dir(text: str) -> Path:
+    """An argparse type: a folder to write into (made if missing; its parent must exist)."""
+    path = Path(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty output path")
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a directory")
+    _writable_folder(path if path.is_dir() else path.parent, text)
+    return path
+
+
+def _writable_folder(folder: Path, text: str) -> None:
+    folder = folder if str(folder) else Path(".")
+    if not folder.exists():
+        raise argparse.ArgumentTypeError(f"{text}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: folder {folder} is not writable")
 
 
 def random_inputs(exe: Executable, seed: int) -> dict[str, np.ndarray]:
@@ -69,9 +126,15 @@ def read_npz(path: Path) -> dict:
     if not path.is_file():
         raise AimccError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise AimccError(
+                f"{path}: a single array, not an .npz archive of named inputs "
+                "(save them with numpy.savez(path, name=array, ...))"
+            )
+        with data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise AimccError(f"{path}: not a readable .npz file ({first_line(exc)})") from None
 
 

@@ -8,7 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aimcc.commands import add_model_options, process_seconds, shows_progress, status, warn
+from aimcc.commands import (
+    Parser,
+    add_model_options,
+    output_dir,
+    output_file,
+    process_seconds,
+    shows_progress,
+    status,
+    warn,
+)
 from aimcc.errors import AimccError
 
 if TYPE_CHECKING:
@@ -21,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     from aimcc.passes.partition import TARGETS
     from aimcc.passes.schedule import PIPELINES
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aimcc [compile]",
         description="Compile an ONNX transformer onto analog in-memory-computing tiles and "
         "RISC-V clusters, or finish compiling textual IR from 'aimcc opt' (any stage). "
@@ -49,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o",
         "--output",
-        type=Path,
+        type=output_file,
         help="binary to write (default: ./<model>.aimcb; the manifest goes beside "
         "it as <name>.kernels.json)",
     )
@@ -66,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--emit-riscv",
-        type=Path,
+        type=output_dir,
         metavar="DIR",
         help="write the RISC-V assembly of every digital kernel into DIR (one <symbol>.S per "
         "distinct kernel; the manifest records files, hashes, TCDM split and cycles)",
@@ -87,11 +96,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--trace",
-        type=Path,
+        type=output_file,
         metavar="OUT.json",
         help="write the schedule as Chrome trace-event JSON (open in ui.perfetto.dev)",
     )
-    p.add_argument("--plot", type=Path, metavar="OUT.png", help="write the schedule's Gantt chart")
+    p.add_argument(
+        "--plot", type=output_file, metavar="OUT.png", help="write the schedule's Gantt chart"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary and no progress")
     return p
 

@@ -10,7 +10,17 @@ from pathlib import Path
 
 from aimcc import report
 from aimcc.atomic import atomic_write
-from aimcc.commands import parse_time, random_inputs, read_npz, shows_progress, status, warn
+from aimcc.commands import (
+    Parser,
+    output_file,
+    parse_time,
+    random_inputs,
+    read_npz,
+    seed,
+    shows_progress,
+    status,
+    warn,
+)
 from aimcc.errors import AimccError
 from aimcc.evaluate import DRIFT_TIMES, EvalResult, evaluate, plot, reference_outputs
 from aimcc.frontend.load import file_sha256
@@ -19,7 +29,7 @@ from aimcc.runtime.analog import COMPENSATIONS
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aimcc eval",
         description="Program the binary's tiles with PCM noise N times and compare its outputs "
         "with the fp32 ONNX reference (onnxruntime) at several times after programming: "
@@ -57,8 +67,8 @@ def parser() -> argparse.ArgumentParser:
         choices=COMPENSATIONS,
         help="drift compensation (default: the architecture's, tile.pcm.compensation)",
     )
-    p.add_argument("--seed", type=int, default=0, help="trial i programs with seed + i")
-    p.add_argument("--plot", type=Path, metavar="PNG", help="write a plot of the metrics")
+    p.add_argument("--seed", type=seed, default=0, help="trial i programs with seed + i")
+    p.add_argument("--plot", type=output_file, metavar="PNG", help="write a plot of the metrics")
     return p
 
 

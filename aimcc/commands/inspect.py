@@ -13,12 +13,13 @@ from rich.markup import escape
 from rich.text import Text
 
 from aimcc.backends.aimcb import read_binary
+from aimcc.commands import Parser
 from aimcc.errors import AimccError
 from aimcc.report import Col, FitTable, safe
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aimcc inspect",
         description="Show a compiled binary: inputs, outputs, target, architecture, tiles; "
         "with --kernels the RISC-V kernel table from the manifest beside it.",

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aimcc.commands import add_model_options, shows_progress, status
+from aimcc.commands import Parser, add_model_options, output_file, shows_progress, status
 from aimcc.errors import AimccError, first_line
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aimcc opt",
         description="Run a pipeline of aimcc passes on textual IR (or an imported ONNX model) "
         "and print the resulting IR. 'aimcc compile OUT.mlir --weights W.npz' finishes "
@@ -50,12 +50,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, help=".npz weight store the textual IR refers to")
     p.add_argument(
         "--save-weights",
-        type=Path,
+        type=output_file,
         metavar="OUT.npz",
         help="write the weights the output refers to",
     )
     add_model_options(p)
-    p.add_argument("-o", "--output", type=Path, help="write the IR here instead of printing it")
+    p.add_argument(
+        "-o", "--output", type=output_file, help="write the IR here instead of printing it"
+    )
     return p
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from aimcc import report
 from aimcc.atomic import write_npz
-from aimcc.commands import parse_time, random_inputs, read_npz, warn
+from aimcc.commands import Parser, output_file, parse_time, random_inputs, read_npz, seed, warn
 from aimcc.errors import AimccError
 from aimcc.runtime import load
 from aimcc.runtime.analog import COMPENSATIONS, NOISE_MODELS, NoiseSpec
@@ -18,7 +18,7 @@ STATISTICS = ("mean", "std", "min", "max")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aimcc run",
         description="Execute a compiled .aimcb binary in the simulated "
         "runtime and print (and optionally save) its outputs.",
@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o",
         "--output",
-        type=Path,
+        type=output_file,
         help="write the outputs to this .npz (with --trials: one array per output, "
         "trials stacked on a new first axis)",
     )
@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
         "statistic as mean ± std over the trials",
     )
     p.add_argument(
-        "--seed", type=int, default=None, help="seed for random inputs and pcm noise (default 0)"
+        "--seed", type=seed, default=None, help="seed for random inputs and pcm noise (default 0)"
     )
     return p
 
