@@ -22,6 +22,7 @@ from aimcc.ir import CompileContext, make_context
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NodeOp, TensorRefAttr, WeightOp
 from aimcc.passes import PASSES
+from aimcc.passes.lora_slots import LoraSlotsPass
 from aimcc.passes.partition import PartitionPass
 from aimcc.passes.place import PlacePass
 from aimcc.passes.raise_transformer import RaiseTransformerPass
@@ -31,10 +32,16 @@ from aimcc.passes.tile import TilePass
 PASS_NAMES = ("import", *PASSES)
 
 
-def pipeline(target: str, schedule: SchedulePass | None = None) -> list[ModulePass]:
-    """The passes after import, in order, configured for ``target`` (and the scheduler)."""
+def pipeline(
+    target: str, schedule: SchedulePass | None = None, slots: LoraSlotsPass | None = None
+) -> list[ModulePass]:
+    """The passes after import, in order, configured for ``target`` (and the scheduler, and
+    the adapter slots)."""
+    if slots is not None and slots.rank and target == "aimc":
+        raise AimccError("--lora-rank: adapter slots are digital; --target aimc has none")
     return [
         RaiseTransformerPass(),
+        slots or LoraSlotsPass(),
         PartitionPass(target=target),
         TilePass(),
         PlacePass(),
@@ -70,6 +77,7 @@ def compile_model(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     after_pass: Callable[[str, ModuleOp], None] | None = None,
     schedule: SchedulePass | None = None,
+    slots: LoraSlotsPass | None = None,
 ) -> Compilation:
     """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage.
 
@@ -92,7 +100,7 @@ def compile_model(
         checking = time.perf_counter() - start
         if after_pass:
             after_pass("import", module)
-        for p in pipeline(target, schedule):
+        for p in pipeline(target, schedule, slots):
             start = time.perf_counter()
             p.apply(ctx, module)
             seconds[p.name] = time.perf_counter() - start

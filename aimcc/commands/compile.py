@@ -15,6 +15,7 @@ from aimcc.commands import add_model_options
 from aimcc.compiler import PASS_NAMES, Compilation, compile_model, gc_paused
 from aimcc.cost import plot_gantt, to_chrome_trace
 from aimcc.frontend.load import parse_input_shapes
+from aimcc.passes.lora_slots import LoraSlotsPass
 from aimcc.passes.partition import TARGETS
 from aimcc.passes.schedule import PIPELINES, SchedulePass
 
@@ -83,7 +84,39 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plot", type=Path, metavar="OUT.png", help="write the schedule's Gantt chart")
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    add_adapter_slot_options(p)
     return p
+
+
+# -- adapter slots (AHWA-LoRA: one analog binary, many tasks; docs/ADAPTERS.md) ------------
+def add_adapter_slot_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("adapter slots (docs/ADAPTERS.md)")
+    g.add_argument(
+        "--lora-rank",
+        type=int,
+        default=0,
+        metavar="R",
+        help="give linear layers an empty (zero) digital LoRA slot of rank R, so peft "
+        "adapters can be loaded at run time ('aimcc run --adapter') without reprogramming tiles",
+    )
+    g.add_argument(
+        "--lora-targets",
+        default="",
+        metavar="PATTERN",
+        help="layers that get slots: comma-separated layer names, dot-suffixes (query,value) "
+        "or globs (default: every linear not kept digital)",
+    )
+    g.add_argument(
+        "--digital-layers",
+        default="",
+        metavar="PATTERN",
+        help="linear layers kept on the RISC-V clusters, e.g. a task head (peft "
+        "modules_to_save) that adapters replace",
+    )
+
+
+def adapter_slots(opts: argparse.Namespace) -> LoraSlotsPass:
+    return LoraSlotsPass(opts.lora_rank, opts.lora_targets, opts.digital_layers)
 
 
 def main(argv: list[str]) -> int:
@@ -121,6 +154,7 @@ def _compile(opts: argparse.Namespace) -> int:
         shapes,
         after_pass if (wanted or opts.print_ir_after_all) else None,
         scheduler,
+        adapter_slots(opts),
     )
     output = opts.output or Path(Path(opts.model).stem + ".aimcb")
     emitted = emit_riscv(comp, opts.emit_riscv) if opts.emit_riscv else None

@@ -85,8 +85,10 @@ class LinearOp(IRDLOperation):
         bias: SSAValue | None = None,
         lora: tuple[SSAValue, SSAValue, float] | None = None,
         result_type: Attribute | None = None,
+        digital: bool = False,
     ) -> LinearOp:
-        """A copy with some operands replaced, keeping the weight, name and placement."""
+        """A copy with some operands replaced, keeping the weight and name (and placement,
+        unless ``digital`` moves it to the clusters)."""
         old_lora = None
         if self.lora_a is not None and self.lora_b is not None and self.lora_scale is not None:
             old_lora = (self.lora_a, self.lora_b, self.lora_scale.value.data)
@@ -97,7 +99,7 @@ class LinearOp(IRDLOperation):
             bias or self.bias,
             lora or old_lora,
             self.layer_name,
-            self.digital is not None,
+            digital or self.digital is not None,
         )
 
     def verify_(self) -> None:
