@@ -314,3 +314,140 @@ def _config_for(adapter: Adapter) -> dict[str, Any]:
     config.setdefault("task_type", None)
     config.setdefault("base_model_name_or_path", None)
     return config
+
+
+# -- binding an adapter to a binary's slots ------------------------------------------------
+@dataclass(frozen=True)
+class SlotShape:
+    """What one of a binary's LoRA slots takes: A [k, r], B [r, n] under a kernel of ``scale``."""
+
+    k: int
+    r: int
+    n: int
+    scale: float
+
+
+@dataclass(frozen=True)
+class HeadShape:
+    """A digital linear layer of a binary that a head can replace: weight [k, n], bias [n]."""
+
+    k: int
+    n: int
+    has_bias: bool
+
+
+Bound = tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, tuple[np.ndarray, Any]]]
+
+
+def bind(
+    adapter: Adapter,
+    slots: Mapping[str, SlotShape],
+    heads: Mapping[str, HeadShape],
+    analog: Iterable[str],
+) -> Bound:
+    """Check ``adapter`` against a binary's layers and give the tensors its slots take:
+    per slot layer (A [k, R], B [R, n]) zero-padded to the slot rank R, B scaled so the
+    compiled kernel's scale yields the adapter's; per digital layer (weight [k, n], bias).
+    Everything is checked before anything is returned, so a bad adapter changes nothing."""
+    analog = set(analog)
+    lora: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    owner: dict[str, str] = {}
+    for module, lw in adapter.lora.items():
+        layer = _layer_for(module, slots, "LoRA module")
+        if layer is None:
+            elsewhere = [n for n in (*analog, *heads) if same_module(module, n)]
+            if elsewhere:
+                raise AimccError(
+                    f"LoRA module '{module}': layer '{elsewhere[0]}' has no adapter slot "
+                    "(compile with --lora-rank R, and --lora-targets to include it)"
+                )
+            raise AimccError(
+                f"LoRA module '{module}' matches no layer of the binary (layers with adapter "
+                f"slots: {listing(slots)})"
+            )
+        if layer in owner:
+            raise AimccError(f"LoRA modules '{owner[layer]}' and '{module}' both name '{layer}'")
+        owner[layer] = module
+        slot = slots[layer]
+        a, b = np.asarray(lw.a, np.float32), np.asarray(lw.b, np.float32)
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+            raise AimccError(
+                f"LoRA module '{module}': a {a.shape} and b {b.shape} are not [K, r] and [r, N]"
+            )
+        if (a.shape[0], b.shape[1]) != (slot.k, slot.n):
+            raise AimccError(
+                f"LoRA module '{module}' is {a.shape[0]}->{b.shape[1]} but layer '{layer}' is "
+                f"{slot.k}->{slot.n} (an adapter for another base model?)"
+            )
+        if a.shape[1] > slot.r:
+            raise AimccError(
+                f"LoRA module '{module}' has rank {a.shape[1]}, more than the slot rank "
+                f"{slot.r} of layer '{layer}' (compile with --lora-rank {a.shape[1]})"
+            )
+        if not (np.isfinite(a).all() and np.isfinite(b).all() and math.isfinite(lw.scale)):
+            raise AimccError(f"LoRA module '{module}': non-finite values (NaN or inf)")
+        padded_a = np.zeros((slot.k, slot.r), np.float32)
+        padded_b = np.zeros((slot.r, slot.n), np.float32)
+        padded_a[:, : a.shape[1]] = a
+        padded_b[: b.shape[0]] = b * np.float32(lw.scale / slot.scale)
+        lora[layer] = (padded_a, padded_b)
+    swapped: dict[str, tuple[np.ndarray, Any]] = {}
+    for module, head in adapter.heads.items():
+        layer = _layer_for(module, heads, "head")
+        if layer is None:
+            on_tiles = [n for n in analog if same_module(module, n)]
+            if on_tiles:
+                raise AimccError(
+                    f"head '{module}' is layer '{on_tiles[0]}' on analog tiles: swapping it "
+                    f"would reprogram them (compile with --digital-layers {on_tiles[0]})"
+                )
+            raise AimccError(
+                f"head '{module}' matches no digital layer (digital layers: {listing(heads)})"
+            )
+        shape = heads[layer]
+        weight = np.asarray(head["weight"], np.float32)
+        bias = head.get("bias")
+        if weight.shape != (shape.n, shape.k):
+            raise AimccError(
+                f"head '{module}': weight {weight.shape} but layer '{layer}' "
+                f"takes [{shape.n}, {shape.k}] ([out, in])"
+            )
+        if bias is not None and not shape.has_bias:
+            raise AimccError(f"head '{module}' has a bias; layer '{layer}' was compiled without")
+        if not np.isfinite(weight).all() or (bias is not None and not np.isfinite(bias).all()):
+            raise AimccError(f"head '{module}': non-finite values (NaN or inf)")
+        if shape.has_bias:
+            bias = np.zeros(shape.n, np.float32) if bias is None else np.asarray(bias, np.float32)
+            if bias.shape != (shape.n,):
+                raise AimccError(f"head '{module}': bias {bias.shape}, expected [{shape.n}]")
+        swapped[layer] = (np.ascontiguousarray(weight.T), bias)
+    return lora, swapped
+
+
+def _layer_for(module: str, layers: Mapping[str, Any], what: str) -> str | None:
+    found = [n for n in layers if same_module(module, n)]
+    if len(found) > 1:
+        exact = [n for n in found if n == module]
+        if len(exact) == 1:
+            return exact[0]
+        raise AimccError(f"{what} '{module}' matches several layers: {listing(found)}")
+    return found[0] if found else None
+
+
+def as_adapter(value: Adapter | Mapping[str, Any]) -> Adapter:
+    """An Adapter from ``{module: LoraWeights | (a [K, r], b [r, N], scale)}``."""
+    if isinstance(value, Adapter):
+        return value
+    lora = {}
+    for module, w in value.items():
+        if isinstance(w, LoraWeights):
+            lora[module] = w
+        else:
+            try:
+                a, b, scale = w
+            except (TypeError, ValueError):
+                raise AimccError(
+                    f"LoRA module '{module}': expected LoraWeights or (a, b, scale)"
+                ) from None
+            lora[module] = LoraWeights(np.asarray(a), np.asarray(b), float(scale))
+    return Adapter(lora)

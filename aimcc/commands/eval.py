@@ -54,6 +54,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="trial i programs with seed + i")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write a plot of the metrics")
+    p.add_argument(
+        "--adapter",
+        type=Path,
+        metavar="DIR",
+        help="a peft LoRA adapter folder to load into the binary's adapter slots (compiled "
+        "with --lora-rank); tiles are not reprogrammed (docs/ADAPTERS.md)",
+    )
     return p
 
 
@@ -63,6 +70,8 @@ def main(argv: list[str]) -> int:
         raise AimccError("--trials and --batches must be at least 1")
     times = [(label.strip(), parse_time(label)) for label in opts.times.split(",")]
     exe = load(opts.binary)
+    if opts.adapter:
+        exe.set_adapter(opts.adapter)
     if opts.inputs:
         batches = [read_npz(opts.inputs)]
     else:

@@ -67,6 +67,13 @@ def parser() -> argparse.ArgumentParser:
         "statistic as mean ± std over the trials",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs and noise")
+    p.add_argument(
+        "--adapter",
+        type=Path,
+        metavar="DIR",
+        help="a peft LoRA adapter folder to load into the binary's adapter slots (compiled "
+        "with --lora-rank); tiles are not reprogrammed (docs/ADAPTERS.md)",
+    )
     return p
 
 
@@ -78,6 +85,8 @@ def main(argv: list[str]) -> int:
         raise AimccError(f"--trials needs --noise pcm ({opts.noise} tiles are deterministic)")
     spec = NoiseSpec(opts.noise, parse_time(opts.t_inference), opts.compensation)
     exe = load(opts.binary)
+    if opts.adapter:
+        exe.set_adapter(opts.adapter)
     if opts.inputs:
         feeds = read_npz(opts.inputs)
     elif opts.random:
