@@ -384,12 +384,18 @@ def bind(
                 f"LoRA module '{module}' has rank {a.shape[1]}, more than the slot rank "
                 f"{slot.r} of layer '{layer}' (compile with --lora-rank {a.shape[1]})"
             )
-        if not (np.isfinite(a).all() and np.isfinite(b).all() and math.isfinite(lw.scale)):
+        ratio = np.float32(lw.scale / slot.scale)
+        if a.shape[1] == slot.r:  # the common case, one operation per tensor
+            padded_a, padded_b = a.copy(), b * ratio
+        else:
+            padded_a = np.zeros((slot.k, slot.r), np.float32)
+            padded_b = np.zeros((slot.r, slot.n), np.float32)
+            padded_a[:, : a.shape[1]] = a
+            np.multiply(b, ratio, out=padded_b[: b.shape[0]])
+        # NaN and inf propagate into a float64 sum, which float32 values cannot overflow
+        total = padded_a.sum(dtype=np.float64) + padded_b.sum(dtype=np.float64)
+        if not math.isfinite(float(total)) or not math.isfinite(lw.scale):
             raise AimccError(f"LoRA module '{module}': non-finite values (NaN or inf)")
-        padded_a = np.zeros((slot.k, slot.r), np.float32)
-        padded_b = np.zeros((slot.r, slot.n), np.float32)
-        padded_a[:, : a.shape[1]] = a
-        padded_b[: b.shape[0]] = b * np.float32(lw.scale / slot.scale)
         lora[layer] = (padded_a, padded_b)
     swapped: dict[str, tuple[np.ndarray, Any]] = {}
     for module, head in adapter.heads.items():
@@ -425,6 +431,8 @@ def bind(
 
 
 def _layer_for(module: str, layers: Mapping[str, Any], what: str) -> str | None:
+    if module in layers:
+        return module
     found = [n for n in layers if same_module(module, n)]
     if len(found) > 1:
         exact = [n for n in found if n == module]

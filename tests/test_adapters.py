@@ -194,6 +194,42 @@ def test_peft_adapter_on_slot_binary_matches_merged_export(bert_base: Path, tmp_
     assert relative_error(base, reference) > 1e-2  # the adapter does change the outputs
 
 
+class _Wrapped(torch.nn.Module):
+    """The corpus BERT one module deeper (layer names gain a ``bert.`` prefix)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bert = corpus.torch_model("bert")
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        kw = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return self.bert(input_ids=input_ids, **kw).last_hidden_state
+
+
+def test_legacy_export_names_and_prefixed_modules(tmp_path: Path) -> None:
+    """torch's legacy exporter leaves names only in node scopes (`/bert/encoder/.../MatMul`);
+    an adapter made on the bare BERT (`encoder....`) attaches by dot-suffix."""
+    feeds = bert_feeds()
+    args = tuple(torch.from_numpy(feeds[k]) for k in corpus._BERT_IO)
+    path = tmp_path / "legacy.onnx"
+    torch.onnx.export(
+        _Wrapped().eval(),
+        args,
+        str(path),
+        input_names=list(corpus._BERT_IO),
+        output_names=["last_hidden_state"],
+        opset_version=17,
+        dynamo=False,
+    )
+    exe = compile_to(path, tmp_path / "legacy.aimcb", LoraSlotsPass(8))
+    assert "bert.encoder.layer.1.attention.self.query" in exe.adapter_slots()
+    pm = peft_bert(r=8, lora_alpha=16, target_modules=["query", "value"])
+    pm.save_pretrained(tmp_path / "adapter")
+    reference = merged_reference(pm, tmp_path, feeds)
+    exe.set_adapter(tmp_path / "adapter")
+    assert relative_error(exe.run(feeds)["last_hidden_state"], reference) < 1e-4
+
+
 def test_rslora_adapter(bert_base: Path, tmp_path: Path) -> None:
     pm = peft_bert(r=4, lora_alpha=8, target_modules=["query", "value"], use_rslora=True)
     pm.save_pretrained(tmp_path / "adapter")

@@ -68,6 +68,15 @@ class DigitalLinear:
     compiled: tuple[torch.Tensor, torch.Tensor | None]
 
 
+@dataclass(frozen=True)
+class PreparedAdapter:
+    """An adapter checked against one program: the tensors its slots and heads will read."""
+
+    source: Adapter | None
+    lora: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+    heads: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]]
+
+
 class Executable:
     """A program ready to run on ideal tiles (default) or a non-ideal tile model.
 
@@ -134,44 +143,50 @@ class Executable:
             )
 
     # -- adapters --------------------------------------------------------------------------
-    def set_adapter(self, adapter: str | Path | Adapter | Mapping[str, Any] | None) -> None:
-        """Load a LoRA adapter (a peft folder, an Adapter, or ``{module: (a, b, scale)}``)
-        into the slots, or restore the compiled ones (None). Only digital tensors change: no
-        tile is reprogrammed, programmed devices and their drift stay the same objects. The
-        adapter is checked whole first, so a bad one leaves the previous in place."""
-        if adapter is None:
-            lora: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-            heads: dict[str, tuple[np.ndarray, Any]] = {}
-        else:
-            if isinstance(adapter, str | Path):
-                adapter = read_adapter(adapter)
-            adapter = as_adapter(adapter)
-            lora, heads = bind(
-                adapter,
-                {
-                    n: SlotShape(*s.a.shape, s.b.shape[1], s.scale)
-                    for n, s in self.lora_slots.items()
-                },
-                {
-                    n: HeadShape(*d.weight.shape, d.bias is not None)
-                    for n, d in self.digital_linears.items()
-                },
-                [layer.layer for layer in self.layers if layer.layer],
-            )
+    def set_adapter(
+        self, adapter: str | Path | Adapter | Mapping[str, Any] | PreparedAdapter | None
+    ) -> None:
+        """Load a LoRA adapter (a peft folder, an Adapter, ``{module: (a, b, scale)}``, or
+        one made ready by :meth:`prepare_adapter`) into the slots, or restore the compiled
+        ones (None). Only digital tensors change: no tile is reprogrammed, and programmed
+        devices and their drift stay the same objects. The adapter is checked whole first, so
+        a bad one leaves the previous in place."""
+        if not isinstance(adapter, PreparedAdapter):
+            adapter = self.prepare_adapter(adapter)
         for name, slot in self.lora_slots.items():
-            pair = lora.get(name)
-            slot.a, slot.b = (
-                (torch.from_numpy(pair[0]), torch.from_numpy(pair[1])) if pair else slot.compiled
-            )
+            slot.a, slot.b = adapter.lora.get(name, slot.compiled)
         for name, linear in self.digital_linears.items():
-            head = heads.get(name)
-            if head is None:
-                linear.weight, linear.bias = linear.compiled
-            else:
-                w, b = head
-                linear.weight = torch.from_numpy(w)
-                linear.bias = torch.from_numpy(b) if b is not None else None
-        self.adapter = adapter
+            linear.weight, linear.bias = adapter.heads.get(name, linear.compiled)
+        self.adapter = adapter.source
+
+    def prepare_adapter(
+        self, adapter: str | Path | Adapter | Mapping[str, Any] | None
+    ) -> PreparedAdapter:
+        """Read and check an adapter against this program's slots, and make the tensors its
+        kernels will read; set_adapter of the result is a swap of references (microseconds),
+        like onnxruntime's multi-LoRA keeping several adapters ready for one base model."""
+        if adapter is None:
+            return PreparedAdapter(None, {}, {})
+        if isinstance(adapter, str | Path):
+            adapter = read_adapter(adapter)
+        adapter = as_adapter(adapter)
+        lora, heads = bind(
+            adapter,
+            {n: SlotShape(*s.a.shape, s.b.shape[1], s.scale) for n, s in self.lora_slots.items()},
+            {
+                n: HeadShape(*d.weight.shape, d.bias is not None)
+                for n, d in self.digital_linears.items()
+            },
+            [layer.layer for layer in self.layers if layer.layer],
+        )
+        return PreparedAdapter(
+            adapter,
+            {n: (torch.from_numpy(a), torch.from_numpy(b)) for n, (a, b) in lora.items()},
+            {
+                n: (torch.from_numpy(w), torch.from_numpy(b) if b is not None else None)
+                for n, (w, b) in heads.items()
+            },
+        )
 
     def adapter_slots(self) -> dict[str, tuple[int, int, int]]:
         """Layers with a LoRA slot: name -> (K, R, N)."""
