@@ -354,6 +354,37 @@ def test_switching_adapters_keeps_the_programmed_pcm_devices(bert_base: Path, tm
     np.testing.assert_array_equal(after, before)  # same devices, same read: same outputs
 
 
+def test_eval_loads_the_adapter(
+    bert_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aimcc eval --adapter`: the trials run with the adapter in its slots."""
+    import aimcc.commands.eval as eval_command
+
+    pm = peft_bert(r=8, lora_alpha=16, target_modules=["query", "value"])
+    pm.save_pretrained(tmp_path / "adapter")
+    feeds = bert_feeds()
+    merged = pm.merge_and_unload()
+    inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    reference = export(merged, inputs, tmp_path / "merged.onnx", "last_hidden_state")
+    seen = []
+    real = eval_command.evaluate
+
+    def spy(exe: Executable, *args: Any, **kw: Any) -> Any:
+        exe.set_noise(NoiseSpec("ideal"))
+        seen.append(
+            relative_error(exe.run(feeds)["last_hidden_state"], args[1][0]["last_hidden_state"])
+        )
+        return real(exe, *args, **kw)
+
+    monkeypatch.setattr(eval_command, "evaluate", spy)
+    np.savez(tmp_path / "in.npz", **feeds)
+    common = ["eval", str(bert_base), "--reference", str(reference), "--inputs"]
+    common += [str(tmp_path / "in.npz"), "--trials", "1", "--times", "0s"]
+    assert main([*common, "--adapter", str(tmp_path / "adapter")]) == 0
+    assert main(common) == 0
+    assert seen[0] < 1e-4 < seen[1]  # ideal tiles: with the adapter the merged model, not without
+
+
 # -- bad inputs: one line, nothing half-written, previous adapter kept ---------------------
 def _bad(folder: Path, how: str) -> Path:
     config = json.loads((folder / "adapter_config.json").read_text())
