@@ -392,9 +392,9 @@ def bind(
             padded_b = np.zeros((slot.r, slot.n), np.float32)
             padded_a[:, : a.shape[1]] = a
             np.multiply(b, ratio, out=padded_b[: b.shape[0]])
-        # NaN and inf propagate into a float64 sum, which float32 values cannot overflow
-        total = padded_a.sum(dtype=np.float64) + padded_b.sum(dtype=np.float64)
-        if not math.isfinite(float(total)) or not math.isfinite(lw.scale):
+        # NaN and inf propagate into the sums (values so large that a float32 sum overflows
+        # are refused too: their products would overflow in the kernel)
+        if not math.isfinite(float(padded_a.sum()) + float(padded_b.sum())):
             raise AimccError(f"LoRA module '{module}': non-finite values (NaN or inf)")
         lora[layer] = (padded_a, padded_b)
     swapped: dict[str, tuple[np.ndarray, Any]] = {}
