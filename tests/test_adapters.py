@@ -120,6 +120,33 @@ def test_lora_rank_on_every_corpus_model_matches_onnxruntime(name: str, tmp_path
         assert relative_error(got[spec["name"]], ref) < 1e-4
 
 
+def test_lora_rank_on_minilm_matches_onnxruntime(minilm_path: Path, tmp_path: Path) -> None:
+    shapes = {"input_ids": (1, 32)}
+    exe = compile_to(minilm_path, tmp_path / "m.aimcb", LoraSlotsPass(8), shapes=shapes)
+    assert len(exe.adapter_slots()) == 36
+    feeds = random_inputs(exe, 0)
+    got = exe.run(feeds)
+    for spec, ref in zip(exe.outputs, onnxruntime_outputs(minilm_path, feeds), strict=True):
+        assert relative_error(got[spec["name"]], ref) < 1e-4
+
+
+def test_compile_options_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "b.aimcb"
+    model = str(model_path("bert"))
+    assert (
+        main([model, "--lora-rank", "4", "--lora-targets", "*.self.*", "-q", "-o", str(out)]) == 0
+    )
+    assert len(load(out).adapter_slots()) == 6  # query, key, value of two layers
+    bad = tmp_path / "bad.aimcb"
+    capsys.readouterr()
+    assert main([model, "--lora-rank", "4", "--digital-layers", "clasifier", "-o", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("aimcc: error: --digital-layers: 'clasifier' matches no linear layer")
+    assert err.count("\n") == 1 and not bad.exists()
+
+
 def test_slot_kernels_are_in_the_schedule(tmp_path: Path) -> None:
     base = compile_model(model_path("bert"), input_shapes=SHAPES)
     slots = compile_model(model_path("bert"), input_shapes=SHAPES, slots=LoraSlotsPass(8))
@@ -441,6 +468,7 @@ def test_bad_adapters_fail_with_one_line(
         peft_bert(r=8, lora_alpha=16, target_modules=["query"]).save_pretrained(folder)
         _bad(folder, how)
     out = tmp_path / "out.npz"
+    capsys.readouterr()  # drop what making the adapter printed (library warnings)
     code = main(["run", str(bert_base), "--random", "--adapter", str(folder), "-o", str(out)])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("aimcc: error: ") and err.count("\n") == 1, err
