@@ -198,6 +198,31 @@ def test_gpt2_peft_conv1d_lora_lands_on_clusters(tmp_path: Path) -> None:
     assert relative_error(exe.run(feeds)["logits"], reference) < 1e-4
 
 
+def test_gpt2_conv1d_adapter_loads_onto_slots(tmp_path: Path) -> None:
+    """A peft Conv1D adapter (fan_in_fan_out) on the plain GPT-2 binary's slots, whose base
+    linears run on the flattened 2-D view, matches the merged export."""
+    config = peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["c_attn", "c_fc"],
+        fan_in_fan_out=True,
+        init_lora_weights=False,
+        lora_dropout=0.0,
+    )
+    torch.manual_seed(4)
+    pm = peft.get_peft_model(corpus.torch_model("gpt2"), config)
+    pm.save_pretrained(tmp_path / "adapter")
+    inputs = corpus.sample_inputs("gpt2", 1, SEQ)
+    merged = export(pm.merge_and_unload(), inputs, tmp_path / "merged.onnx", "logits")
+    shapes = {"input_ids": (1, SEQ), "attention_mask": (1, SEQ)}
+    exe = compile_to(model_path("gpt2"), tmp_path / "g.aimcb", LoraSlotsPass(8), shapes=shapes)
+    exe.set_adapter(tmp_path / "adapter")
+    feeds = {k: v.numpy() for k, v in inputs.items()}
+    reference = onnxruntime_outputs(merged, feeds)[0]
+    assert relative_error(exe.run(feeds)["logits"], reference) < 1e-4
+    assert relative_error(onnxruntime_outputs(model_path("gpt2"), feeds)[0], reference) > 1e-3
+
+
 # -- item 2: peft folders ------------------------------------------------------------------
 def test_peft_adapter_on_slot_binary_matches_merged_export(bert_base: Path, tmp_path: Path):
     """An adapter folder written by peft (ranks 8 and 4 via rank_pattern, alpha_pattern) loads
