@@ -31,7 +31,7 @@ import math
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -252,7 +252,8 @@ def write_adapter(path: str | Path, adapter: Adapter) -> Path:
             tensors[f"{PEFT_PREFIX}{module}.{leaf}"] = array
     config = _config_for(adapter)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    tmp = _beside(folder, "tmp")
+    tmp.mkdir(0o777)  # the mode the umask leaves, as for any new folder (mkdtemp gives 0700)
     try:
         from safetensors.numpy import save_file
 
@@ -269,8 +270,7 @@ def _replace_dir(new: Path, folder: Path) -> None:
     """Rename ``new`` to ``folder``; an old folder is moved aside first and removed after."""
     old = None
     if folder.exists():
-        old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".old"))
-        os.rmdir(old)
+        old = _beside(folder, "old")
         os.replace(folder, old)
     try:
         os.replace(new, folder)
@@ -280,6 +280,11 @@ def _replace_dir(new: Path, folder: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _beside(folder: Path, kind: str) -> Path:
+    """A fresh hidden name next to ``folder`` (same file system, so renames are atomic)."""
+    return folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.{kind}")
 
 
 def _config_for(adapter: Adapter) -> dict[str, Any]:
