@@ -339,12 +339,12 @@ class Executable:
             if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
                 return None
             scale = float(params["scale"])
+            if scale == 0.0:  # adapters fold their scale into b relative to this one
+                raise AimccError(f"{self.where}: LoRA kernel of '{name}' has scale 0")
             slot = self.lora_slots.get(name)
             if slot is None or slot.a.shape != a.shape or slot.b.shape != b.shape:
                 slot = LoraSlot(name, a.float(), b.float(), scale, (a.float(), b.float()))
                 self.lora_slots[name] = slot
-            if scale == 0.0:
-                raise AimccError(f"{self.where}: LoRA kernel of '{name}' has scale 0")
 
             def lora(env: list[Any]) -> None:
                 env[out] = env[y] + torch.matmul(torch.matmul(env[x], slot.a), slot.b) * scale
