@@ -6,6 +6,7 @@ weights are already constants after the frontend's folding), their bias and LoRA
 attention, LayerNorm, RMSNorm, activations (recognised by evaluating the candidate elementwise
 region, so every written form of GELU and SiLU is found), embeddings and rotary embeddings.
 Whatever is not recognised stays a `graph.node`, which runs as a generic digital kernel.
+Names only label what was found: each linear keeps one (`layer_name`) for adapters to attach by.
 """
 
 from __future__ import annotations
@@ -99,11 +100,11 @@ class RaiseLinear(_Pattern):
                 b_op = add_weight(self.ctx, "gemm_bias", c.reshape(n) * np.float32(beta))
                 new_ops.append(b_op)
                 bias = b_op.result
-        linear = LinearOp(x, w, op.outs[0].type, bias, layer=layer_name(self.ctx, op, op.args[1]))
+        linear = LinearOp(x, w, op.outs[0].type, bias, layer=layer_name(op, op.args[1]))
         rewriter.replace(op, [*new_ops, linear], [linear.result])
 
 
-def layer_name(ctx: CompileContext, op: NodeOp, weight: SSAValue) -> str:
+def layer_name(op: NodeOp, weight: SSAValue) -> str:
     """A stable name for the layer of MatMul/Gemm ``op``, from what the exporter left: the torch
     module scope (dynamo metadata), the node's scope path (legacy exporter: ``/a/b/MatMul``),
     the weight initializer's name (``a.b.weight``), else the weight's key. peft's wrapper
