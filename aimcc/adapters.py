@@ -124,6 +124,8 @@ def read_adapter(path: str | Path) -> Adapter:
     heads: dict[str, dict[str, np.ndarray]] = {}
     head_modules = split_pattern(config.get("modules_to_save") or ())
     for key, array in tensors.items():
+        if not key.isprintable():
+            raise AimccError(f"{where}: tensor name {key!r} has control characters")
         name = key.removeprefix(PEFT_PREFIX)
         if not np.isfinite(array).all():
             raise AimccError(f"{where}: tensor '{key}' has non-finite values (NaN or inf)")
@@ -196,7 +198,11 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 def _pattern_value(patterns: Mapping[str, Any], module: str, default: Any) -> Any:
     """peft's rank_pattern/alpha_pattern lookup: the first key matching the module's tail."""
     for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", module):
+        try:
+            found = re.match(rf"(.*\.)?({key})$", module)
+        except re.error as exc:
+            raise AimccError(f"{key!r} in the adapter config is not a regex ({exc})") from None
+        if found:
             return value
     return default
 
@@ -213,15 +219,20 @@ def _lora_weights(
             f"{where}: module '{module}': lora_A {tuple(a.shape)} and lora_B "
             f"{tuple(b.shape)} are not [r, in] and [out, r]"
         )
-    rank = int(_pattern_value(config.get("rank_pattern") or {}, module, config.get("r", 8)))
+    rank = _pattern_value(config.get("rank_pattern") or {}, module, config.get("r", 8))
+    alpha = _pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8))
+    for what, value in (("rank", rank), ("lora_alpha", alpha)):
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not 0 < value < math.inf
+        ):
+            raise AimccError(f"{where}: module '{module}': {what} {value!r} is not positive")
     if a.shape[0] != rank:
         raise AimccError(
             f"{where}: module '{module}' has rank {a.shape[0]}, the config says "
             f"{rank} (r / rank_pattern)"
         )
-    alpha = float(
-        _pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8))
-    )
     scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
     return LoraWeights(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T), scale)
 
