@@ -443,6 +443,10 @@ def _bad(folder: Path, how: str) -> Path:
     weights = folder / "adapter_model.safetensors"
     if how == "wrong rank":
         config["r"] = 4
+    elif how == "DoRA":
+        config["use_dora"] = True
+    elif how == "bad rank_pattern":
+        config["rank_pattern"] = {"query(": 8}
     elif how == "corrupt safetensors":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     elif how in ("non-finite", "unknown module"):
@@ -471,6 +475,8 @@ def _bad(folder: Path, how: str) -> Path:
         ("rank above the slot", "more than the slot rank 8"),
         ("another base model", "an adapter for another base model"),
         ("missing folder", "not an adapter folder"),
+        ("DoRA", "DoRA (use_dora) is not supported"),
+        ("bad rank_pattern", "'query(' in the adapter config is not a regex"),
     ],
 )
 def test_bad_adapters_fail_with_one_line(
