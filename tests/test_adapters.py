@@ -147,6 +147,27 @@ def test_compile_options_on_the_command_line(
     assert err.count("\n") == 1 and not bad.exists()
 
 
+def test_every_stage_with_slots_and_digital_layers_round_trips() -> None:
+    """Layer names, slots and the digital mark print and parse back at every stage."""
+    from xdsl.parser import Parser
+
+    from aimcc.ir import make_context
+
+    dumps: dict[str, str] = {}
+    comp = compile_model(
+        model_path("bert"),
+        slots=LoraSlotsPass(4, digital="encoder.layer.1.output.dense"),
+        after_pass=lambda stage, module: dumps.__setitem__(stage, str(module)),
+    )
+    assert 'layer = "encoder.layer.1.output.dense", digital' in dumps["lora-slots"]
+    assert '{layer = "encoder.layer.0.attention.self.query"}' in dumps["tile"]
+    ctx = make_context(comp.ctx.weights, comp.arch)
+    for stage, text in dumps.items():
+        parsed = Parser(ctx, text).parse_module()
+        parsed.verify()
+        assert str(parsed) == text, f"{stage} does not round-trip"
+
+
 def test_slot_kernels_are_in_the_schedule(tmp_path: Path) -> None:
     base = compile_model(model_path("bert"), input_shapes=SHAPES)
     slots = compile_model(model_path("bert"), input_shapes=SHAPES, slots=LoraSlotsPass(8))
