@@ -28,6 +28,7 @@ from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, NodeOp, TensorRefAttr, WeightOp
 from aimcc.ir.weights import WeightStore
 from aimcc.passes import PASSES
+from aimcc.passes.lora_slots import LoraSlotsPass
 from aimcc.passes.partition import TARGET_ATTR, PartitionPass
 from aimcc.passes.place import PlacePass
 from aimcc.passes.raise_transformer import RaiseTransformerPass
@@ -40,10 +41,16 @@ SOURCE_SHA256_ATTR = "aimc.source_sha256"  # and the sha256 of its bytes (eval c
 Stage = Callable[[str], None]
 
 
-def pipeline(target: str, schedule: SchedulePass | None = None) -> list[ModulePass]:
-    """The passes after import, in order, configured for ``target`` (and the scheduler)."""
+def pipeline(
+    target: str, schedule: SchedulePass | None = None, slots: LoraSlotsPass | None = None
+) -> list[ModulePass]:
+    """The passes after import, in order, configured for ``target`` (and the scheduler, and
+    the adapter slots)."""
+    if slots is not None and slots.rank and target == "aimc":
+        raise AimccError("--lora-rank: adapter slots are digital; --target aimc has none")
     return [
         RaiseTransformerPass(),
+        slots or LoraSlotsPass(),
         PartitionPass(target=target),
         TilePass(),
         PlacePass(),
@@ -118,6 +125,7 @@ def compile_model(
     after_pass: Callable[[str, ModuleOp], None] | None = None,
     schedule: SchedulePass | None = None,
     stage: Stage | None = None,
+    slots: LoraSlotsPass | None = None,
 ) -> Compilation:
     """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage,
     ``stage(name)`` is told when each begins (for progress).
@@ -129,7 +137,7 @@ def compile_model(
         module, weights, shapes = import_onnx(path, input_shapes or {}, seconds, stage)
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()  # for the binary, while the passes run
-        passes = pipeline(target, schedule)
+        passes = pipeline(target, schedule, slots)
         return _finish(
             module, ctx, passes, "import", target, str(path), shapes, seconds, after_pass, stage
         )

@@ -15,6 +15,8 @@ ENTRY_MODULES = (
     "aimcc.frontend.importer",
     "aimcc.backends.manifest",
     "aimcc.cli",
+    "aimcc.adapters",
+    "aimcc.passes.lora_slots",
 )
 
 

@@ -146,6 +146,7 @@ def _analog_instruction(
     tile_type = programs[0].result.type
     return {
         "op": "analog",
+        "layer": acc.layer.data if acc.layer is not None else None,
         "weight": keys.pop(),
         "x": operand(x.pop()),
         "out": out,

@@ -165,7 +165,8 @@ def _verify(program: Any, tensors: dict[str, np.ndarray]) -> Arch:
             for j, slot in enumerate(_list(ins["outs"], f"{at}.outs")):
                 define(slot, f"{at}.outs[{j}]")
         else:
-            _dict(ins, at, {"op", "weight", "x", "out", "grid", "tile", "tiles"})
+            _dict(ins, at, {"op", "weight", "x", "out", "grid", "tile", "tiles", "layer"})
+            _expect(ins["layer"] is None or isinstance(ins["layer"], str), f"{at}.layer: a name")
             _analog(ins, at, arch, tensors, operand)
             define(ins["out"], f"{at}.out")
             analog_at[i] = ins

@@ -23,6 +23,7 @@ from aimcc.errors import AimccError
 if TYPE_CHECKING:
     from aimcc.backends.manifest import EmitStats
     from aimcc.compiler import Compilation
+    from aimcc.passes.lora_slots import LoraSlotsPass
 
 
 def parser() -> argparse.ArgumentParser:
@@ -104,7 +105,41 @@ def parser() -> argparse.ArgumentParser:
         "--plot", type=output_file, metavar="OUT.png", help="write the schedule's Gantt chart"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary and no progress")
+    add_adapter_slot_options(p)
     return p
+
+
+# -- adapter slots (AHWA-LoRA: one analog binary, many tasks; docs/ADAPTERS.md) ------------
+def add_adapter_slot_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("adapter slots (docs/ADAPTERS.md)")
+    g.add_argument(
+        "--lora-rank",
+        type=int,
+        default=0,
+        metavar="R",
+        help="give linear layers an empty (zero) digital LoRA slot of rank R, so peft "
+        "adapters can be loaded at run time ('aimcc run --adapter') without reprogramming tiles",
+    )
+    g.add_argument(
+        "--lora-targets",
+        default="",
+        metavar="PATTERN",
+        help="layers that get slots: comma-separated layer names, dot-suffixes (query,value) "
+        "or globs (default: every linear not kept digital)",
+    )
+    g.add_argument(
+        "--digital-layers",
+        default="",
+        metavar="PATTERN",
+        help="linear layers kept on the RISC-V clusters, e.g. a task head (peft "
+        "modules_to_save) that adapters replace",
+    )
+
+
+def adapter_slots(opts: argparse.Namespace) -> LoraSlotsPass:
+    from aimcc.passes.lora_slots import LoraSlotsPass
+
+    return LoraSlotsPass(opts.lora_rank, opts.lora_targets, opts.digital_layers)
 
 
 def main(argv: list[str]) -> int:
@@ -164,6 +199,11 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
 
     printing = after_pass if (wanted or opts.print_ir_after_all) else None
     if is_ir:
+        if opts.lora_rank or opts.lora_targets or opts.digital_layers:
+            raise AimccError(
+                "--lora-rank, --lora-targets and --digital-layers apply to ONNX models "
+                "(in textual IR run the pass: aimcc opt -p 'lora-slots{rank=8}')"
+            )
         comp = compile_ir(
             Path(opts.model),
             read_weights(opts.weights),
@@ -175,7 +215,14 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
         )
     else:
         comp = compile_model(
-            opts.model, opts.target or "hybrid", arch, shapes, printing, scheduler, stage
+            opts.model,
+            opts.target or "hybrid",
+            arch,
+            shapes,
+            printing,
+            scheduler,
+            stage,
+            adapter_slots(opts),
         )
     for stage_name in sorted(wanted - printed, key=PASS_NAMES.index):
         warn(f"--print-ir-after {stage_name}: {name} was already past {stage_name}")

@@ -69,6 +69,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=seed, default=0, help="trial i programs with seed + i")
     p.add_argument("--plot", type=output_file, metavar="PNG", help="write a plot of the metrics")
+    p.add_argument(
+        "--adapter",
+        type=Path,
+        metavar="DIR",
+        help="a peft LoRA adapter folder to load into the binary's adapter slots (compiled "
+        "with --lora-rank); tiles are not reprogrammed (docs/ADAPTERS.md)",
+    )
     return p
 
 
@@ -84,6 +91,9 @@ def main(argv: list[str]) -> int:
         update(f"loading {opts.binary.name}")
         exe = load(opts.binary)
         check_reference(opts.reference, exe)
+        if opts.adapter:
+            update(f"loading adapter {opts.adapter}")
+            exe.set_adapter(opts.adapter)
         if opts.inputs:
             batches = [read_npz(opts.inputs)]
         else:

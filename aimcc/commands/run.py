@@ -67,6 +67,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=seed, default=None, help="seed for random inputs and pcm noise (default 0)"
     )
+    p.add_argument(
+        "--adapter",
+        type=Path,
+        metavar="DIR",
+        help="a peft LoRA adapter folder to load into the binary's adapter slots (compiled "
+        "with --lora-rank); tiles are not reprogrammed (docs/ADAPTERS.md)",
+    )
     return p
 
 
@@ -78,6 +85,8 @@ def main(argv: list[str]) -> int:
     check_options(opts)
     opts.seed = opts.seed or 0
     exe = load(opts.binary)
+    if opts.adapter:
+        exe.set_adapter(opts.adapter)
     if opts.inputs:
         feeds = read_npz(opts.inputs)
     elif opts.random:

@@ -12,6 +12,7 @@ the runtime cannot disagree on semantics:
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -48,6 +49,7 @@ from aimcc.runtime.onnx_ops import (
 )
 
 _Op = TypeVar("_Op", bound=Operation)
+SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 OPSET13_AXIS_OPS = ("Softmax", "LogSoftmax", "Hardmax")
 NONDETERMINISTIC = {
     "RandomNormal",
@@ -177,7 +179,7 @@ def _build_module(
         results = [o for o in node.output if o]
         attrs = _xdsl_attrs(attrs_from_node(node), node.name or node.op_type, weights)
         types = [_type_of(values[o]) for o in results]
-        op = _emit(block, NodeOp(node.op_type, operands, types, attrs, node.name))
+        op = _emit(block, NodeOp(node.op_type, operands, types, attrs, node.name, _scope(node)))
         for name, result in zip(results, op.outs, strict=True):
             result.name_hint = _hint(name)
             ssa[name] = result
@@ -193,6 +195,21 @@ def _build_module(
         ),
     )
     return ModuleOp([function])
+
+
+def _scope(node: onnx.NodeProto) -> str:
+    """The torch module a node came from, as torch's dynamo exporter records it in the node's
+    metadata (a Python list literal of nested scopes ending in the op's own name); layer names
+    for adapters come from it."""
+    for entry in node.metadata_props:
+        if entry.key == SCOPES_KEY:
+            try:
+                scopes = ast.literal_eval(entry.value)  # literals only: never executes code
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return ""
+            if isinstance(scopes, list) and len(scopes) >= 2 and isinstance(scopes[-2], str):
+                return scopes[-2]
+    return ""
 
 
 def _without_contraction(

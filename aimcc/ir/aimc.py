@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, TensorType, i64
+from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, StringAttr, TensorType, i64
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
     IRDLOperation,
@@ -59,10 +59,17 @@ class MatmulOp(IRDLOperation):
 
     x = operand_def(TensorType)
     weight = operand_def(TensorType)
+    layer = opt_prop_def(StringAttr)  # the layer's name (nn.linear's), kept to the binary
     result = result_def(TensorType)
 
-    def __init__(self, x: SSAValue, weight: SSAValue, result_type: Attribute):
-        super().__init__(operands=[x, weight], result_types=[result_type])
+    def __init__(
+        self, x: SSAValue, weight: SSAValue, result_type: Attribute, layer: str | None = None
+    ):
+        super().__init__(
+            operands=[x, weight],
+            result_types=[result_type],
+            properties={"layer": StringAttr(layer)} if layer else {},
+        )
 
     def verify_(self) -> None:
         k, n = shape_of(self.weight)
@@ -160,14 +167,23 @@ class AccumulateOp(IRDLOperation):
 
     partials = var_operand_def(TensorType)
     grid = prop_def(ArrayAttr[IntegerAttr])
+    layer = opt_prop_def(StringAttr)
     result = result_def(TensorType)
 
+    irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$partials `grid` $grid attr-dict `:` functional-type($partials, $result)"
 
-    def __init__(self, partials: Sequence[SSAValue], grid: tuple[int, int], result_type: Attribute):
-        super().__init__(
-            operands=[partials], result_types=[result_type], properties={"grid": _ints(grid)}
-        )
+    def __init__(
+        self,
+        partials: Sequence[SSAValue],
+        grid: tuple[int, int],
+        result_type: Attribute,
+        layer: StringAttr | None = None,
+    ):
+        props: dict[str, Attribute] = {"grid": _ints(grid)}
+        if layer is not None:
+            props["layer"] = layer
+        super().__init__(operands=[partials], result_types=[result_type], properties=props)
 
     @property
     def grid_shape(self) -> tuple[int, int]:

@@ -82,6 +82,7 @@ class NodeOp(IRDLOperation):
     op_type = prop_def(StringAttr)
     params = prop_def(DictionaryAttr)
     node_name = opt_prop_def(StringAttr)
+    scope = opt_prop_def(StringAttr)  # the torch module path the exporter recorded, if any
     args = var_operand_def()
     outs = var_result_def(TensorType)
 
@@ -94,6 +95,7 @@ class NodeOp(IRDLOperation):
         result_types: list[Attribute],
         attributes: dict[str, Attribute],
         node_name: str = "",
+        scope: str = "",
     ):
         props: dict[str, Attribute] = {
             "op_type": StringAttr(op_type),
@@ -101,6 +103,8 @@ class NodeOp(IRDLOperation):
         }
         if node_name:
             props["node_name"] = StringAttr(node_name)
+        if scope:
+            props["scope"] = StringAttr(scope)
         super().__init__(operands=[args], result_types=[result_types], properties=props)
 
     def verify_(self) -> None:

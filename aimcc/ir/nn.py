@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xdsl.dialects.builtin import Float32Type, FloatAttr, StringAttr, TensorType
+from xdsl.dialects.builtin import Float32Type, FloatAttr, StringAttr, TensorType, UnitAttr
 from xdsl.ir import Attribute, Dialect, SSAValue
 from xdsl.irdl import (
     AttrSizedOperandSegments,
@@ -48,6 +48,8 @@ class LinearOp(IRDLOperation):
     lora_a = opt_operand_def(TensorType)
     lora_b = opt_operand_def(TensorType)
     lora_scale = opt_prop_def(FloatAttr)
+    layer = opt_prop_def(StringAttr)  # a stable name from the ONNX file: adapters attach by it
+    digital = opt_prop_def(UnitAttr)  # keep on the clusters (e.g. a task head swapped per task)
     result = result_def(TensorType)
 
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
@@ -60,12 +62,44 @@ class LinearOp(IRDLOperation):
         result_type: Attribute,
         bias: SSAValue | None = None,
         lora: tuple[SSAValue, SSAValue, float] | None = None,
+        layer: str | None = None,
+        digital: bool = False,
     ):
         a, b, scale = lora if lora else (None, None, None)
+        props: dict[str, Attribute] = {"lora_scale": f32(scale)} if lora else {}
+        if layer:
+            props["layer"] = StringAttr(layer)
+        if digital:
+            props["digital"] = UnitAttr()
         super().__init__(
-            operands=[x, weight, bias, a, b],
-            result_types=[result_type],
-            properties={"lora_scale": f32(scale)} if lora else {},
+            operands=[x, weight, bias, a, b], result_types=[result_type], properties=props
+        )
+
+    @property
+    def layer_name(self) -> str | None:
+        return self.layer.data if self.layer is not None else None
+
+    def with_operands(
+        self,
+        x: SSAValue | None = None,
+        bias: SSAValue | None = None,
+        lora: tuple[SSAValue, SSAValue, float] | None = None,
+        result_type: Attribute | None = None,
+        digital: bool = False,
+    ) -> LinearOp:
+        """A copy with some operands replaced, keeping the weight and name (and placement,
+        unless ``digital`` moves it to the clusters)."""
+        old_lora = None
+        if self.lora_a is not None and self.lora_b is not None and self.lora_scale is not None:
+            old_lora = (self.lora_a, self.lora_b, self.lora_scale.value.data)
+        return LinearOp(
+            x or self.x,
+            self.weight,
+            result_type or self.result.type,
+            bias or self.bias,
+            lora or old_lora,
+            self.layer_name,
+            digital or self.digital is not None,
         )
 
     def verify_(self) -> None:

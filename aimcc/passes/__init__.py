@@ -2,6 +2,7 @@
 
 from xdsl.passes import ModulePass
 
+from aimcc.passes.lora_slots import LoraSlotsPass
 from aimcc.passes.partition import PartitionPass
 from aimcc.passes.place import PlacePass
 from aimcc.passes.raise_transformer import RaiseTransformerPass
@@ -10,5 +11,6 @@ from aimcc.passes.tile import TilePass
 
 # In pipeline order: what `aimcc MODEL.onnx` runs after import, and what `aimcc opt` accepts.
 PASSES: dict[str, type[ModulePass]] = {
-    p.name: p for p in (RaiseTransformerPass, PartitionPass, TilePass, PlacePass, SchedulePass)
+    p.name: p
+    for p in (RaiseTransformerPass, LoraSlotsPass, PartitionPass, TilePass, PlacePass, SchedulePass)
 }

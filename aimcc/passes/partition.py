@@ -57,10 +57,12 @@ class PartitionLinear(RewritePattern):
             merged = add_weight(self.ctx, f"{key_of(op.weight)}+lora", self._merged(op))
             new_ops.append(merged)
             weight, lora = merged.result, False
-        if self.target == "digital":
-            y: Operation = KernelOp("matmul", [op.x, weight], [op.result.type])
+        name = op.layer_name
+        named: dict[str, Attribute] = {"layer": StringAttr(name)} if name else {}
+        if self.target == "digital" or op.digital is not None:
+            y: Operation = KernelOp("matmul", [op.x, weight], [op.result.type], named)
         else:
-            y = MatmulOp(op.x, weight, op.result.type)
+            y = MatmulOp(op.x, weight, op.result.type, name)
         new_ops.append(y)
         if lora:
             assert op.lora_a is not None and op.lora_b is not None and op.lora_scale is not None
@@ -68,11 +70,11 @@ class PartitionLinear(RewritePattern):
                 "lora",
                 [op.x, y.results[0], op.lora_a, op.lora_b],
                 [op.result.type],
-                {"scale": op.lora_scale},
+                {"scale": op.lora_scale, **named},
             )
             new_ops.append(y)
         if op.bias is not None:
-            y = KernelOp("bias_add", [y.results[0], op.bias], [op.result.type])
+            y = KernelOp("bias_add", [y.results[0], op.bias], [op.result.type], named)
             new_ops.append(y)
         rewriter.replace(op, new_ops, [y.results[0]])
 

@@ -6,6 +6,7 @@ weights are already constants after the frontend's folding), their bias and LoRA
 attention, LayerNorm, RMSNorm, activations (recognised by evaluating the candidate elementwise
 region, so every written form of GELU and SiLU is found), embeddings and rotary embeddings.
 Whatever is not recognised stays a `graph.node`, which runs as a generic digital kernel.
+Names only label what was found: each linear keeps one (`layer_name`) for adapters to attach by.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.rewriter import InsertPoint
 
 from aimcc.ir import CompileContext
-from aimcc.ir.graph import AbsentOp, NodeOp
+from aimcc.ir.graph import AbsentOp, NodeOp, key_of
 from aimcc.ir.nn import (
     ActivationOp,
     AttentionOp,
@@ -102,8 +103,22 @@ class RaiseLinear(_Pattern):
                 b_op = add_weight(self.ctx, "gemm_bias", c.reshape(n) * np.float32(beta))
                 new_ops.append(b_op)
                 bias = b_op.result
-        linear = LinearOp(x, w, op.outs[0].type, bias)
+        linear = LinearOp(x, w, op.outs[0].type, bias, layer=layer_name(op, op.args[1]))
         rewriter.replace(op, [*new_ops, linear], [linear.result])
+
+
+def layer_name(op: NodeOp, weight: SSAValue) -> str:
+    """A stable name for the layer of MatMul/Gemm ``op``, from what the exporter left: the torch
+    module scope (dynamo metadata), the node's scope path (legacy exporter: ``/a/b/MatMul``),
+    the weight initializer's name (``a.b.weight``), else the weight's key. peft's wrapper
+    module (``<layer>.base_layer``) is named after the layer it wraps. Adapters attach by it."""
+    scope = op.scope.data if op.scope is not None else ""
+    node_name = op.node_name.data if op.node_name is not None else ""
+    if not scope and node_name.startswith("/"):
+        scope = ".".join(node_name.strip("/").split("/")[:-1])
+    if not scope:
+        scope = (key_of(weight) or "").removesuffix(".weight")
+    return scope.removesuffix(".base_layer")
 
 
 class FuseBias(_Pattern):
@@ -128,22 +143,27 @@ class FuseBias(_Pattern):
                 b_op = add_weight(self.ctx, "bias", c.reshape(n))
                 rewriter.insert(b_op)
                 b = b_op.result
-            fused = LinearOp(lin.x, lin.weight, lin.result.type, b)
+            fused = lin.with_operands(bias=b)
             rewriter.replace(op, fused, [fused.result])
             rewriter.erase(lin)
             return
 
 
 class FuseLora(_Pattern):
-    """Add(linear(x), s * linear_B(linear_A(x))) with a low inner rank -> linear with LoRA."""
+    """Add(linear(x), s * linear_B(linear_A(x))) with a low inner rank -> linear with LoRA.
+
+    The base may also be a linear on a flattened 2-D view of x reshaped back
+    (``Reshape(Gemm(Reshape(x)))``, GPT-2's Conv1D under peft), while the LoRA branch runs on x
+    itself: the fused linear then runs on x, and the views and the 2-D linear go.
+    """
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: NodeOp, rewriter: PatternRewriter) -> None:
         if op.op_type.data != "Add":
             return
         for base_value in op.args:
-            base = base_value.owner
-            if not isinstance(base, LinearOp) or base.lora_a is not None:
+            base, x, views = self._base(base_value)
+            if base is None or x is None:
                 continue
             delta = other_operand(op, base_value)
             scale = 1.0
@@ -157,21 +177,43 @@ class FuseLora(_Pattern):
             if not isinstance(lin_b, LinearOp) or not _plain(lin_b):
                 continue
             lin_a = lin_b.x.owner
-            if not isinstance(lin_a, LinearOp) or not _plain(lin_a) or lin_a.x is not base.x:
+            if not isinstance(lin_a, LinearOp) or not _plain(lin_a) or lin_a.x is not x:
                 continue
             k, n = shape_of(base.weight)
             r = shape_of(lin_a.weight)[1]
             if shape_of(lin_b.weight) != (r, n) or not 2 * r <= min(k, n):
                 continue
-            fused = LinearOp(
-                base.x,
-                base.weight,
-                base.result.type,
-                base.bias,
-                (lin_a.weight, lin_b.weight, scale),
+            if op.outs[0].type != base.result.type and not views:
+                continue
+            fused = base.with_operands(
+                x=x, lora=(lin_a.weight, lin_b.weight, scale), result_type=op.outs[0].type
             )
             rewriter.replace(op, fused, [fused.result])
+            for dead in views:  # outer view, 2-D linear, inner view (each now unused)
+                if all(not r.uses for r in dead.results):
+                    rewriter.erase(dead)
             return
+
+    @staticmethod
+    def _base(value: SSAValue) -> tuple[LinearOp | None, SSAValue | None, list[Operation]]:
+        """The base linear behind ``value``, the input the LoRA branch must share, and the
+        views to drop when the base runs on a flattened view."""
+        owner = value.owner
+        if isinstance(owner, LinearOp):
+            return (owner, owner.x, []) if owner.lora_a is None else (None, None, [])
+        outer = node(value, "Reshape")
+        lin = outer.args[0].owner if outer is not None else None
+        if outer is None or not isinstance(lin, LinearOp) or lin.lora_a is not None:
+            return None, None, []
+        inner = node(lin.x, "Reshape")
+        if inner is None or only_use(lin.result) is not outer:
+            return None, None, []
+        x = inner.args[0]
+        if shape_of(outer.outs[0])[:-1] != shape_of(x)[:-1] or dtype_of(x.type) != dtype_of(
+            lin.x.type
+        ):
+            return None, None, []
+        return lin, x, [outer, lin, inner]
 
 
 def _plain(lin: LinearOp) -> bool:

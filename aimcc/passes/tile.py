@@ -44,7 +44,8 @@ class TileMatmul(RewritePattern):
                 mvm = MvmOp(op.x, program.result, tensor_type((*lead, cols[1] - cols[0]), dtype))
                 new_ops += [program, mvm]
                 partials.append(mvm.result)
-        acc = AccumulateOp(partials, (len(row_ranges), len(col_ranges)), op.result.type)
+        grid = (len(row_ranges), len(col_ranges))
+        acc = AccumulateOp(partials, grid, op.result.type, op.layer)
         rewriter.replace(op, [*new_ops, acc], [acc.result])
 
 

@@ -6,7 +6,7 @@ Instructions are turned into closures once at load time so a run is a tight loop
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -15,6 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from aimcc.adapters import (
+    Adapter,
+    HeadShape,
+    SlotShape,
+    as_adapter,
+    bind,
+    read_adapter,
+)
 from aimcc.arch import Arch, arch_from_dict
 from aimcc.backends.aimcb import read_binary
 from aimcc.errors import AimccError
@@ -34,6 +42,39 @@ class AnalogLayer:
     weight: torch.Tensor  # [K, N], crossbar orientation
     programmed: ProgrammedLayer | None = None
     tiles: TileWeights | None = None
+    layer: str | None = None  # the layer's name from the ONNX file
+
+
+@dataclass
+class LoraSlot:
+    """A layer's LoRA tensors, read by its `lora` kernel at every run: set_adapter swaps them
+    (y += scale * x @ a @ b, with the compiled kernel's scale; adapters fold theirs into b)."""
+
+    layer: str
+    a: torch.Tensor  # [K, R]
+    b: torch.Tensor  # [R, N]
+    scale: float
+    compiled: tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class DigitalLinear:
+    """A linear layer kept on the clusters: weight [K, N] and bias its kernels read at every
+    run, so a task head (peft modules_to_save) can be swapped in."""
+
+    layer: str
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    compiled: tuple[torch.Tensor, torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class PreparedAdapter:
+    """An adapter checked against one program: the tensors its slots and heads will read."""
+
+    source: Adapter | None
+    lora: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+    heads: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]]
 
 
 class Executable:
@@ -58,6 +99,9 @@ class Executable:
         self.arch: Arch = arch_from_dict(program["arch"])
         self._tensors = {k: torch.from_numpy(v) for k, v in tensors.items()}
         self.layers: list[AnalogLayer] = []
+        self.lora_slots: dict[str, LoraSlot] = {}
+        self.digital_linears: dict[str, DigitalLinear] = {}
+        self.adapter: Adapter | None = None
         self.spec = NoiseSpec("ideal")
         self._generator: torch.Generator | None = None
         instructions = program["instructions"]
@@ -97,6 +141,61 @@ class Executable:
             layer.tiles = layer.programmed.at_time(
                 t_inference_s, self._generator, self.spec.compensation
             )
+
+    # -- adapters --------------------------------------------------------------------------
+    def set_adapter(
+        self, adapter: str | Path | Adapter | Mapping[str, Any] | PreparedAdapter | None
+    ) -> None:
+        """Load a LoRA adapter (a peft folder, an Adapter, ``{module: (a, b, scale)}``, or
+        one made ready by :meth:`prepare_adapter`) into the slots, or restore the compiled
+        ones (None). Only digital tensors change: no tile is reprogrammed, and programmed
+        devices and their drift stay the same objects. The adapter is checked whole first, so
+        a bad one leaves the previous in place."""
+        if not isinstance(adapter, PreparedAdapter):
+            adapter = self.prepare_adapter(adapter)
+        for name, slot in self.lora_slots.items():
+            slot.a, slot.b = adapter.lora.get(name, slot.compiled)
+        for name, linear in self.digital_linears.items():
+            linear.weight, linear.bias = adapter.heads.get(name, linear.compiled)
+        self.adapter = adapter.source
+
+    def prepare_adapter(
+        self, adapter: str | Path | Adapter | Mapping[str, Any] | None
+    ) -> PreparedAdapter:
+        """Read and check an adapter against this program's slots, and make the tensors its
+        kernels will read; set_adapter of the result is a swap of references (microseconds),
+        like onnxruntime's multi-LoRA keeping several adapters ready for one base model."""
+        if adapter is None:
+            return PreparedAdapter(None, {}, {})
+        if isinstance(adapter, str | Path):
+            adapter = read_adapter(adapter)
+        adapter = as_adapter(adapter)
+        lora, heads = bind(
+            adapter,
+            {n: SlotShape(*s.a.shape, s.b.shape[1], s.scale) for n, s in self.lora_slots.items()},
+            {
+                n: HeadShape(*d.weight.shape, d.bias is not None)
+                for n, d in self.digital_linears.items()
+            },
+            [layer.layer for layer in self.layers if layer.layer],
+        )
+        return PreparedAdapter(
+            adapter,
+            {n: (torch.from_numpy(a), torch.from_numpy(b)) for n, (a, b) in lora.items()},
+            {
+                n: (torch.from_numpy(w), torch.from_numpy(b) if b is not None else None)
+                for n, (w, b) in heads.items()
+            },
+        )
+
+    def adapter_slots(self) -> dict[str, tuple[int, int, int]]:
+        """Layers with a LoRA slot: name -> (K, R, N)."""
+        return {n: (*s.a.shape, s.b.shape[1]) for n, s in self.lora_slots.items()}
+
+    def layer_names(self) -> dict[str, str]:
+        """Named linear layers of the program: name -> "analog" or "digital"."""
+        names = {layer.layer: "analog" for layer in self.layers if layer.layer}
+        return names | {n: "digital" for n in self.digital_linears}
 
     def index_bounds(self) -> dict[str, int]:
         """Inputs used directly as embedding ids, with the number of rows of their table."""
@@ -200,6 +299,10 @@ class Executable:
     def _kernel_step(self, ins: dict[str, Any]) -> Step:
         kind: str = ins["kind"]
         params = self._params(ins["params"])
+        if isinstance(params.get("layer"), str) and kind in ("lora", "matmul", "bias_add"):
+            named = self._layer_step(kind, params["layer"], ins, params)
+            if named is not None:
+                return named
         if kind.startswith("onnx."):
             op_type = kind.removeprefix("onnx.")
             if op_type not in supported_ops():
@@ -224,13 +327,62 @@ class Executable:
 
         return step
 
+    def _layer_step(
+        self, kind: str, name: str, ins: dict[str, Any], params: dict[str, Any]
+    ) -> Step | None:
+        """Steps of a named layer's kernels that read swappable tensors (adapter slots, digital
+        weights) at run time; None for a kernel that has nothing to swap."""
+        args = [self._resolve(a) for a in ins["args"]]
+        (out,) = ins["outs"]
+        if kind == "lora":
+            x, y, a, b = args
+            if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+                return None
+            scale = float(params["scale"])
+            if scale == 0.0:  # adapters fold their scale into b relative to this one
+                raise AimccError(f"{self.where}: LoRA kernel of '{name}' has scale 0")
+            slot = self.lora_slots.get(name)
+            if slot is None or slot.a.shape != a.shape or slot.b.shape != b.shape:
+                slot = LoraSlot(name, a.float(), b.float(), scale, (a.float(), b.float()))
+                self.lora_slots[name] = slot
+
+            def lora(env: list[Any]) -> None:
+                env[out] = env[y] + torch.matmul(torch.matmul(env[x], slot.a), slot.b) * scale
+
+            return lora
+        if kind == "matmul":
+            x, w = args
+            if not isinstance(w, torch.Tensor) or w.ndim != 2:
+                return None
+            linear = self.digital_linears.setdefault(name, DigitalLinear(name, w, None, (w, None)))
+            if linear.compiled[0] is not w:
+                return None  # another layer of the same name: not swappable
+
+            def matmul(env: list[Any]) -> None:
+                env[out] = torch.matmul(env[x], linear.weight)
+
+            return matmul
+        linear = self.digital_linears.get(name)
+        y, bias = args
+        if linear is None or not isinstance(bias, torch.Tensor):
+            return None
+        if linear.compiled[1] is None:
+            linear.bias, linear.compiled = bias, (linear.compiled[0], bias)
+        elif linear.compiled[1] is not bias:
+            return None
+
+        def bias_add(env: list[Any]) -> None:
+            env[out] = env[y] + linear.bias
+
+        return bias_add
+
     def _analog_step(self, ins: dict[str, Any], bias_add: dict[str, Any] | None) -> Step:
         weight = self._resolve(ins["weight"])
         if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
             raise AimccError(f"{self.where}: analog weight '{ins['weight']}' is not a matrix")
         if list(ins["tile"]) != [self.arch.tile.rows, self.arch.tile.cols]:
             raise AimccError(f"{self.where}: tiles of {ins['tile']} do not match the arch")
-        layer = AnalogLayer(ins["weight"], weight.float())
+        layer = AnalogLayer(ins["weight"], weight.float(), layer=ins.get("layer"))
         layer.tiles = TileWeights.ideal(layer.weight, self.arch)
         self.layers.append(layer)
         x, out, bias = ins["x"], ins["out"], None
