@@ -74,7 +74,8 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="a peft LoRA adapter folder to load into the binary's adapter slots (compiled "
-        "with --lora-rank); tiles are not reprogrammed (docs/ADAPTERS.md)",
+        "with --lora-rank); tiles are not reprogrammed (docs/ADAPTERS.md); --reference is then "
+        "the adapted model (e.g. peft's merged export), not checked against the binary's hash",
     )
     return p
 
@@ -90,10 +91,11 @@ def main(argv: list[str]) -> int:
     with status(shows_progress()) as update:
         update(f"loading {opts.binary.name}")
         exe = load(opts.binary)
-        check_reference(opts.reference, exe)
-        if opts.adapter:
+        if opts.adapter:  # the reference is then the adapted model (e.g. merged), not the base
             update(f"loading adapter {opts.adapter}")
             exe.set_adapter(opts.adapter)
+        else:
+            check_reference(opts.reference, exe)
         if opts.inputs:
             batches = [read_npz(opts.inputs)]
         else:
