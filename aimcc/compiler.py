@@ -23,9 +23,10 @@ from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NodeOp, TensorRefAttr, WeightOp
 from aimcc.passes import PASSES
 from aimcc.passes.partition import PartitionPass
-from aimcc.passes.place import PlacePass
+from aimcc.passes.place import PlacePass, precheck
 from aimcc.passes.raise_transformer import RaiseTransformerPass
 from aimcc.passes.schedule import SchedulePass
+from aimcc.passes.split import SplitPass
 from aimcc.passes.tile import TilePass
 
 PASS_NAMES = ("import", *PASSES)
@@ -38,6 +39,7 @@ def pipeline(target: str, schedule: SchedulePass | None = None) -> list[ModulePa
         PartitionPass(target=target),
         TilePass(),
         PlacePass(),
+        SplitPass(),
         schedule or SchedulePass(),
     ]
 
@@ -80,6 +82,7 @@ def compile_model(
         start = time.perf_counter()
         model = load_onnx(path)
         shapes = fix_input_shapes(model, input_shapes or {})
+        precheck(model, arch or load_arch(), target)  # cheap refusals before import
         seconds["load"] = time.perf_counter() - start
         start = time.perf_counter()
         module, weights = import_graph(model, shapes)

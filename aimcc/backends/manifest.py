@@ -6,7 +6,8 @@ softmax and av; LoRA as X.A then .B added in place; generic ONNX ops onto elemen
 and reduction kernels, and the integer/bool mask preparation onto cast, and/or, where and
 gather_nd kernels. Views (reshapes) need no code; anything else says why it has none.
 A kernel whose buffers exceed the cluster's TCDM is split along the token dimension into
-equal pieces, so all pieces run one generated kernel.
+equal pieces, so all pieces run one generated kernel. A kernel the split pass spread over
+several clusters by columns says so (``column_split``: parts and clusters).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from aimcc.ir.aimc import AccumulateOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import AbsentOp, WeightOp
 from aimcc.ir.types import dtype_of, shape_of
+from aimcc.passes.schedule import column_split
 
 if TYPE_CHECKING:
     from aimcc.compiler import Compilation
@@ -537,10 +539,17 @@ def kernel_manifest(comp: Compilation, emitted: EmitStats | None = None) -> dict
             first = op.partials[0].owner.operands[1].owner
             entry = {
                 "kind": "accumulate",
-                "cluster": first.tile_id.value.data % comp.arch.cluster.count,
+                "cluster": comp.arch.cluster_of_tile(first.tile_id.value.data),
                 "inputs": [describe(p) for p in op.partials],
                 "outputs": [describe(op.result)],
                 "params": {"grid": list(op.grid_shape)},
+            }
+        parts = column_split(op)
+        if parts > 1:  # the split pass's decision: columns dealt to consecutive clusters
+            clusters = comp.arch.system_clusters
+            entry["column_split"] = {
+                "parts": parts,
+                "clusters": [(entry["cluster"] + j) % clusters for j in range(parts)],
             }
         dtype = entry["outputs"][0]["dtype"] if entry["outputs"] else ""
         riscv = _riscv_entry(comp, op, emitted)

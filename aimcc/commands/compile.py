@@ -14,6 +14,7 @@ from aimcc.backends.manifest import EmitStats, emit_riscv
 from aimcc.commands import add_model_options
 from aimcc.compiler import PASS_NAMES, Compilation, compile_model, gc_paused
 from aimcc.cost import to_chrome_trace
+from aimcc.errors import AimccError
 from aimcc.frontend.load import parse_input_shapes
 from aimcc.passes.partition import TARGETS
 from aimcc.passes.schedule import PIPELINES, SchedulePass
@@ -76,6 +77,14 @@ def parser() -> argparse.ArgumentParser:
         help="RISC-V clusters serving each tile's digital work (default 1)",
     )
     p.add_argument(
+        "--chips",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chips in the system: a model larger than one chip is cut into pipeline stages "
+        "(default: the fewest chips that hold the model)",
+    )
+    p.add_argument(
         "--trace",
         type=Path,
         metavar="OUT.json",
@@ -103,6 +112,10 @@ def write_outputs(
 
 def _compile(opts: argparse.Namespace) -> int:
     arch = load_arch(opts.arch, opts.overrides)
+    if opts.chips is not None:
+        if opts.chips < 1:
+            raise AimccError(f"--chips {opts.chips}: use at least 1 (or leave it out)")
+        arch = arch.with_chips(opts.chips)
     shapes = parse_input_shapes(opts.input_shape)
     wanted = set(opts.print_ir_after)
     scheduler = SchedulePass(pipeline=opts.pipeline, clusters_per_tile=opts.clusters_per_tile)

@@ -6,9 +6,17 @@ from aimcc.passes.partition import PartitionPass
 from aimcc.passes.place import PlacePass
 from aimcc.passes.raise_transformer import RaiseTransformerPass
 from aimcc.passes.schedule import SchedulePass
+from aimcc.passes.split import SplitPass
 from aimcc.passes.tile import TilePass
 
 # In pipeline order: what `aimcc MODEL.onnx` runs after import, and what `aimcc opt` accepts.
 PASSES: dict[str, type[ModulePass]] = {
-    p.name: p for p in (RaiseTransformerPass, PartitionPass, TilePass, PlacePass, SchedulePass)
+    p.name: p for p in (
+        RaiseTransformerPass,
+        PartitionPass,
+        TilePass,
+        PlacePass,
+        SplitPass,
+        SchedulePass,
+    )
 }
