@@ -170,3 +170,24 @@ def test_a_128_wide_head_fits_one_cluster() -> None:
     assert buffers == arch.cluster.tcdm_kib * 1024  # both resident at once would not fit
     assert cluster_overflow(stages, 128, arch, arch.cluster.compute_cores) == (0, "")
     assert schedule(stages, 128, arch).makespan_ns > 0
+
+
+def test_a_layer_larger_than_a_chip_sends_its_partials_over_the_link(tmp_path: Path) -> None:
+    """512 -> 2048 on chips of two 512 x 512 tiles: the layer spans two chips, the second
+    chip's tiles are a stage of their own and their columns cross the link."""
+    model = _linear_silu(tmp_path / "span.onnx", 512, 2048)
+    arch = load_arch("paper-512", ["tile.count=2", "cluster.count=2"])
+    comp = compile_model(model, arch=arch, input_shapes={"x": (1, 16, 512)})
+    assert comp.arch.chips == 2 and comp.schedule is not None
+    tiles = {u.unit for u in comp.schedule.units if u.unit.startswith("tile:")}
+    assert tiles == {"tile:0", "tile:2"}
+    crossing = [s for s in comp.schedule.slots if s.unit == "link:0"]
+    assert crossing and all("@chip1" in s.name for s in crossing)
+    # the second chip's two tiles produce 1024 columns of every token
+    assert sum(s.tokens for s in crossing) == 16
+    slot = crossing[0]
+    nbytes = slot.tokens * 1024 * 2
+    assert slot.end_ns - slot.start_ns == pytest.approx(
+        arch.link.latency_ns + nbytes / arch.link.bytes_per_ns
+    )
+    _matches_onnxruntime(comp, model, tmp_path, 16)

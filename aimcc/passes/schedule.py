@@ -297,24 +297,43 @@ class _StageBuilder:
         return name
 
     def analog(self, acc: AccumulateOp) -> None:
+        """The layer's tiles as one ``analog_mvm`` stage per chip they are on (tiles of a
+        layer that spans chips send their partials over the links), then the partial sums."""
         mvm = acc.partials[0].owner
         assert isinstance(mvm, MvmOp)
-        program = mvm.program
-        if program.tile_id is None:
+        if mvm.program.tile_id is None:
             raise AimccError("schedule: tiles are not placed (run 'place' first)")
-        tile = program.tile_id.value.data
+        by_chip: dict[int, list[int]] = {}
+        for p in acc.partials:
+            tile_id = p.owner.operands[1].owner.tile_id
+            assert tile_id is not None, "place numbers every tile"
+            by_chip.setdefault(tile_id.value.data // self.arch.tile.count, []).append(
+                tile_id.value.data
+            )
+        tile = mvm.program.tile_id.value.data
         x, hint = mvm.x, acc.result.name_hint or f"layer{tile}"
-        dims = {"K": shape_of(x)[-1], "N": shape_of(acc.result)[-1], "tiles": len(acc.partials)}
-        name = self.add(
-            hint, "analog_mvm", {**dims, **self.rows(shape_of(x))}, self.deps(x), f"tile:{tile}"
-        )
-        self.owner[name] = acc
+        n = shape_of(acc.result)[-1]
+        analog: list[str] = []
+        for i, tiles in enumerate(by_chip.values()):
+            # the first chip's share stands for the layer's output; another chip's tiles
+            # produce their columns' partials (what crosses the link)
+            width = n if i == 0 else min(n, len(tiles) * self.arch.tile.cols)
+            dims = {"K": shape_of(x)[-1], "N": width, "tiles": len(tiles)}
+            name = self.add(
+                hint if i == 0 else f"{hint}@chip{tiles[0] // self.arch.tile.count}",
+                "analog_mvm",
+                {**dims, **self.rows(shape_of(x))},
+                self.deps(x),
+                f"tile:{tiles[0]}",
+            )
+            self.owner[name] = acc
+            analog.append(name)
         rows, _ = acc.grid_shape
-        names: tuple[str, ...] = (name,)
+        names: tuple[str, ...] = tuple(analog)
         if rows > 1:  # partial sums of the rows of tiles, on the paired cluster(s)
-            dims = {"N": dims["N"], "P": rows, **self.rows(shape_of(acc.result))}
+            dims = {"N": n, "P": rows, **self.rows(shape_of(acc.result))}
             cluster = self.arch.cluster_of_tile(tile)
-            names = self.split(acc, f"{hint}.acc", "accumulate", dims, [], cluster, (name,))
+            names = self.split(acc, f"{hint}.acc", "accumulate", dims, [], cluster, names)
             if len(names) > 1:
                 self.parts[acc.result] = len(names)
         self.producers[acc.result] = names
