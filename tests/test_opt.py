@@ -78,4 +78,4 @@ def test_text_without_its_weights_is_refused(
 
 
 def test_every_pass_is_registered() -> None:
-    assert list(PASSES) == ["raise", "partition", "tile", "place", "schedule"]
+    assert list(PASSES) == ["raise", "partition", "tile", "place", "split", "schedule"]

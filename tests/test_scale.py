@@ -86,6 +86,8 @@ def test_a_layer_wider_than_a_cluster_is_split_and_matches_onnxruntime(
     manifest = kernel_manifest(comp)  # the kernel plan follows the same split
     split = [k["column_split"] for k in manifest["kernels"] if k["kind"] == "accumulate"]
     assert split[0]["parts"] == len(units) and len(set(split[0]["clusters"])) == len(units)
+    calls = next(k["riscv"]["calls"] for k in manifest["kernels"] if k["kind"] == "accumulate")
+    assert calls[0]["dims"]["N"] == -(-22000 // len(units))  # one part's columns
     _matches_onnxruntime(comp, wide, tmp_path, 32)
 
 
