@@ -455,6 +455,7 @@ def _chip_rows(table: Any, comp: Compilation, s: Schedule) -> None:
     how = comp.module.attributes.get("aimc.chips")
     note = "automatic: the fewest that fit" if how == StringAttr("automatic") else "--chips"
     table.add_row("chips (pipeline)", f"{arch.chips} x {arch.tile.count} tiles ({note})")
+    runs: list[tuple[int, int, str]] = []  # chips in a row that read the same: one row
     for chip in range(arch.chips):
         parts = []
         for kind in ("tile", "cluster"):
@@ -465,7 +466,14 @@ def _chip_rows(table: Any, comp: Compilation, s: Schedule) -> None:
             ]
             if use:
                 parts.append(f"{kind}s {sum(use) / len(use):.1%}")
-        table.add_row(f"  chip {chip} busy", ", ".join(parts) or "idle")
+        text = ", ".join(parts) or "idle"
+        if runs and runs[-1][2] == text:
+            runs[-1] = (runs[-1][0], chip, text)
+        else:
+            runs.append((chip, chip, text))
+    for first, last, text in runs:
+        which = f"chip {first}" if first == last else f"chips {first}-{last}"
+        table.add_row(f"  {which} busy", text)
     links = [u for u in s.units if u.unit.startswith("link:")]
     busy = sum(u.busy_ns for u in links)
     energy = sum(u.energy_nj for u in links)
