@@ -30,9 +30,10 @@ from aimcc.ir.weights import WeightStore
 from aimcc.passes import PASSES
 from aimcc.passes.lora_slots import LoraSlotsPass
 from aimcc.passes.partition import TARGET_ATTR, PartitionPass
-from aimcc.passes.place import PlacePass
+from aimcc.passes.place import PlacePass, precheck
 from aimcc.passes.raise_transformer import RaiseTransformerPass
 from aimcc.passes.schedule import SCHEDULE_ATTR, SchedulePass
+from aimcc.passes.split import SplitPass
 from aimcc.passes.tile import TilePass
 
 PASS_NAMES = ("import", *PASSES)
@@ -54,6 +55,7 @@ def pipeline(
         PartitionPass(target=target),
         TilePass(),
         PlacePass(),
+        SplitPass(),
         schedule or SchedulePass(),
     ]
 
@@ -90,6 +92,7 @@ def import_onnx(
     input_shapes: dict[str, tuple[int, ...]],
     seconds: dict[str, float] | None = None,
     stage: Stage | None = None,
+    precheck_for: tuple[Arch, str] | None = None,
 ) -> tuple[ModuleOp, WeightStore, dict[str, tuple[int, ...]]]:
     """Load and import an ONNX file; the module records the file's name and sha256 (hashed on
     a second thread meanwhile), so a binary made from it, directly or through textual IR,
@@ -105,6 +108,8 @@ def import_onnx(
         model = load_onnx(path)  # checks the path first
         digest = pool.submit(file_sha256, path)
         shapes = fix_input_shapes(model, input_shapes)
+        if precheck_for is not None:  # cheap refusals (tiles, chips) before the import
+            precheck(model, *precheck_for)
         seconds["load"] = time.perf_counter() - start
         if stage:
             stage("import")
@@ -134,7 +139,9 @@ def compile_model(
     place (``onnx.save`` to the same path) while the Compilation is still to be written."""
     with gc_paused():
         seconds: dict[str, float] = {}
-        module, weights, shapes = import_onnx(path, input_shapes or {}, seconds, stage)
+        module, weights, shapes = import_onnx(
+            path, input_shapes or {}, seconds, stage, (arch or load_arch(), target)
+        )
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()  # for the binary, while the passes run
         passes = pipeline(target, schedule, slots)

@@ -17,7 +17,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 from rich.theme import Theme
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from aimcc.ir.aimc import AccumulateOp, ProgramOp, weight_key
 from aimcc.ir.digital import KernelOp
@@ -319,14 +319,15 @@ def print_compile_summary(
     table.add_row("analog layers", str(stats.analog_layers))
     table.add_row(
         "tiles used / available",
-        f"{stats.tiles} / {arch.tile.count} ({arch.tile.rows}x{arch.tile.cols})",
+        f"{stats.tiles} / {arch.system_tiles} ({arch.tile.rows}x{arch.tile.cols})",
     )
     table.add_row("tile utilisation", f"{stats.utilisation:.1%}" if stats.tiles else "-")
     table.add_row("analog weights", _count(stats.analog_weights))
     table.add_row("digital weights", _count(stats.digital_weights))
     table.add_row(
         "digital kernels",
-        f"{sum(stats.kernels.values())} on {len(stats.clusters)} of {arch.cluster.count} clusters",
+        f"{sum(stats.kernels.values())} on {len(stats.clusters)} of "
+        f"{arch.system_clusters} clusters",
     )
     table.print()
     kinds = FitTable(Col("kernel kind", fit="name"), Col("calls", "right"), title="digital kernels")
@@ -409,6 +410,7 @@ def print_schedule(
                 f"{kind}s busy",
                 f"{sum(use) / len(use):.1%} mean, {max(use):.1%} max ({len(use)} {label})",
             )
+    _chip_rows(table, comp, s)
     busiest = max(s.units, key=lambda u: u.busy_ns)
     table.add_row("lower bound", f"{_ns(s.lower_bound_ns)} (gap {s.gap:.1%})")
     table.add_row("  busiest unit", f"{_ns(s.busy_bound_ns)} ({busiest.unit})")
@@ -449,6 +451,42 @@ def print_schedule(
     rows.print()
 
 
+def _chip_rows(table: Any, comp: Compilation, s: Schedule) -> None:
+    """A multi-chip system: how the chip count was chosen, each chip's utilisation, and the
+    share of latency and energy the chip-to-chip transfers take."""
+    arch = comp.arch
+    if arch.chips == 1:
+        return
+    how = comp.module.attributes.get("aimc.chips")
+    note = "automatic: the fewest that fit" if how == StringAttr("automatic") else "--chips"
+    table.add_row("chips (pipeline)", f"{arch.chips} x {arch.tile.count} tiles ({note})")
+    runs: list[tuple[int, int, str]] = []  # chips in a row that read the same: one row
+    for chip in range(arch.chips):
+        parts = []
+        for kind in ("tile", "cluster"):
+            use = [
+                u.utilisation
+                for u in s.units
+                if u.unit.startswith(kind + ":") and arch.chip_of(u.unit) == chip
+            ]
+            if use:
+                parts.append(f"{kind}s {sum(use) / len(use):.1%}")
+        text = ", ".join(parts) or "idle"
+        if runs and runs[-1][2] == text:
+            runs[-1] = (runs[-1][0], chip, text)
+        else:
+            runs.append((chip, chip, text))
+    for first, last, text in runs:
+        which = f"chip {first}" if first == last else f"chips {first}-{last}"
+        table.add_row(f"  {which} busy", text)
+    links = [u for u in s.units if u.unit.startswith("link:")]
+    busy = sum(u.busy_ns for u in links)
+    energy = sum(u.energy_nj for u in links)
+    share = busy / s.makespan_ns
+    table.add_row("  chip-to-chip links", f"{_ns(busy)} busy, {share:.1%} of latency")
+    table.add_row("  link energy", f"{energy / 1e3:.2f} uJ, {energy / s.energy_nj:.1%} of energy")
+
+
 def _layer_rows(s: Schedule) -> list[tuple[int, str, float, float, float, str]]:
     """Per layer (tile/cluster pair): first stage, busy time per unit kind, main cluster kind."""
     busy: dict[int, dict[str, float]] = {}
@@ -456,6 +494,8 @@ def _layer_rows(s: Schedule) -> list[tuple[int, str, float, float, float, str]]:
     kinds: dict[int, Counter[str]] = {}
     for slot in s.slots:
         kind, _, index = slot.unit.partition(":")
+        if kind == "link":  # chip-to-chip: its own rows in the summary
+            continue
         layer = int(index.partition(".")[0])
         busy.setdefault(layer, {"tile": 0.0, "cluster": 0.0, "dma": 0.0})
         busy[layer][kind] += slot.end_ns - slot.start_ns

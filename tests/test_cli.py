@@ -80,8 +80,11 @@ def _unsupported_op_model(path: Path) -> Path:
         (lambda d: [str(model_path("bert")), "--arch", "tpu"], "unknown architecture 'tpu'"),
         (lambda d: [str(model_path("bert")), "--set", "tile.cols"], "bad --set"),
         (
-            lambda d: [str(model_path("bert")), "--arch", "hermes-256", "--set", "tile.count=2"],
-            "needs 16 tiles",
+            lambda d: [
+                *(str(model_path("bert")), "--arch", "hermes-256", "--set", "tile.count=2"),
+                *("--chips", "1"),
+            ],
+            "--chips 1 gives 2",
         ),
         (lambda d: ["run", str(d / "broken.onnx"), "--random"], "not an aimcc binary"),
         (lambda d: ["run", "x.aimcb", "--random", "--t-inference", "soon"], "bad time 'soon'"),

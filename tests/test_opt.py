@@ -78,4 +78,12 @@ def test_text_without_its_weights_is_refused(
 
 
 def test_every_pass_is_registered() -> None:
-    assert list(PASSES) == ["raise", "lora-slots", "partition", "tile", "place", "schedule"]
+    assert list(PASSES) == [
+        "raise",
+        "lora-slots",
+        "partition",
+        "tile",
+        "place",
+        "split",
+        "schedule",
+    ]

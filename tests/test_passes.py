@@ -126,8 +126,8 @@ def test_place_numbers_tiles_and_refuses_too_many() -> None:
     out = run(ctx, MATMUL, TilePass(), PlacePass())
     ids = [int(t.split("tile_id = ")[1].split(" ")[0]) for t in out.split("\n") if "tile_id" in t]
     assert ids == list(range(6))
-    small = make_context(ctx.weights, load_arch("paper-512", ["tile.count=5"]))
-    with pytest.raises(AimccError, match=r"needs 6 tiles.*has 5"):
+    small = make_context(ctx.weights, load_arch("paper-512", ["tile.count=5", "link.chips=1"]))
+    with pytest.raises(AimccError, match=r"needs 6 tiles.*--chips 1 gives 5"):
         run(small, MATMUL, TilePass(), PlacePass())
 
 

@@ -104,11 +104,51 @@ class Cluster:
 
 
 @dataclass(frozen=True)
+class Link:
+    """Chip-to-chip links of a multi-chip system: a model that needs more tiles than one chip
+    has is cut into pipeline stages, one per chip, and activations cross these links."""
+
+    chips: int  # chips in the system; 0: the fewest that hold the model (placement decides)
+    bytes_per_ns: float  # one link, one direction (GB/s)
+    latency_ns: float
+    energy_pj_per_bit: float
+
+
+@dataclass(frozen=True)
 class Arch:
     name: str
     description: str
     tile: Tile
     cluster: Cluster
+    link: Link
+
+    @property
+    def chips(self) -> int:
+        """Chips in the system (1 until placement has chosen, when the file says 0)."""
+        return max(1, self.link.chips)
+
+    @property
+    def system_tiles(self) -> int:
+        return self.tile.count * self.chips
+
+    @property
+    def system_clusters(self) -> int:
+        return self.cluster.count * self.chips
+
+    def chip_of(self, unit: str) -> int:
+        """The chip of a cost-model unit (``tile:i``, ``cluster:i[.lane]``, ``dma:i``): tiles
+        and clusters are numbered chip after chip."""
+        kind, _, rest = unit.partition(":")
+        index = int(rest.partition(".")[0])
+        return index // (self.tile.count if kind == "tile" else self.cluster.count)
+
+    def cluster_of_tile(self, tile_id: int) -> int:
+        """The cluster paired with a tile: the same index on the tile's own chip."""
+        chip, local = divmod(tile_id, self.tile.count)
+        return chip * self.cluster.count + local % self.cluster.count
+
+    def with_chips(self, chips: int) -> Arch:
+        return dataclasses.replace(self, link=dataclasses.replace(self.link, chips=chips))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -219,6 +259,8 @@ def _check_ranges(obj: Any, where: str, prefix: str) -> None:
                 raise AimccError(f"{where}: '{prefix}{f.name}' is absurdly large ({v} > {MAX_INT})")
     if isinstance(obj, Tile | Cluster) and obj.count < 1:
         raise AimccError(f"{where}: '{prefix}count' must be at least 1")
+    if isinstance(obj, Link) and obj.bytes_per_ns <= 0:
+        raise AimccError(f"{where}: '{prefix}bytes_per_ns' must be positive")
     if isinstance(obj, Tile) and (obj.rows < 1 or obj.cols < 1):
         raise AimccError(f"{where}: tile rows and cols must be at least 1")
     if isinstance(obj, Dac | Adc) and not 1 <= obj.bits <= 24:

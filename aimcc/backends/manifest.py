@@ -6,7 +6,9 @@ softmax and av; LoRA as X.A then .B added in place; generic ONNX ops onto elemen
 and reduction kernels, and the integer/bool mask preparation onto cast, and/or, where and
 gather_nd kernels. Views (reshapes) need no code; anything else says why it has none.
 A kernel whose buffers exceed the cluster's TCDM is split along the token dimension into
-equal pieces, so all pieces run one generated kernel.
+equal pieces, so all pieces run one generated kernel. A kernel the split pass spread over
+several clusters by columns says so (``column_split``: parts and clusters), and its calls are
+one part's (accumulations, bias, activations, matmuls; elementwise ONNX kernels keep the whole).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from aimcc.ir.aimc import AccumulateOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import AbsentOp, WeightOp
 from aimcc.ir.types import dtype_of, shape_of
+from aimcc.passes.schedule import column_split
 
 if TYPE_CHECKING:
     from aimcc.compiler import Compilation
@@ -325,9 +328,14 @@ def _onnx(comp: Compilation, op: KernelOp, op_type: str) -> Plan:
 
 def kernel_plan(comp: Compilation, op: Operation) -> Plan:
     """The RISC-V kernels that compute one IR kernel (a ``digital.kernel`` or accumulation)."""
+    parts = column_split(op)  # a column split: the calls of one part (the largest)
     if isinstance(op, AccumulateOp):
         rows_of_tiles, cols_of_tiles = op.grid_shape
         tokens, width = _rows(shape_of(op.result.type))
+        if parts > 1:
+            n = -(-width // parts)
+            call = KernelCall(lambda t: _sig("accumulate", P=rows_of_tiles, M=t, N=n), tokens)
+            return Plan("code", (call,))
         n = width // cols_of_tiles  # columns per tile column (equal: tiling splits evenly)
         call = KernelCall(lambda t: _sig("accumulate", P=rows_of_tiles, M=t, N=n), tokens)
         return Plan("code", (replace(call, repeat=cols_of_tiles),))
@@ -336,6 +344,12 @@ def kernel_plan(comp: Compilation, op: Operation) -> Plan:
     if kind.startswith("onnx."):
         return _onnx(comp, op, kind.removeprefix("onnx."))
     shapes = [shape_of(a.type) for a in _present(list(op.args))]
+    if parts > 1 and kind in ("matmul", "bias_add", "gelu_erf", "gelu_tanh", "silu"):
+        # each part computes its share of the output columns (a matmul reads all of x)
+        shapes = [
+            (*s[:-1], -(-s[-1] // parts)) if i or kind != "matmul" else s
+            for i, s in enumerate(shapes)
+        ]
     eps = {"eps": float(_param(op, "epsilon") or 0.0)}
     match kind:
         case "matmul":
@@ -539,10 +553,17 @@ def kernel_manifest(comp: Compilation, emitted: EmitStats | None = None) -> dict
             first = op.partials[0].owner.operands[1].owner
             entry = {
                 "kind": "accumulate",
-                "cluster": first.tile_id.value.data % comp.arch.cluster.count,
+                "cluster": comp.arch.cluster_of_tile(first.tile_id.value.data),
                 "inputs": [describe(p) for p in op.partials],
                 "outputs": [describe(op.result)],
                 "params": {"grid": list(op.grid_shape)},
+            }
+        parts = column_split(op)
+        if parts > 1:  # the split pass's decision: columns dealt to consecutive clusters
+            clusters = comp.arch.system_clusters
+            entry["column_split"] = {
+                "parts": parts,
+                "clusters": [(entry["cluster"] + j) % clusters for j in range(parts)],
             }
         dtype = entry["outputs"][0]["dtype"] if entry["outputs"] else ""
         riscv = _riscv_entry(comp, op, emitted)

@@ -195,7 +195,7 @@ def _kernel(ins: dict, at: str, arch: Arch, tensors: dict, operand: Any) -> None
     _expect(known, f"{at} has unknown kernel kind {_show(kind)}")
     for j, arg in enumerate(_list(ins["args"], f"{at}.args")):
         operand(arg, f"{at}.args[{j}]")
-    _int(ins["cluster"], f"{at}.cluster", 0, arch.cluster.count - 1)
+    _int(ins["cluster"], f"{at}.cluster", 0, arch.system_clusters - 1)
     params = ins["params"]
     _expect(isinstance(params, dict), f"{at}.params must be an object")
     for name, value in params.items():
@@ -239,7 +239,7 @@ def _tiles(tiles: Any, analog_at: dict[int, dict], arch: Arch, tensors: dict) ->
     for i, tile in enumerate(_list(tiles, "tiles")):
         at = f"tiles[{i}]"
         _dict(tile, at, {"id", "instruction", "weight", "rows", "cols"})
-        tid = _int(tile["id"], f"{at}.id", 0, arch.tile.count - 1)
+        tid = _int(tile["id"], f"{at}.id", 0, arch.system_tiles - 1)
         _expect(tid not in seen, f"{at}: tile {tid} is used twice")
         seen.add(tid)
         index = _int(tile["instruction"], f"{at}.instruction")

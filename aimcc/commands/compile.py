@@ -96,6 +96,14 @@ def parser() -> argparse.ArgumentParser:
         help="RISC-V clusters serving each tile's digital work (default 1)",
     )
     p.add_argument(
+        "--chips",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chips in the system: a model larger than one chip is cut into pipeline stages "
+        "(default: the fewest chips that hold the model)",
+    )
+    p.add_argument(
         "--trace",
         type=output_file,
         metavar="OUT.json",
@@ -183,6 +191,10 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
         )
     if not is_ir and opts.weights is not None:
         raise AimccError("--weights is for textual IR: an ONNX model carries its weights")
+    if opts.chips is not None:
+        if opts.chips < 1:
+            raise AimccError(f"--chips {opts.chips}: use at least 1 (or leave it out)")
+        arch = arch.with_chips(opts.chips)
     shapes = parse_input_shapes(opts.input_shape)
     wanted = set(opts.print_ir_after)
     scheduler = SchedulePass(pipeline=opts.pipeline, clusters_per_tile=opts.clusters_per_tile)

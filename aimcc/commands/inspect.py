@@ -47,7 +47,8 @@ def _summary(console: Console, path: Path, program: dict[str, Any]) -> None:
     console.print(
         f"[bold]{name}[/]: {source} -> target [bold]{program['target']}[/], "
         f"arch [bold]{arch_name}[/] ({arch['tile']['rows']}x{arch['tile']['cols']} tiles, "
-        f"{arch['cluster']['count']} clusters of {arch['cluster']['tcdm_kib']} KiB TCDM)"
+        f"{arch['cluster']['count']} clusters of {arch['cluster']['tcdm_kib']} KiB TCDM"
+        + (f" per chip, {arch['link']['chips']} chips)" if arch["link"]["chips"] > 1 else ")")
     )
     console.print(
         f"{len(program['tiles'])} tiles programmed, {ops['analog']} analog and "

@@ -45,7 +45,8 @@ def _unit_key(unit: str) -> tuple[int, int]:
 def gantt_rows(
     schedule: Schedule, tiles: Mapping[int, Sequence[int]] | None = None
 ) -> list[tuple[str, list[Slot]]]:
-    """(label, slots) per row: every physical tile, then every cluster (with its DMA).
+    """(label, slots) per row: every physical tile, then every cluster (with its DMA), then
+    every chip-to-chip link.
 
     ``tiles`` maps a layer's unit index (its first tile) to all its tile ids; a layer's tiles
     compute the same chunks at the same time. Without it, a layer is one row."""
@@ -60,6 +61,9 @@ def gantt_rows(
         rows += [(f"tile {t}", by_unit[unit]) for t in (tiles or {}).get(first, [first])]
     for unit in sorted((u for u in by_unit if u.startswith("cluster:")), key=_unit_key):
         rows.append((f"cluster {unit.partition(':')[2]}", by_unit[unit]))
+    for unit in sorted((u for u in by_unit if u.startswith("link:")), key=_unit_key):
+        index = int(unit.partition(":")[2])  # chip-to-chip transfers: a strip of their own
+        rows.append((f"link {index}-{index + 1}", by_unit[unit]))
     return rows
 
 

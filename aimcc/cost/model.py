@@ -106,6 +106,9 @@ class Kernel:
     tcdm_words: int  # working set in TCDM, in elements of the cluster dtype
     out_per_token: int  # output elements per token (for transfers)
     streamed: tuple[int, int] = (0, 0)  # (transfers, bytes) the DMA core streams meanwhile
+    # Part of tcdm_words that only lives during the call and does not grow with the chunk: the
+    # double buffers the DMA core streams keys/values or weight panels through.
+    workspace_words: int = 0
 
 
 def dim(stage: Stage, key: str, default: int | None = None) -> int:
@@ -134,7 +137,7 @@ def kernel(stage: Stage, tokens: int, arch: Arch) -> Kernel:
             # the TCDM each, double-buffered, while the cores multiply the previous panel.
             panel = k * max(1, quarter // (k * dtype_bytes(arch)))
             streamed = (math.ceil(k * n / panel), weight_bytes)
-            return Kernel(t, k * n, 0, 0, 0, 2 * panel + t * (k + n), n, streamed)
+            return Kernel(t, k * n, 0, 0, 0, 2 * panel + t * (k + n), n, streamed, 2 * panel)
         return Kernel(t, k * n, 0, 0, 0, k * n + t * (k + n), n)
     if kind == "lora_b_add":  # XA . B added into the tile's output in place (XA: lora_xa's)
         r, n = dim(stage, "R"), dim(stage, "N")
@@ -146,7 +149,7 @@ def kernel(stage: Stage, tokens: int, arch: Arch) -> Kernel:
         width_in, width_out = (d, s) if kind == "qk" else (s, d)
         words = 2 * (s * d + t * (width_in + width_out))
         streamed = (h, h * s * d * dtype_bytes(arch))
-        return Kernel(t * h, s * d, 0, 0, 0, words, h * width_out, streamed)
+        return Kernel(t * h, s * d, 0, 0, 0, words, h * width_out, streamed, 2 * s * d)
     if kind == "softmax":  # max, subtract, exp, sum, scale by one reciprocal per row
         n, h = dim(stage, "N"), dim(stage, "H", 1)  # one head at a time, double-buffered
         return Kernel(t * h, 0, n * (trans + 4), 1, 0, 4 * t * n, h * n)
@@ -219,6 +222,17 @@ def transfer_ns(nbytes: int, arch: Arch) -> float:
     return (cl.dma_setup_cycles + nbytes / cl.dma_bytes_per_cycle) * 1e3 / cl.clock_mhz
 
 
+def link_ns(nbytes: int, hops: int, arch: Arch) -> float:
+    """A transfer between chips: each link's latency, then bytes at the link's bandwidth
+    (docs/REFERENCES.md "Chip-to-chip link")."""
+    return hops * arch.link.latency_ns + nbytes / arch.link.bytes_per_ns
+
+
+def link_nj(nbytes: int, hops: int, arch: Arch) -> float:
+    """Energy of a transfer between chips: bits moved x energy per bit, per link crossed."""
+    return hops * nbytes * 8 * arch.link.energy_pj_per_bit * 1e-3
+
+
 def output_elements(stage: Stage, tokens: int, arch: Arch) -> int:
     """Elements a chunk of ``stage`` produces (what a transfer of its result moves)."""
     if stage.kind == ANALOG:
@@ -234,6 +248,20 @@ def tcdm_bytes(stage: Stage, tokens: int, arch: Arch) -> int:
     tile output the adapter is added to (t*N).
     """
     return kernel(stage, tokens, arch).tcdm_words * dtype_bytes(arch)
+
+
+def tcdm_parts(stage: Stage, tokens: int, arch: Arch) -> tuple[int, int, int]:
+    """TCDM bytes of a chunk as (resident, workspace, chunk buffers): resident weights stay
+    across calls; the workspace (streamed double buffers) lives only during the call; the
+    chunk's inputs and outputs grow with ``tokens``."""
+    k = kernel(stage, tokens, arch)
+    size = dtype_bytes(arch)
+    fixed = kernel(stage, 0, arch).tcdm_words
+    return (
+        (fixed - k.workspace_words) * size,
+        k.workspace_words * size,
+        (k.tcdm_words - fixed) * size,
+    )
 
 
 def unit_power_w(unit_kind: str, arch: Arch) -> tuple[float, float]:

@@ -28,7 +28,7 @@ import heapq
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -39,9 +39,12 @@ from aimcc.cost.model import (
     SEQUENCE_MIXING,
     Stage,
     dtype_bytes,
+    link_nj,
+    link_ns,
     output_elements,
     stage_ns,
     tcdm_bytes,
+    tcdm_parts,
     transfer_ns,
     unit_power_w,
 )
@@ -52,7 +55,7 @@ _LEAST_CONSTRAINED_FIRST = ("both", "cross", "intra", "serial")
 # Tasks the chunk search may build and simulate (~25 ms of Python): bounds compile time on big
 # models. On the corpus a budget 4x larger improved no makespan by more than 0.03 %.
 SEARCH_BUDGET = 10_000
-_UNIT_KINDS = ("tile", "cluster", "dma")
+_UNIT_KINDS = ("tile", "cluster", "dma", "link")
 
 
 class Slot(NamedTuple):
@@ -166,16 +169,50 @@ def _check(stages: Sequence[Stage], arch: Arch, lanes: int) -> dict[str, int]:
                 raise AimccError(f"stage '{s.name}': dependency '{dep}' is not an earlier stage")
         layers[s.name] = int(index)
     clustered = {layers[s.name] for s in stages if s.kind != ANALOG}
-    if len(clustered) * lanes > arch.cluster.count:
+    if len(clustered) * lanes > arch.system_clusters:
         raise AimccError(
             f"schedule: {len(clustered)} layers x {lanes} clusters per tile exceed "
-            f"arch '{arch.name}' cluster.count = {arch.cluster.count}"
+            f"arch '{arch.name}': {arch.system_clusters} clusters on {arch.chips} chip(s)"
         )
     return layers
 
 
 def _chunked(stage: Stage, tokens: int) -> bool:
     return stage.dims.get("T", tokens) == tokens
+
+
+def tcdm_need(stages: Sequence[Stage], t: int, arch: Arch) -> int:
+    """TCDM one cluster needs to run its chunked ``stages`` on chunks of ``t`` tokens.
+
+    Resident weights of every stage, plus the running kernel's workspace and chunk buffers,
+    plus the largest chunk buffer of another stage: kernels run one after another, so at most
+    a producer's and a consumer's chunk are in flight, and a streamed workspace (keys/values,
+    weight panels) only while its kernel runs. For a LoRA layer (X.A and .B, no workspace)
+    this is the paper's working set: docs/REFERENCES.md "Digital cluster", Li et al. arXiv
+    2411.17367."""
+    parts = [tcdm_parts(s, t, arch) for s in stages]
+    resident = sum(p[0] for p in parts)
+    best = 0
+    for i, (_, work, io) in enumerate(parts):
+        other = max((p[2] for j, p in enumerate(parts) if j != i), default=0)
+        best = max(best, work + io + other)
+    return resident + best
+
+
+def cluster_overflow(
+    stages: Sequence[Stage], tokens: int, arch: Arch, t: int = 1
+) -> tuple[int, str]:
+    """(bytes needed, what) when one cluster's ``stages`` cannot run a chunk of ``t`` tokens
+    (or an unchunked stage) in its TCDM; (0, "") when they fit. The split pass and the chunk
+    search ask this same question."""
+    capacity = arch.cluster.tcdm_kib * 1024
+    digital = [s for s in stages if s.kind != ANALOG]
+    for s in digital:
+        if not _chunked(s, tokens) and tcdm_bytes(s, s.dims["T"], arch) > capacity:
+            return tcdm_bytes(s, s.dims["T"], arch), f"stage '{s.name}'"
+    t = min(t, tokens)
+    need = tcdm_need([s for s in digital if _chunked(s, tokens)], t, arch)
+    return (need, f"a chunk of {t} token(s)") if need > capacity else (0, "")
 
 
 def _chunk_candidates(
@@ -192,15 +229,9 @@ def _chunk_candidates(
             )
 
     chunked = [s for s in digital if _chunked(s, tokens)]
-    resident = sum(tcdm_bytes(s, 0, arch) for s in chunked)  # weights kept across chunks
 
     def need(t: int) -> int:
-        """Resident weights of every stage, plus the chunk buffers of the two largest stages:
-        kernels run one after another, so at most a producer's and a consumer's chunk are in
-        flight (for a LoRA layer, X.A and .B, this is the paper's working set: docs/REFERENCES.md
-        "Digital cluster", Li et al. arXiv 2411.17367)."""
-        buffers = sorted(tcdm_bytes(s, t, arch) - tcdm_bytes(s, 0, arch) for s in chunked)
-        return resident + sum(buffers[-2:])
+        return tcdm_need(chunked, t, arch)
 
     if chunk is not None:
         if not 1 <= chunk <= tokens or need(chunk) > capacity:
@@ -221,8 +252,8 @@ def _chunk_candidates(
         ][:1]
     if not fitting:
         raise AimccError(
-            f"layer {layer}: one token needs {need(1)} B of TCDM, the cluster has {capacity} B; "
-            "split the layer over more tiles"
+            f"cluster {layer}: one token needs {need(1)} B of TCDM, the cluster has {capacity} B "
+            "(a kernel that cannot be split by columns: a norm row or one attention head)"
         )
     return fitting
 
@@ -296,6 +327,7 @@ class _Graph:
     # of stage i from token f has 2 * (f * stages + i), its transfers one more.
     prio: list[int]
     preds: list[list[int]]
+    link_nj: dict[int, float] = field(default_factory=dict)  # chip-to-chip transfers' energy
 
     def add(
         self,
@@ -369,6 +401,7 @@ class _Simulator:
         self.chunked = [_chunked(s, tokens) for s in stages]
         self.units: list[str] = []
         self.unit_ids: dict[str, int] = {}
+        self.chip: list[int] = []  # of each unit (-1: a link)
         position = {s.name: i for i, s in enumerate(stages)}
         # (dependency, whole): qk/av read every chunk of their keys/values
         self.deps = [
@@ -392,12 +425,13 @@ class _Simulator:
         self._timelines: dict[tuple[str, tuple[int, ...]], _Timeline] = {}
         # per stage: tokens -> ns of a chunk (a stage has one or two chunk sizes)
         self._chunk_ns: list[dict[int, float]] = [{} for _ in stages]
-        self._move_ns: dict[tuple[int, int], float] = {}
+        self._move_ns: dict[tuple[int, int, int, int], tuple[float, float]] = {}
 
     def _unit(self, name: str) -> int:
         if name not in self.unit_ids:
             self.unit_ids[name] = len(self.units)
             self.units.append(name)
+            self.chip.append(self.arch.chip_of(name) if not name.startswith("link") else -1)
         return self.unit_ids[name]
 
     def graph(self, chunk_per_layer: Mapping[int, int]) -> _Graph:
@@ -479,19 +513,33 @@ class _Simulator:
         by_stage: list[tuple[list[int], bool, int]] = []
         moved: dict[tuple[int, int], int] = {}
 
-        def transfer(src: int, dest: int, layer: int) -> int:
+        def transfer(src: int, dest: int, layer: int, parts: int) -> int:
+            """A chunk's result to another unit: on the destination's DMA core (else the
+            source's), or over the chip-to-chip link when the units are on different chips.
+            A consumer split in column parts receives its share."""
             if (src, dest) not in moved:
                 producer, count = g.stage[src], g.tokens[src]
-                dma = self.dma_of.get(dest, self.dma_of.get(g.unit[src]))
-                if dma is None:  # tile to tile
-                    dma = self._unit(f"dma:{layer}")
-                if (producer, count) not in self._move_ns:
-                    size = output_elements(stages[producer], count, arch) * dtype_bytes(arch)
-                    self._move_ns[producer, count] = transfer_ns(size, arch)
-                dur, prio = self._move_ns[producer, count], g.prio[src] + 1
+                hops = abs(self.chip[dest] - self.chip[g.unit[src]])
+                if hops:
+                    dma = self._unit(f"link:{min(self.chip[dest], self.chip[g.unit[src]])}")
+                else:
+                    dma = self.dma_of.get(dest, self.dma_of.get(g.unit[src], -1))
+                    if dma < 0:  # tile to tile
+                        dma = self._unit(f"dma:{layer}")
+                key = (producer, count, parts, hops)
+                if key not in self._move_ns:
+                    elements = output_elements(stages[producer], count, arch)
+                    size = math.ceil(elements / parts) * dtype_bytes(arch)
+                    self._move_ns[key] = (
+                        link_ns(size, hops, arch) if hops else transfer_ns(size, arch),
+                        link_nj(size, hops, arch),
+                    )
+                (dur, energy), prio = self._move_ns[key], g.prio[src] + 1
                 moved[src, dest] = g.add(
                     producer, g.chunk[src], count, dma, dest, layer, dur, prio, [src]
                 )
+                if hops:
+                    g.link_nj[moved[src, dest]] = energy
             return moved[src, dest]
 
         for position, s in enumerate(stages):
@@ -510,7 +558,10 @@ class _Simulator:
                             first // dep_size : (first + count - 1) // dep_size + 1
                         ]
                     for src in dep_tasks:
-                        preds.append(src if g.unit[src] == unit else transfer(src, unit, layer))
+                        if g.unit[src] == unit:
+                            preds.append(src)
+                        else:
+                            preds.append(transfer(src, unit, layer, s.dims.get("parts", 1)))
                 prio = 2 * (first * len(stages) + position)
                 tasks.append(
                     g.add(
@@ -603,7 +654,13 @@ class _Simulator:
         for s in self.stages:
             if s.kind == ANALOG:
                 tiles[s.unit] = max(tiles.get(s.unit, 1), s.dims.get("tiles", 1))
+        link_nj: dict[str, float] = defaultdict(float)
+        for task, energy in g.link_nj.items():
+            link_nj[self.units[g.unit[task]]] += energy
         for unit in sorted(busy, key=_unit_order):
+            if unit in link_nj:  # energy per bit moved, from the arch's link section
+                units.append(UnitUse(unit, busy[unit], busy[unit] / makespan, link_nj[unit]))
+                continue
             active_w, idle_w = unit_power_w(unit.partition(":")[0], self.arch)
             count = tiles.get(unit, 1)
             energy = count * (busy[unit] * active_w + (makespan - busy[unit]) * idle_w)

@@ -7,10 +7,19 @@ from aimcc.passes.partition import PartitionPass
 from aimcc.passes.place import PlacePass
 from aimcc.passes.raise_transformer import RaiseTransformerPass
 from aimcc.passes.schedule import SchedulePass
+from aimcc.passes.split import SplitPass
 from aimcc.passes.tile import TilePass
 
 # In pipeline order: what `aimcc MODEL.onnx` runs after import, and what `aimcc opt` accepts.
 PASSES: dict[str, type[ModulePass]] = {
     p.name: p
-    for p in (RaiseTransformerPass, LoraSlotsPass, PartitionPass, TilePass, PlacePass, SchedulePass)
+    for p in (
+        RaiseTransformerPass,
+        LoraSlotsPass,
+        PartitionPass,
+        TilePass,
+        PlacePass,
+        SplitPass,
+        SchedulePass,
+    )
 }

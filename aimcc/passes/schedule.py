@@ -28,7 +28,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     i64,
 )
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from aimcc.arch import Arch
@@ -41,6 +41,19 @@ from aimcc.ir.graph import AbsentOp, WeightOp
 from aimcc.ir.types import shape_of
 
 SCHEDULE_ATTR = "aimc.schedule"
+# Column split of a kernel or accumulation (the split pass decides it): part j of c runs on
+# the cluster c after the op's own, on 1/c of the columns (heads for rope, elements for
+# elementwise ONNX kernels).
+SPLIT_ATTR = "split"
+SPLIT_DIM = {
+    "accumulate": "N",
+    "bias_add": "N",
+    "gelu_erf": "N",
+    "gelu_tanh": "N",
+    "silu": "N",
+    "matmul": "N",
+    "elementwise": "elements",
+}
 PIPELINES = ("auto", "serial", "intra", "cross", "both")
 # Generic kernels that only re-index their input: a strided DMA reads through them.
 VIEWS = frozenset(
@@ -57,6 +70,11 @@ VIEWS = frozenset(
         "Split",
     )
 )
+ELEMENTWISE_ONNX = frozenset(
+    {"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log"}
+    | {"Sigmoid", "Tanh", "Erf", "Relu", "Cast", "Where", "Equal", "Less", "Greater", "Not"}
+    | {"And", "Or", "Min", "Max", "Clip"}
+)
 _ELEMENTWISE_OPS = {"rope": 3}  # x * cos + rotate(x) * sin; generic kernels: 1 per element
 
 
@@ -71,6 +89,11 @@ class SchedulePass(ModulePass):
     def apply(self, ctx: CompileContext, op: ModuleOp) -> None:
         if self.pipeline not in PIPELINES:
             raise AimccError(f"--pipeline {self.pipeline}: use one of {', '.join(PIPELINES)}")
+        if not ctx.arch.link.chips:  # parsed IR placed before: the chips its tiles span
+            tiles = [o.tile_id for o in op.walk() if isinstance(o, ProgramOp) and o.tile_id]
+            if tiles:
+                last = max(t.value.data for t in tiles)
+                ctx.arch = ctx.arch.with_chips(1 + last // ctx.arch.tile.count)
         stages, tokens = module_stages(op, ctx.arch, self.tokens)
         if not stages:
             return
@@ -87,9 +110,15 @@ class SchedulePass(ModulePass):
 
 def module_stages(module: ModuleOp, arch: Arch, tokens: int = 0) -> tuple[list[Stage], int]:
     """The cost stages of a placed module in program order, and the tokens to schedule."""
+    builder = stage_builder(module, arch, tokens)
+    return (builder.stages, builder.tokens) if builder else ([], 0)
+
+
+def stage_builder(module: ModuleOp, arch: Arch, tokens: int = 0) -> _StageBuilder | None:
+    """The stages of a placed module with the op each came from (``owner``)."""
     main = next((o for o in module.walk() if isinstance(o, func.FuncOp)), None)
     if main is None:
-        return [], 0
+        return None
     compiled, seq = _compiled_tokens(main)
     builder = _StageBuilder(arch, compiled, seq, tokens or compiled)
     for o in main.body.block.ops:
@@ -97,7 +126,34 @@ def module_stages(module: ModuleOp, arch: Arch, tokens: int = 0) -> tuple[list[S
             builder.analog(o)
         elif isinstance(o, KernelOp):
             builder.kernel(o)
-    return builder.stages, tokens or compiled
+    return builder
+
+
+def splittable(op: Operation) -> bool:
+    """Whether an op's stage splits by columns: accumulations, row-wise elementwise kernels
+    and matmuls (by output columns), rope and elementwise ONNX kernels (by elements). Norms,
+    softmax and attention reduce over a row or a head and are not split."""
+    if isinstance(op, AccumulateOp):
+        return True
+    kind = op.kind.data if isinstance(op, KernelOp) else ""
+    return kind in SPLIT_DIM or kind == "rope" or kind.removeprefix("onnx.") in ELEMENTWISE_ONNX
+
+
+def column_split(op: Operation) -> int:
+    """The column split the split pass recorded on a kernel or accumulation (1: none)."""
+    attr = op.attributes.get(SPLIT_ATTR)
+    return attr.value.data if isinstance(attr, IntegerAttr) else 1
+
+
+def split_dims(kind: str, dims: dict[str, int], parts: int) -> list[dict[str, int]]:
+    """The dims of each column part of a stage: the split dim dealt as evenly as it goes."""
+    key = SPLIT_DIM[kind]
+    total = dims[key]
+    # "parts": the part receives its share of its input (a matmul part reads all of it)
+    share = {"parts": parts} if kind != "matmul" else {}
+    return [
+        {**dims, key: total * (j + 1) // parts - total * j // parts, **share} for j in range(parts)
+    ]
 
 
 def recorded_schedule(module: ModuleOp, arch: Arch) -> Schedule | None:
@@ -182,6 +238,8 @@ class _StageBuilder:
         self.stages: list[Stage] = []
         self.producers: dict[SSAValue, tuple[str, ...]] = {}
         self.names: set[str] = set()
+        self.owner: dict[str, Operation] = {}  # stage -> the op it came from
+        self.parts: dict[SSAValue, int] = {}  # values produced in column parts: how many
 
     def per_token(self, shape: tuple[int, ...]) -> bool:
         """The sequence is among the leading dims and every token has the same share."""
@@ -192,8 +250,40 @@ class _StageBuilder:
         """No ``T`` for per-token values (chunked); else the leading dims run once."""
         return {} if self.per_token(shape) else {"T": max(1, math.prod(shape[:-1]))}
 
-    def deps(self, *values: SSAValue) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(d for v in values for d in self.producers.get(v, ())))
+    def deps(self, *values: SSAValue, part: tuple[int, int] = (0, 1)) -> tuple[str, ...]:
+        """Producers of ``values``; part j of c reads only part j of a value split alike."""
+        j, c = part
+        found = []
+        for v in values:
+            names = self.producers.get(v, ())
+            found += [names[j]] if c > 1 and self.parts.get(v) == c else names
+        return tuple(dict.fromkeys(found))
+
+    def split(
+        self,
+        op: Operation,
+        hint: str,
+        kind: str,
+        dims: dict[str, int],
+        args: list[SSAValue],
+        cluster: int,
+        after: tuple[str, ...] = (),
+    ) -> tuple[str, ...]:
+        """The stage of ``op``, in its recorded column parts on consecutive clusters."""
+        parts = column_split(op) if kind in SPLIT_DIM else 1
+        names = []
+        for j, part in enumerate(split_dims(kind, dims, parts) if parts > 1 else [dims]):
+            unit = f"cluster:{(cluster + j) % self.arch.system_clusters}"
+            name = self.add(
+                hint if j == 0 else f"{hint}/{j}",
+                kind,
+                part,
+                (*after, *self.deps(*args, part=(j, parts))),
+                unit,
+            )
+            self.owner[name] = op
+            names.append(name)
+        return tuple(names)
 
     def add(
         self, hint: str, kind: str, dims: dict[str, int], deps: tuple[str, ...], unit: str
@@ -206,23 +296,46 @@ class _StageBuilder:
         return name
 
     def analog(self, acc: AccumulateOp) -> None:
+        """The layer's tiles as one ``analog_mvm`` stage per chip they are on (tiles of a
+        layer that spans chips send their partials over the links), then the partial sums."""
         mvm = acc.partials[0].owner
         assert isinstance(mvm, MvmOp)
-        program = mvm.program
-        if program.tile_id is None:
+        if mvm.program.tile_id is None:
             raise AimccError("schedule: tiles are not placed (run 'place' first)")
-        tile = program.tile_id.value.data
+        by_chip: dict[int, list[int]] = {}
+        for p in acc.partials:
+            tile_id = p.owner.operands[1].owner.tile_id
+            assert tile_id is not None, "place numbers every tile"
+            by_chip.setdefault(tile_id.value.data // self.arch.tile.count, []).append(
+                tile_id.value.data
+            )
+        tile = mvm.program.tile_id.value.data
         x, hint = mvm.x, acc.result.name_hint or f"layer{tile}"
-        dims = {"K": shape_of(x)[-1], "N": shape_of(acc.result)[-1], "tiles": len(acc.partials)}
-        name = self.add(
-            hint, "analog_mvm", {**dims, **self.rows(shape_of(x))}, self.deps(x), f"tile:{tile}"
-        )
+        n = shape_of(acc.result)[-1]
+        analog: list[str] = []
+        for i, tiles in enumerate(by_chip.values()):
+            # the first chip's share stands for the layer's output; another chip's tiles
+            # produce their columns' partials (what crosses the link)
+            width = n if i == 0 else min(n, len(tiles) * self.arch.tile.cols)
+            dims = {"K": shape_of(x)[-1], "N": width, "tiles": len(tiles)}
+            name = self.add(
+                hint if i == 0 else f"{hint}@chip{tiles[0] // self.arch.tile.count}",
+                "analog_mvm",
+                {**dims, **self.rows(shape_of(x))},
+                self.deps(x),
+                f"tile:{tiles[0]}",
+            )
+            self.owner[name] = acc
+            analog.append(name)
         rows, _ = acc.grid_shape
-        if rows > 1:  # partial sums of the rows of tiles, on the paired cluster
-            dims = {"N": dims["N"], "P": rows, **self.rows(shape_of(acc.result))}
-            cluster = f"cluster:{tile % self.arch.cluster.count}"
-            name = self.add(f"{hint}.acc", "accumulate", dims, (name,), cluster)
-        self.producers[acc.result] = (name,)
+        names: tuple[str, ...] = tuple(analog)
+        if rows > 1:  # partial sums of the rows of tiles, on the paired cluster(s)
+            dims = {"N": n, "P": rows, **self.rows(shape_of(acc.result))}
+            cluster = self.arch.cluster_of_tile(tile)
+            names = self.split(acc, f"{hint}.acc", "accumulate", dims, [], cluster, names)
+            if len(names) > 1:
+                self.parts[acc.result] = len(names)
+        self.producers[acc.result] = names
 
     def kernel(self, op: KernelOp) -> None:
         kind = op.kind.data
@@ -233,7 +346,9 @@ class _StageBuilder:
             return
         if op.cluster is None:
             raise AimccError(f"schedule: kernel '{kind}' has no cluster (run 'place' first)")
-        unit = f"cluster:{op.cluster.value.data}"
+        cluster = op.cluster.value.data
+        unit = f"cluster:{cluster}"
+        before = len(self.stages)
         out = op.outs[0]
         hint = out.name_hint or kind.removeprefix("onnx.").lower()
         shape = shape_of(out)
@@ -250,14 +365,14 @@ class _StageBuilder:
             names = (self.attention(op, hint, unit),)
         elif kind == "matmul":
             dims = {"K": shape_of(op.args[0])[-1], "N": shape[-1], **rows}
-            names = (self.add(hint, "matmul", dims, self.deps(*args), unit),)
+            names = self.split(op, hint, "matmul", dims, args, cluster)
         elif kind == "embedding":
             table, ids = op.args
             dims = {"N": shape_of(table)[-1], **rows}
             names = (self.add(hint, "gather", dims, self.deps(ids), unit),)
         elif kind in ("bias_add", "layer_norm", "rms_norm", "gelu_erf", "gelu_tanh", "silu"):
             dims = {"N": shape[-1], **rows}
-            names = (self.add(hint, kind, dims, self.deps(*args), unit),)
+            names = self.split(op, hint, kind, dims, args, cluster)
         else:  # rope and generic ONNX kernels: per-element work over the largest operand
             largest = max((shape_of(v) for v in [*args, *op.outs]), key=math.prod)
             if self.per_token(largest):
@@ -265,9 +380,13 @@ class _StageBuilder:
             else:
                 dims = {"elements": largest[-1] if largest else 1, **self.rows(largest)}
             dims["ops"] = _ELEMENTWISE_OPS.get(kind, 1)
-            names = (self.add(hint, "elementwise", dims, self.deps(*args), unit),)
+            names = self.split(op, hint, "elementwise", dims, args, cluster)
+        for stage in self.stages[before:]:
+            self.owner.setdefault(stage.name, op)
         for r in op.outs:
             self.producers[r] = names
+            if len(names) > 1:
+                self.parts[r] = len(names)
 
     def attention(self, op: KernelOp, hint: str, unit: str) -> str:
         """QK^T, softmax with scale and mask, then .V: one row per (head, query)."""
