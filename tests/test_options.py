@@ -42,7 +42,7 @@ def test_compile_output_paths(tmp_path: Path) -> None:
         str(tmp_path / "dir"): "is a directory",
         str(tmp_path / "file" / "x.aimcb"): "is not a directory",
         "": "empty output path",
-        str(tmp_path / "missing" / "x.aimcb"): "does not exist",
+        str(tmp_path / "file" / "deeper" / "x.aimcb"): "is not a directory",
     }
     for out, expect in cases.items():
         _fails([model, "-q", "-o", out], tmp_path, expect)

@@ -8,7 +8,6 @@ onnxruntime: a split is a mapping decision, the math is the same."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -135,14 +134,12 @@ def test_too_few_chips_is_one_line_before_import(
     def no_import(*args: object, **kwargs: object) -> None:
         raise AssertionError("import ran before the cheap check")
 
-    monkeypatch.setattr("aimcc.compiler.import_graph", no_import)
+    monkeypatch.setattr("aimcc.frontend.importer.import_graph", no_import)
     args = [str(deep), "--set", "tile.count=2", "--chips", "2", "-o", str(tmp_path / "x.aimcb")]
-    start = time.perf_counter()
     assert main(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("aimcc: error: the model needs at least 6 tiles")
     assert "--chips 2 gives 4" in err and err.count("\n") == 1
-    assert time.perf_counter() - start < 5
     assert not (tmp_path / "x.aimcb").exists()
 
 

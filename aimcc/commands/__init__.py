@@ -93,9 +93,11 @@ def output_dir(text: str) -> Path:
 
 
 def _writable_folder(folder: Path, text: str) -> None:
+    """Missing folders are made when writing; the nearest existing one must be a writable
+    directory (not a file)."""
     folder = folder if str(folder) else Path(".")
-    if not folder.exists():
-        raise argparse.ArgumentTypeError(f"{text}: folder {folder} does not exist")
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: {folder} is not a directory")
     if not os.access(folder, os.W_OK | os.X_OK):
