@@ -1,0 +1,117 @@
+"""The training-time analog forward: the tiles of :mod:`aimcc.runtime.analog`, differentiable.
+
+AHWA-LoRA trains digital adapters against the hardware's non-idealities (REFERENCE.md, "Noise
+used while training adapters"): each MVM goes through the same tiling, channel-wise mapping,
+per-layer clipping, abs-max noise management, 8-bit DAC and ADC and output bound as the
+inference path, with Gaussian weight noise (relative to each tile column's max |w|) and output
+noise re-drawn on every call. Rounding passes gradients straight through (STE), as in
+aihwkit-lightning; the analog weights are frozen, so gradients flow to the inputs only.
+
+It is a separate path from ``analog_matmul`` on purpose: the inference path quantises in place
+under ``torch.inference_mode`` and must stay as fast as it is. Differences to the inference
+``quant`` tiles: iterative bound management is replaced by the plain clamp of aihwkit-lightning
+(an output beyond ``out_bound`` saturates instead of being re-read at half the input scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from aimcc.arch import Arch
+from aimcc.errors import AimccError
+from aimcc.runtime.analog import _expand_rows, _mapping_scale, _row_slices
+
+
+@dataclass(frozen=True)
+class TrainNoise:
+    """Noise injected while training adapters; defaults are the paper's (REFERENCE.md, "Noise
+    used while training adapters"). ``out_noise`` None means the arch's ``tile.adc.out_noise``."""
+
+    weight_noise: float = 0.067  # std of N(0, .) per device, relative to its column's max |w|
+    out_noise: float | None = None  # std on the normalised ADC input, per tile
+    quantise: bool = True  # 8-bit DAC/ADC with straight-through gradients
+
+    def __post_init__(self) -> None:
+        if self.weight_noise < 0 or (self.out_noise is not None and self.out_noise < 0):
+            raise AimccError("training noise levels must be >= 0")
+
+
+class TrainTiles:
+    """One frozen analog layer prepared for training: clipped like a programmed layer, mapped
+    channel-wise per tile row (normalised weights in [-1, 1] and the column scales)."""
+
+    def __init__(self, weight: torch.Tensor, arch: Arch, clip: bool = True):
+        if weight.ndim != 2:
+            raise AimccError(f"an analog layer needs a 2-D weight [K, N], got {weight.shape}")
+        tile = arch.tile
+        weight = weight.detach().float()
+        if clip and tile.mapping.clip_sigma > 0:  # as ProgrammedLayer.program
+            bound = tile.mapping.clip_sigma * weight.std().item()
+            weight = weight.clamp(-bound, bound)
+        scale = _mapping_scale(weight, tile)  # [nr, N]
+        self.normalised = weight / _expand_rows(scale, tile.rows, weight.shape[0])
+        self.scale = scale
+        self.slices = _row_slices(weight.shape[0], tile.rows)
+        self.arch = arch
+
+
+class _RoundSTE(torch.autograd.Function):
+    """round(x / step) * step forward, identity backward (a straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: float) -> torch.Tensor:  # type: ignore[override]
+        return torch.round(x / step) * step
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad, None
+
+
+def train_matmul(
+    x: torch.Tensor,
+    tiles: TrainTiles,
+    noise: TrainNoise,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """x[..., K] -> y[..., N] through the layer's tiles with training noise; differentiable in x.
+
+    Per tile row: x / max|x| (per token) -> DAC (STE) -> crossbar with noisy weights -> output
+    noise -> ADC (STE) -> clamp at out_bound -> times max|x| and the column scales; tile rows'
+    partial sums are added digitally.
+    """
+    dac, adc = tiles.arch.tile.dac, tiles.arch.tile.adc
+    k = tiles.normalised.shape[0]
+    if x.shape[-1] != k:
+        raise AimccError(f"analog layer expects {k} inputs, got {x.shape[-1]}")
+    if dac.noise_management not in ("abs_max", "none"):
+        raise AimccError(f"unknown noise management '{dac.noise_management}' in tile.dac")
+    out_noise = adc.out_noise if noise.out_noise is None else noise.out_noise
+    inp_step = 2 * dac.inp_bound / (2**dac.bits - 2)  # as analog._periphery_mvm
+    out_step = 2 * adc.out_bound / (2**adc.bits - 2)
+    x2d = x.reshape(-1, k)
+    y: torch.Tensor | None = None
+    for r, rows in enumerate(tiles.slices):
+        xs = x2d[:, rows]
+        if dac.noise_management == "abs_max":
+            in_scale = xs.detach().abs().amax(-1, keepdim=True)
+            in_scale = torch.where(in_scale > 0, in_scale, torch.ones_like(in_scale))
+        else:
+            in_scale = torch.ones_like(xs[:, :1])
+        xs = xs / in_scale
+        if noise.quantise:
+            xs = _RoundSTE.apply(xs, inp_step)
+        xs = xs.clamp(-dac.inp_bound, dac.inp_bound)
+        w = tiles.normalised[rows]
+        if noise.weight_noise > 0:
+            w = w + noise.weight_noise * torch.randn(w.shape, generator=generator)
+        partial = xs @ w
+        if out_noise > 0:
+            partial = partial + out_noise * torch.randn(partial.shape, generator=generator)
+        if noise.quantise:
+            partial = _RoundSTE.apply(partial, out_step)
+        partial = partial.clamp(-adc.out_bound, adc.out_bound) * (in_scale * tiles.scale[r])
+        y = partial if y is None else y + partial
+    assert y is not None
+    return y.reshape(*x.shape[:-1], y.shape[-1])
