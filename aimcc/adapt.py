@@ -56,8 +56,11 @@ class Dataset:
         return Dataset({k: v[pick] for k, v in self.inputs.items()}, labels)
 
 
-def load_data(path: Path, exe: Executable, tokenizer: Path | None) -> Dataset:
-    """A TSV (``sentence<TAB>label``, with a header) through ``tokenizer``, or an .npz."""
+def load_data(
+    path: Path, exe: Executable, tokenizer: Path | None, limit: int | None = None, seed: int = 0
+) -> Dataset:
+    """A TSV (``sentence<TAB>label``, with a header) through ``tokenizer``, or an .npz;
+    ``limit`` keeps that many examples drawn with ``seed`` (before tokenising)."""
     if not path.is_file():
         raise AimccError(f"{path}: no such file")
     seq = _static_seq(exe)
@@ -78,10 +81,15 @@ def load_data(path: Path, exe: Executable, tokenizer: Path | None) -> Dataset:
         arrays.setdefault("attention_mask", (ids != 0).astype(np.int64))
         arrays.setdefault("token_type_ids", np.zeros_like(ids))
         inputs = {k: arrays[k].astype(np.int64) for k in names}
-        return Dataset(inputs, None if labels is None else labels.astype(np.int64))
+        labels = None if labels is None else labels.astype(np.int64)
+        return Dataset(inputs, labels).subset(limit, seed)
     if tokenizer is None:
         raise AimccError(f"{path}: a TSV needs --tokenizer DIR (a Hugging Face tokenizer folder)")
     sentences, labels = _read_tsv(path)
+    if limit is not None and limit < len(sentences):
+        pick = np.sort(np.random.default_rng(seed).choice(len(sentences), limit, replace=False))
+        sentences = [sentences[i] for i in pick]
+        labels = None if labels is None else labels[pick]
     encoded = _tokenise(sentences, tokenizer, seq)
     names = {s["name"] for s in exe.inputs}
     missing = names - set(encoded)
@@ -196,8 +204,9 @@ def read_adapter(path: Path) -> Adapter:
     """A peft LoRA folder (adapter_config.json + adapter_model.safetensors)."""
     config_path, weights_path = path / "adapter_config.json", path / "adapter_model.safetensors"
     if not config_path.is_file() or not weights_path.is_file():
-        raise AimccError(f"{path}: not a peft adapter folder (adapter_config.json and "
-                         "adapter_model.safetensors)")
+        raise AimccError(
+            f"{path}: not a peft adapter folder (adapter_config.json and adapter_model.safetensors)"
+        )
     try:
         config = json.loads(config_path.read_text())
         from safetensors.numpy import load_file
@@ -355,8 +364,11 @@ class TrainProgram:
 
     def adapter(self, heads: dict[str, dict[str, np.ndarray]]) -> Adapter:
         lora = {
-            s.name: (self.a[s.name].detach().numpy().copy(),
-                     self.b[s.name].detach().numpy().copy(), s.scale)
+            s.name: (
+                self.a[s.name].detach().numpy().copy(),
+                self.b[s.name].detach().numpy().copy(),
+                s.scale,
+            )
             for s in self.slots
         }
         return Adapter(lora, heads)
@@ -496,8 +508,10 @@ def train(
                 loss = F.mse_loss(pooled, target) / target.pow(2).mean().clamp(min=1e-12)
                 if init is not None and HEAD in init.heads:
                     loss = loss + F.kl_div(
-                        F.log_softmax(logits, -1), F.log_softmax(target_logits, -1),
-                        log_target=True, reduction="batchmean",
+                        F.log_softmax(logits, -1),
+                        F.log_softmax(target_logits, -1),
+                        log_target=True,
+                        reduction="batchmean",
                     )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from aimcc.errors import AimccError, first_line
 
 # subcommand -> module in aimcc.commands; anything else is a model to compile
-SUBCOMMANDS = {"run": "run", "inspect": "inspect", "eval": "eval", "opt": "opt"}
+SUBCOMMANDS = {"run": "run", "inspect": "inspect", "eval": "eval", "opt": "opt", "adapt": "adapt"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
