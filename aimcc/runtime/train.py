@@ -8,9 +8,9 @@ noise re-drawn on every call. Rounding passes gradients straight through (STE), 
 aihwkit-lightning; the analog weights are frozen, so gradients flow to the inputs only.
 
 It is a separate path from ``analog_matmul`` on purpose: the inference path quantises in place
-under ``torch.inference_mode`` and must stay as fast as it is. Differences to the inference
-``quant`` tiles: iterative bound management is replaced by the plain clamp of aihwkit-lightning
-(an output beyond ``out_bound`` saturates instead of being re-read at half the input scale).
+under ``torch.inference_mode`` and must stay as fast as it is. Like the inference tiles (and
+unlike aihwkit-lightning, which clamps), a tile whose ADC saturates re-reads the token at half
+the input scale (iterative bound management): MiniLM's last FFN layers need it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ import torch
 
 from aimcc.arch import Arch
 from aimcc.errors import AimccError
-from aimcc.runtime.analog import _expand_rows, _mapping_scale, _row_slices
+from aimcc.runtime.analog import (
+    _col_tile_max,
+    _expand_cols,
+    _expand_rows,
+    _mapping_scale,
+    _row_slices,
+)
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,8 @@ def train_matmul(
     """x[..., K] -> y[..., N] through the layer's tiles with training noise; differentiable in x.
 
     Per tile row: x / max|x| (per token) -> DAC (STE) -> crossbar with noisy weights -> output
-    noise -> ADC (STE) -> clamp at out_bound -> times max|x| and the column scales; tile rows'
-    partial sums are added digitally.
+    noise -> ADC (STE) -> clamp at out_bound (bound management re-reads saturated tokens) ->
+    times max|x| and the column scales; tile rows' partial sums are added digitally.
     """
     dac, adc = tiles.arch.tile.dac, tiles.arch.tile.adc
     k = tiles.normalised.shape[0]
@@ -90,6 +96,13 @@ def train_matmul(
     out_noise = adc.out_noise if noise.out_noise is None else noise.out_noise
     inp_step = 2 * dac.inp_bound / (2**dac.bits - 2)  # as analog._periphery_mvm
     out_step = 2 * adc.out_bound / (2**adc.bits - 2)
+    if adc.bound_management == "iterative":
+        limit = min(adc.bm_max_factor, adc.bm_max_resolution / inp_step)
+    elif adc.bound_management == "none":
+        limit = 0.0
+    else:
+        raise AimccError(f"unknown bound management '{adc.bound_management}' in tile.adc")
+    cols = tiles.arch.tile.cols
     x2d = x.reshape(-1, k)
     y: torch.Tensor | None = None
     for r, rows in enumerate(tiles.slices):
@@ -99,19 +112,40 @@ def train_matmul(
             in_scale = torch.where(in_scale > 0, in_scale, torch.ones_like(in_scale))
         else:
             in_scale = torch.ones_like(xs[:, :1])
-        xs = xs / in_scale
-        if noise.quantise:
-            xs = _RoundSTE.apply(xs, inp_step)
-        xs = xs.clamp(-dac.inp_bound, dac.inp_bound)
         w = tiles.normalised[rows]
         if noise.weight_noise > 0:
             w = w + noise.weight_noise * torch.randn(w.shape, generator=generator)
-        partial = xs @ w
-        if out_noise > 0:
-            partial = partial + out_noise * torch.randn(partial.shape, generator=generator)
-        if noise.quantise:
-            partial = _RoundSTE.apply(partial, out_step)
-        partial = partial.clamp(-adc.out_bound, adc.out_bound) * (in_scale * tiles.scale[r])
+
+        def convert(scaled: torch.Tensor, w: torch.Tensor = w) -> torch.Tensor:
+            """Scaled inputs -> ADC output (before the clamp at out_bound)."""
+            if noise.quantise:
+                scaled = _RoundSTE.apply(scaled, inp_step)
+            out = scaled.clamp(-dac.inp_bound, dac.inp_bound) @ w
+            if out_noise > 0:
+                out = out + out_noise * torch.randn(out.shape, generator=generator)
+            return _RoundSTE.apply(out, out_step) if noise.quantise else out
+
+        raw = convert(xs / in_scale)
+        partial = raw.clamp(-adc.out_bound, adc.out_bound) * in_scale
+        # iterative bound management as analog._periphery_mvm: tokens of a saturated tile are
+        # read again at half the input scale until they fit (out of place, so autograd works)
+        pending = _col_tile_max(raw.detach().abs(), cols) > adc.out_bound
+        factor = 1.0
+        while limit >= 1.0 and factor <= limit and pending.any():
+            factor *= 2.0
+            tokens = pending.any(1).nonzero().squeeze(1)
+            scale = in_scale[tokens] * factor
+            again = convert(xs[tokens] / scale)
+            take = pending[tokens]
+            mask = _expand_cols(take, cols, raw.shape[1])
+            fixed = torch.where(
+                mask, again.clamp(-adc.out_bound, adc.out_bound) * scale, partial[tokens]
+            )
+            partial = partial.index_copy(0, tokens, fixed)
+            pending = pending.index_copy(
+                0, tokens, take & (_col_tile_max(again.detach().abs(), cols) > adc.out_bound)
+            )
+        partial = partial * tiles.scale[r]
         y = partial if y is None else y + partial
     assert y is not None
     return y.reshape(*x.shape[:-1], y.shape[-1])
