@@ -310,12 +310,17 @@ def apply_adapter(exe: Executable, adapter: Adapter | None) -> None:
         b_slot[: b.shape[0]] = torch.from_numpy(b * (scale / slot.scale))
 
 
+def _pool(x: Any) -> Any:
+    """A [batch, seq, features] output is mean-pooled over its tokens; [batch, features] stays."""
+    return x.mean(1) if x.ndim == 3 else x
+
+
 def head_logits(outputs: dict[str, Any], adapter: Adapter | None, output: str) -> Any | None:
     """The digital task head (``classifier``) on the pooled ``output``, or None without one."""
     if adapter is None or HEAD not in adapter.heads:
         return None
     head = adapter.heads[HEAD]
-    x = outputs[output]
+    x = _pool(outputs[output])
     if isinstance(x, np.ndarray):
         return x @ head["weight"].T + head.get("bias", 0.0)
     return F.linear(x, torch.as_tensor(head["weight"]), torch.as_tensor(head["bias"]))
@@ -496,14 +501,14 @@ def train(
     while step < total:
         for feeds, labels, valid in batches(data, exe, rng.permutation(len(data))):
             outputs = program(feeds)
-            pooled = outputs[config.output][:valid]
+            pooled = _pool(outputs[config.output][:valid])
             logits = F.linear(pooled, head["weight"], head["bias"])
             if config.objective == "task":
                 loss = F.cross_entropy(logits, torch.from_numpy(labels[:valid]))
             else:
                 assert teacher is not None
                 with torch.no_grad():
-                    target = teacher(feeds)[config.output][:valid]
+                    target = _pool(teacher(feeds)[config.output][:valid])
                     target_logits = F.linear(target, head["weight"], head["bias"])
                 loss = F.mse_loss(pooled, target) / target.pow(2).mean().clamp(min=1e-12)
                 if init is not None and HEAD in init.heads:

@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
         "outputs the mean per-sentence cosine. Prints mean ± std over the trials.",
     )
     p.add_argument("binary", type=Path, help="the .aimcb file")
-    p.add_argument("--reference", type=Path, required=True, help="the fp32 ONNX model")
+    p.add_argument("--reference", type=Path, help="the fp32 ONNX model (output error metrics)")
     p.add_argument("--trials", type=int, default=10, metavar="N", help="programmings (default 10)")
     p.add_argument(
         "--times",
@@ -54,11 +54,30 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="trial i programs with seed + i")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write a plot of the metrics")
+    add_task_options(p)
     return p
+
+
+def add_task_options(p: argparse.ArgumentParser) -> None:
+    """Task accuracy on labelled data (instead of --reference): see :func:`main_task`."""
+    task = p.add_argument_group("task accuracy (labelled data, a digital head in the adapter)")
+    task.add_argument("--data", type=Path, help="TSV 'sentence<TAB>label' or .npz with 'labels'")
+    task.add_argument("--tokenizer", type=Path, help="Hugging Face tokenizer folder (for a TSV)")
+    task.add_argument("--adapter", type=Path, help="peft adapter folder with a 'classifier' head")
+    task.add_argument(
+        "--limit", type=int, metavar="N", help="evaluate N examples (drawn with --seed)"
+    )
+    task.add_argument(
+        "--pooled", default="sentence_embedding", metavar="OUTPUT", help="the output the head reads"
+    )
 
 
 def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
+    if opts.data is not None:
+        return main_task(opts)
+    if opts.reference is None:
+        raise AimccError("give --reference MODEL.onnx (output error) or --data FILE (accuracy)")
     if opts.trials < 1 or opts.batches < 1:
         raise AimccError("--trials and --batches must be at least 1")
     times = [(label.strip(), parse_time(label)) for label in opts.times.split(",")]
@@ -106,3 +125,54 @@ def print_result(result: EvalResult, title: str) -> None:
     for label, means, stds in zip(result.times, mean, std, strict=True):
         table.add_row(label, *(f"{m:.4f} ± {s:.4f}" for m, s in zip(means, stds, strict=True)))
     report.console.print(table, highlight=False)
+
+
+def main_task(opts: argparse.Namespace) -> int:
+    """Accuracy of the adapter's head on PCM tiles over drift time, next to fp32 (ideal tiles:
+    exact float matmuls) with the same model and adapter."""
+    from aimcc.adapt import load_data, read_adapter
+    from aimcc.evaluate import accuracy, evaluate_accuracy
+    from aimcc.runtime.analog import NoiseSpec
+
+    if opts.adapter is None:
+        raise AimccError("--data needs --adapter (the task head lives in the adapter)")
+    if opts.trials < 1 or (opts.limit is not None and opts.limit < 1):
+        raise AimccError("--trials and --limit must be at least 1")
+    times = [(label.strip(), parse_time(label)) for label in opts.times.split(",")]
+    exe = load(opts.binary)
+    data = load_data(opts.data, exe, opts.tokenizer, opts.limit, opts.seed)
+    adapter = read_adapter(opts.adapter)
+    exe.set_noise(NoiseSpec("ideal"))
+    fp32 = accuracy(exe, data, adapter, opts.pooled)
+    progress = Progress(
+        TextColumn("programming and reading tiles"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=report.console,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("eval", total=opts.trials * len(times))
+        values = evaluate_accuracy(
+            exe,
+            data,
+            {"pcm": adapter},
+            times,
+            opts.trials,
+            opts.seed,
+            opts.pooled,
+            opts.compensation,
+            step=lambda: progress.advance(task),
+        )["pcm"]
+    title = (
+        f"{opts.binary.name} + {opts.adapter.name} on {opts.data.name} ({len(data)} examples), "
+        f"accuracy %, {opts.trials} trials"
+    )
+    table = Table("time", "pcm tiles", "fp32 digital", title=title, title_justify="left")
+    for label, mean, std in zip(
+        [label for label, _ in times], values.mean(0), values.std(0), strict=True
+    ):
+        table.add_row(label, f"{100 * mean:.2f} ± {100 * std:.2f}", f"{100 * fp32:.2f}")
+    report.console.print(table, highlight=False)
+    return 0
