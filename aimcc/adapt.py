@@ -444,7 +444,8 @@ class TrainConfig:
     analog: bool = True  # train through the simulated tiles (False: exact fp32, digital)
     noise: TrainNoise = field(default_factory=TrainNoise)
     epochs: float = 1.0
-    lr: float = 1e-3
+    lr: float = 1e-3  # the head's
+    lora_lr: float | None = None  # None: lr
     seed: int = 0
     output: str = "sentence_embedding"  # the pooled output the head reads / distill matches
     classes: int = 2
@@ -478,19 +479,20 @@ def train(
     program = TrainProgram(exe, config.analog, config.noise, config.seed)
     program.set_lora(init)
     _init_a(program, config.seed)
-    params = program.parameters()
-    for p in params:
+    lora_params = program.parameters()
+    for p in lora_params:
         p.requires_grad_(True)
     head = _init_head(init, exe, config)
+    groups = [{"params": lora_params, "lr": config.lora_lr or config.lr}]
     if config.objective == "task" and config.train_head:
-        params += [head["weight"], head["bias"]]
-        for p in (head["weight"], head["bias"]):
+        for p in head.values():
             p.requires_grad_(True)
+        groups.append({"params": list(head.values()), "lr": config.lr})
     teacher = None
     if config.objective == "distill":
         teacher = TrainProgram(exe, False, config.noise, config.seed)
         teacher.set_lora(init)
-    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.0)
     rng = np.random.default_rng(config.seed)
     size = int(exe.inputs[0]["shape"][0])
     per_epoch = -(-len(data) // size)

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--adapt-epochs", type=float, default=0.5, help="epochs of (c) and (d)")
-    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--lr", type=float, default=1e-2, help="the head's learning rate")
+    p.add_argument("--lora-lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=example.DEFAULT_OUT / "bench")
     opts = p.parse_args(argv)
@@ -89,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     train_data = load_data(SST2 / "train.tsv", exe, tok, opts.train, opts.seed)
     dev = load_data(SST2 / "dev.tsv", exe, tok, opts.dev or None, opts.seed)
     log(f"{binary.name}: train subset {len(train_data)}, dev {len(dev)}")
-    tag = f"s{opts.seq}_n{opts.train}_e{opts.epochs:g}_{opts.adapt_epochs:g}_lr{opts.lr:g}"
-    tag += f"_seed{opts.seed}"
+    tag = f"s{opts.seq}_n{opts.train}_e{opts.epochs:g}_{opts.adapt_epochs:g}"
+    tag += f"_lr{opts.lr:g}_{opts.lora_lr:g}_seed{opts.seed}"
     adapters = opts.out / "adapters"
-    common = dict(epochs=opts.epochs, lr=opts.lr, seed=opts.seed, output=POOLED)
+    common = dict(
+        epochs=opts.epochs, lr=opts.lr, lora_lr=opts.lora_lr, seed=opts.seed, output=POOLED
+    )
     a = trained(adapters / f"a_digital_{tag}", exe, train_data, TrainConfig(analog=False, **common))
     common["epochs"] = opts.adapt_epochs
     c = trained(adapters / f"c_ahwa_{tag}", exe, train_data, TrainConfig(**common), init=a)

@@ -42,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, metavar="N", help="use N examples drawn with --seed")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the head")
+    p.add_argument("--lora-lr", type=float, help="learning rate of the LoRA (default: --lr)")
     p.add_argument(
         "--weight-noise",
         type=float,
@@ -77,6 +78,7 @@ def main(argv: list[str]) -> int:
         noise=TrainNoise(opts.weight_noise, opts.out_noise),
         epochs=opts.epochs,
         lr=opts.lr,
+        lora_lr=opts.lora_lr,
         seed=opts.seed,
         output=opts.pooled,
     )
