@@ -8,8 +8,8 @@ analog weights), and the user errors against their messages.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

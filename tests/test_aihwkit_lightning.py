@@ -20,7 +20,6 @@ Known differences, each checked or compensated below:
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -30,15 +29,16 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from aihwkit_lightning.nn import AnalogLinear
-from aihwkit_lightning.simulator.configs import (
-    TorchInferenceRPUConfig,
-    WeightClipType,
-    WeightNoiseInjectionType,
-)
+from aihwkit_lightning.simulator.configs import TorchInferenceRPUConfig
 
 from aimcc.arch import Arch, load_arch
 from aimcc.runtime.analog import NoiseSpec, analog_matmul
-from aimcc.runtime.train import TrainNoise, TrainTiles, train_matmul
+from aimcc.runtime.train import (
+    TrainNoise,
+    TrainTiles,
+    aihwkit_lightning_config,
+    train_matmul,
+)
 
 SENTENCES = [
     "it 's a charming and often affecting journey .",
@@ -98,25 +98,8 @@ def layers(minilm):
     return result
 
 
-def lightning_config(arch: Arch, k: int, train: bool) -> TorchInferenceRPUConfig:
-    """aihwkit-lightning set up as the arch's tiles (see the module docstring)."""
-    tile = arch.tile
-    rows = math.ceil(k / tile.rows)
-    cfg = TorchInferenceRPUConfig()
-    cfg.mapping.max_input_size = tile.rows
-    cfg.pre_post.input_range.enable = True
-    cfg.pre_post.input_range.dynamic = True  # per-token abs max = aimcc's noise management
-    cfg.forward.inp_res = 2**tile.dac.bits - 2
-    cfg.forward.out_res = 2**tile.adc.bits - 2
-    cfg.forward.out_bound = tile.adc.out_bound
-    cfg.clip.type = WeightClipType.LAYER_GAUSSIAN_PER_CHANNEL  # per-column out bound
-    cfg.clip.sigma = tile.mapping.clip_sigma
-    if train:
-        cfg.forward.out_noise = tile.adc.out_noise * math.sqrt(rows)  # per tile, as aimcc
-        cfg.forward.out_noise_per_channel = True
-        cfg.modifier.noise_type = WeightNoiseInjectionType.ADD_NORMAL_PER_CHANNEL
-        cfg.modifier.std_dev = TrainNoise().weight_noise
-    return cfg
+def lightning_config(arch: Arch, k: int, train: bool):
+    return aihwkit_lightning_config(arch, k, train)
 
 
 def lightning_layer(w: torch.Tensor, cfg: TorchInferenceRPUConfig, train: bool) -> AnalogLinear:

@@ -15,6 +15,7 @@ the input scale (iterative bound management): MiniLM's last FFN layers need it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -149,3 +150,38 @@ def train_matmul(
         y = partial if y is None else y + partial
     assert y is not None
     return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def aihwkit_lightning_config(
+    arch: Arch, in_features: int, train: bool, noise: TrainNoise = TrainNoise()
+):
+    """IBM aihwkit-lightning's ``TorchInferenceRPUConfig`` for the same tiles (for comparisons;
+    needs the package, in the test extra): per-token abs-max input range, 8-bit DAC/ADC,
+    per-column out bound, tiles of ``arch.tile.rows`` inputs and, in training, the same weight
+    and output noise. lightning divides out_noise by sqrt(tile rows) (a layer's total noise
+    independent of its split); aimcc draws it per tile, so it gets out_noise * sqrt(rows).
+    lightning has no bound management: compare with ``tile.adc.bound_management = "none"``."""
+    from aihwkit_lightning.simulator.configs import (
+        TorchInferenceRPUConfig,
+        WeightClipType,
+        WeightNoiseInjectionType,
+    )
+
+    tile = arch.tile
+    rows = math.ceil(in_features / tile.rows)
+    cfg = TorchInferenceRPUConfig()
+    cfg.mapping.max_input_size = tile.rows
+    cfg.pre_post.input_range.enable = True
+    cfg.pre_post.input_range.dynamic = True  # per-token abs max = aimcc's noise management
+    cfg.forward.inp_res = 2**tile.dac.bits - 2
+    cfg.forward.out_res = 2**tile.adc.bits - 2
+    cfg.forward.out_bound = tile.adc.out_bound
+    cfg.clip.type = WeightClipType.LAYER_GAUSSIAN_PER_CHANNEL  # per-column out bound
+    cfg.clip.sigma = tile.mapping.clip_sigma
+    if train:
+        out_noise = tile.adc.out_noise if noise.out_noise is None else noise.out_noise
+        cfg.forward.out_noise = out_noise * math.sqrt(rows)
+        cfg.forward.out_noise_per_channel = True
+        cfg.modifier.noise_type = WeightNoiseInjectionType.ADD_NORMAL_PER_CHANNEL
+        cfg.modifier.std_dev = noise.weight_noise
+    return cfg
