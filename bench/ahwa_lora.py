@@ -7,8 +7,9 @@ paper-512 tiles), then trains on a subset of SST-2 train and evaluates on SST-2 
 
   (a) a task LoRA + 2-class head trained digitally (exact fp32 layers), evaluated in fp32;
   (b) that same adapter deployed on PCM tiles;
-  (c) an AHWA-LoRA adapter: (a) trained further through the simulated tiles (``aimcc adapt``
-      training forward: weight noise 6.7 %, output noise 4 %, 8-bit DAC/ADC with STE);
+  (c) an AHWA-LoRA adapter: (a) trained further on the task through the simulated tiles
+      (``aimcc adapt``'s training forward: weight noise 6.7 %, output noise 4 %, 8-bit
+      DAC/ADC with STE), head and LoRA at the LoRA's learning rate;
   (d) a label-free adapter: (a) adapted to the tiles by distillation from the fp32 model
       with (a), the "hardware adaptation" half of the method.
 
@@ -97,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         epochs=opts.epochs, lr=opts.lr, lora_lr=opts.lora_lr, seed=opts.seed, output=POOLED
     )
     a = trained(adapters / f"a_digital_{tag}", exe, train_data, TrainConfig(analog=False, **common))
-    common["epochs"] = opts.adapt_epochs
-    c = trained(adapters / f"c_ahwa_{tag}", exe, train_data, TrainConfig(**common), init=a)
+    # (c) and (d) start from (a); the head moves at the LoRA's rate (a large head step on
+    # noisy outputs undoes what (a) learnt)
+    common.update(epochs=opts.adapt_epochs, lr=opts.lora_lr)
+    c = trained(adapters / f"c_ahwa_slowhead_{tag}", exe, train_data, TrainConfig(**common), init=a)
     d = trained(
         adapters / f"d_distill_{tag}",
         exe,

@@ -69,7 +69,7 @@ class _RoundSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, step: float) -> torch.Tensor:  # type: ignore[override]
-        return torch.round(x / step) * step
+        return torch.div(x, step).round_().mul_(step)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -104,26 +104,30 @@ def train_matmul(
     else:
         raise AimccError(f"unknown bound management '{adc.bound_management}' in tile.adc")
     cols = tiles.arch.tile.cols
+    # abs-max scaled inputs lie in [-1, 1] (also after rounding): no clamp needed within that
+    clamp_inputs = dac.noise_management != "abs_max" or dac.inp_bound < 1.0
     x2d = x.reshape(-1, k)
     y: torch.Tensor | None = None
     for r, rows in enumerate(tiles.slices):
         xs = x2d[:, rows]
         if dac.noise_management == "abs_max":
-            in_scale = xs.detach().abs().amax(-1, keepdim=True)
+            in_scale = torch.linalg.vector_norm(xs.detach(), math.inf, -1, keepdim=True)
             in_scale = torch.where(in_scale > 0, in_scale, torch.ones_like(in_scale))
         else:
             in_scale = torch.ones_like(xs[:, :1])
         w = tiles.normalised[rows]
         if noise.weight_noise > 0:
-            w = w + noise.weight_noise * torch.randn(w.shape, generator=generator)
+            w = torch.randn(w.shape, generator=generator).mul_(noise.weight_noise).add_(w)
 
         def convert(scaled: torch.Tensor, w: torch.Tensor = w) -> torch.Tensor:
             """Scaled inputs -> ADC output (before the clamp at out_bound)."""
             if noise.quantise:
                 scaled = _RoundSTE.apply(scaled, inp_step)
-            out = scaled.clamp(-dac.inp_bound, dac.inp_bound) @ w
+            if clamp_inputs:
+                scaled = scaled.clamp(-dac.inp_bound, dac.inp_bound)
+            out = scaled @ w
             if out_noise > 0:
-                out = out + out_noise * torch.randn(out.shape, generator=generator)
+                out = out + torch.randn(out.shape, generator=generator).mul_(out_noise)
             return _RoundSTE.apply(out, out_step) if noise.quantise else out
 
         raw = convert(xs / in_scale)
