@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from aimcc.adapt import HEAD, Adapter, Dataset, apply_adapter, batches, head_logits
 from aimcc.errors import AimccError, first_line
 from aimcc.runtime import Executable
 from aimcc.runtime.analog import NoiseSpec
@@ -212,3 +213,47 @@ def drift_figure(result: EvalResult, title: str) -> Figure:
         ax.legend(fontsize="small")
     fig.suptitle(title)
     return fig
+
+
+# -- task accuracy (labelled data, a digital head from the adapter) --------------------------
+def accuracy(exe: Executable, data: Dataset, adapter: Adapter | None, pooled: str) -> float:
+    """Fraction of ``data`` the head of ``adapter`` classifies right, on the current tiles."""
+    if data.labels is None:
+        raise AimccError("task accuracy needs labels (a TSV 'label' column)")
+    if adapter is None or HEAD not in adapter.heads:
+        raise AimccError(f"task accuracy needs an adapter with a '{HEAD}' head")
+    apply_adapter(exe, adapter)
+    right = 0
+    for feeds, labels, valid in batches(data, exe):
+        logits = head_logits(exe.run(feeds), adapter, pooled)
+        right += int((logits[:valid].argmax(-1) == labels[:valid]).sum())
+    return right / len(data)
+
+
+def evaluate_accuracy(
+    exe: Executable,
+    data: Dataset,
+    adapters: dict[str, Adapter],
+    times: Sequence[tuple[str, float]],
+    trials: int,
+    seed: int,
+    pooled: str,
+    compensation: str | None = None,
+    step: Callable[[], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Accuracy [trials, times] per adapter on PCM tiles. Trial i programs the tiles once
+    (seed + i); every adapter is switched in on the same devices at each time, as one chip
+    serving several tasks (switching an adapter never reprograms a tile)."""
+    if trials < 1 or not times:
+        raise AimccError("need at least one trial and one drift time")
+    result = {name: np.zeros((trials, len(times))) for name in adapters}
+    for trial in range(trials):
+        exe.set_noise(NoiseSpec("pcm", times[0][1], compensation), seed + trial)
+        for index, (_, seconds) in enumerate(times):
+            if index:
+                exe.at_time(seconds)
+            for name, adapter in adapters.items():
+                result[name][trial, index] = accuracy(exe, data, adapter, pooled)
+            if step:
+                step()
+    return result

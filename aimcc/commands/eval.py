@@ -40,8 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference",
         type=Path,
-        required=True,
-        help="the fp32 ONNX model the binary was compiled from (checked by its sha256)",
+        help="the fp32 ONNX model the binary was compiled from (checked by its sha256): output "
+        "error metrics; or --data for task accuracy",
     )
     p.add_argument("--trials", type=int, default=10, metavar="N", help="programmings (default 10)")
     p.add_argument(
@@ -77,11 +77,29 @@ def parser() -> argparse.ArgumentParser:
         "with --lora-rank); tiles are not reprogrammed (docs/ADAPTERS.md); --reference is then "
         "the adapted model (e.g. peft's merged export), not checked against the binary's hash",
     )
+    add_task_options(p)
     return p
+
+
+def add_task_options(p: argparse.ArgumentParser) -> None:
+    """Task accuracy on labelled data (instead of --reference): see :func:`main_task`."""
+    task = p.add_argument_group("task accuracy (labelled data, a digital head in the adapter)")
+    task.add_argument("--data", type=Path, help="TSV 'sentence<TAB>label' or .npz with 'labels'")
+    task.add_argument("--tokenizer", type=Path, help="Hugging Face tokenizer folder (for a TSV)")
+    task.add_argument(
+        "--limit", type=int, metavar="N", help="evaluate N examples (drawn with --seed)"
+    )
+    task.add_argument(
+        "--pooled", default="sentence_embedding", metavar="OUTPUT", help="the output the head reads"
+    )
 
 
 def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
+    if opts.data is not None:
+        return main_task(opts)
+    if opts.reference is None:
+        raise AimccError("give --reference MODEL.onnx (output error) or --data FILE (accuracy)")
     if opts.inputs and opts.batches is not None:
         raise AimccError("--batches is for random inputs: --inputs gives the one batch")
     opts.batches = 4 if opts.batches is None else opts.batches
@@ -201,3 +219,46 @@ def print_result(result: EvalResult, title: str) -> None:
         for label, means, stds in zip(result.times, mean, std, strict=True):
             table.add_row(label, *(f"{means[i]:.4f} ± {stds[i]:.4f}" for i in index))
         table.print()
+
+
+def main_task(opts: argparse.Namespace) -> int:
+    """Accuracy of the adapter's head on PCM tiles over drift time, next to fp32 (ideal tiles:
+    exact float matmuls) with the same model and adapter."""
+    from aimcc.adapt import load_data, read_adapter
+    from aimcc.evaluate import accuracy, evaluate_accuracy
+    from aimcc.runtime.analog import NoiseSpec
+
+    if opts.adapter is None:
+        raise AimccError("--data needs --adapter (the task head lives in the adapter)")
+    if opts.trials < 1 or (opts.limit is not None and opts.limit < 1):
+        raise AimccError("--trials and --limit must be at least 1")
+    times = [(label.strip(), parse_time(label)) for label in opts.times.split(",")]
+    exe = load(opts.binary)
+    data = load_data(opts.data, exe, opts.tokenizer, opts.limit, opts.seed)
+    adapter = read_adapter(opts.adapter)
+    exe.set_noise(NoiseSpec("ideal"))
+    fp32 = accuracy(exe, data, adapter, opts.pooled)
+    labels = [label for label, _ in times]
+    with trial_progress(shows_progress(), opts.trials, labels) as step:
+        values = evaluate_accuracy(
+            exe,
+            data,
+            {"pcm": adapter},
+            times,
+            opts.trials,
+            opts.seed,
+            opts.pooled,
+            opts.compensation,
+            step=step,
+        )["pcm"]
+    title = (
+        f"{opts.binary.name} + {opts.adapter.name} on {opts.data.name} ({len(data)} examples), "
+        f"accuracy %, {opts.trials} trials"
+    )
+    table = report.FitTable(
+        "time", report.Col("pcm tiles", "right"), report.Col("fp32 digital", "right"), title=title
+    )
+    for label, mean, std in zip(labels, values.mean(0), values.std(0), strict=True):
+        table.add_row(label, f"{100 * mean:.2f} ± {100 * std:.2f}", f"{100 * fp32:.2f}")
+    table.print()
+    return 0
