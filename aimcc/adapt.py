@@ -9,12 +9,12 @@ the pooled output, plus KL on the head's logits if there is a head).
 
 Data is a TSV of ``sentence<TAB>label`` tokenised with a Hugging Face tokenizer folder, or an
 .npz with one array per model input (and optionally ``labels``), padded to the binary's static
-[batch, seq] shape. Adapters are peft folders (adapter_config.json + adapter_model.safetensors).
+[batch, seq] shape. Adapters are peft folders (adapter_config.json +
+adapter_model.safetensors), read and written by :mod:`aimcc.adapters` (re-exported here).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -27,12 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from aimcc.adapters import Adapter, LoraWeights, read_adapter, write_adapter
 from aimcc.errors import AimccError, first_line
 from aimcc.runtime import Executable
 from aimcc.runtime.kernels import KERNEL_IMPLS
 from aimcc.runtime.train import TrainNoise, TrainTiles, train_matmul
 
 OBJECTIVES = ("task", "distill")
+__all__ = ["Adapter", "LoraWeights", "read_adapter", "write_adapter"]  # used from here too
 HEAD = "classifier"  # the task head's module name in the adapter (peft modules_to_save)
 
 
@@ -157,15 +159,6 @@ def batches(data: Dataset, exe: Executable, order: np.ndarray | None = None) -> 
 
 
 # -- adapters --------------------------------------------------------------------------------
-@dataclass
-class Adapter:
-    """LoRA per layer (module path -> (A [K, r], B [r, N], scale)) and digital heads
-    (module -> {"weight": [out, in], "bias": [out]}), in aimcc's orientation."""
-
-    lora: dict[str, tuple[np.ndarray, np.ndarray, float]]
-    heads: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class Slot:
     """One ``lora`` kernel of the binary: its module name and A/B tensor keys."""
@@ -200,114 +193,16 @@ def lora_slots(exe: Executable) -> list[Slot]:
     return slots
 
 
-def read_adapter(path: Path) -> Adapter:
-    """A peft LoRA folder (adapter_config.json + adapter_model.safetensors)."""
-    config_path, weights_path = path / "adapter_config.json", path / "adapter_model.safetensors"
-    if not config_path.is_file() or not weights_path.is_file():
-        raise AimccError(
-            f"{path}: not a peft adapter folder (adapter_config.json and adapter_model.safetensors)"
-        )
-    try:
-        config = json.loads(config_path.read_text())
-        from safetensors.numpy import load_file
-
-        tensors = load_file(str(weights_path))
-    except Exception as exc:  # json and safetensors errors share no base
-        raise AimccError(f"{path}: unreadable adapter ({first_line(exc)})") from None
-    if config.get("peft_type", "LORA") != "LORA":
-        raise AimccError(f"{path}: peft_type {config.get('peft_type')} is not LORA")
-    r, alpha = int(config["r"]), float(config.get("lora_alpha", config["r"]))
-    scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-    lora: dict[str, Any] = {}
-    heads: dict[str, dict[str, np.ndarray]] = {}
-    for key, value in tensors.items():
-        module = key.removeprefix("base_model.model.")
-        for part in (".lora_A.weight", ".lora_B.weight"):
-            if module.endswith(part):
-                entry = lora.setdefault(module.removesuffix(part), {})
-                entry[part[1:7]] = value.T.astype(np.float32)
-                break
-        else:
-            head, _, kind = module.rpartition(".")
-            heads.setdefault(head, {})[kind] = value.astype(np.float32)
-    if any(len(v) != 2 for v in lora.values()):
-        raise AimccError(f"{path}: a layer has lora_A without lora_B or the reverse")
-    return Adapter({k: (v["lora_A"], v["lora_B"], scale) for k, v in lora.items()}, heads)
-
-
-def write_adapter(path: Path, adapter: Adapter, base_model: str = "") -> Path:
-    """Write a peft LoRA folder atomically (a temporary folder renamed into place)."""
-    import shutil
-    import tempfile
-
-    from safetensors.numpy import save_file
-
-    ranks = {a.shape[1] for a, _, _ in adapter.lora.values()}
-    scales = {s for _, _, s in adapter.lora.values()}
-    if len(ranks) > 1 or len(scales) > 1:
-        raise AimccError("an adapter folder holds one rank and one scale for all layers")
-    r, scale = ranks.pop(), scales.pop()
-    tensors = {}
-    for name, (a, b, _) in adapter.lora.items():
-        tensors[f"base_model.model.{name}.lora_A.weight"] = np.ascontiguousarray(a.T, np.float32)
-        tensors[f"base_model.model.{name}.lora_B.weight"] = np.ascontiguousarray(b.T, np.float32)
-    for head, params in adapter.heads.items():
-        for kind, value in params.items():
-            tensors[f"base_model.model.{head}.{kind}"] = np.ascontiguousarray(value, np.float32)
-    config = {
-        "peft_type": "LORA",
-        "task_type": None,
-        "base_model_name_or_path": base_model,
-        "r": r,
-        "lora_alpha": scale * r,
-        "lora_dropout": 0.0,
-        "bias": "none",
-        "target_modules": sorted(adapter.lora),
-        "modules_to_save": sorted(adapter.heads) or None,
-        "use_rslora": False,
-        "init_lora_weights": True,
-        "inference_mode": True,
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        save_file(tensors, str(tmp / "adapter_model.safetensors"))
-        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+def with_base(adapter: Adapter, base: str) -> Adapter:
+    """The adapter with peft's ``base_model_name_or_path`` set to what it was trained on."""
+    return Adapter(adapter.lora, adapter.heads, {**adapter.config, "base_model_name_or_path": base})
 
 
 def apply_adapter(exe: Executable, adapter: Adapter | None) -> None:
-    """Load an adapter's LoRA into the binary's slots (in place: no tile is touched); layers it
-    does not name get zero LoRA, None gives zero LoRA everywhere. Heads are applied by
-    :func:`head_logits`."""
-    slots = {s.name: s for s in lora_slots(exe)}
-    lora = {} if adapter is None else adapter.lora
-    unknown = sorted(set(lora) - set(slots))
-    if unknown:
-        raise AimccError(f"adapter layer '{unknown[0]}' has no LoRA slot in {exe.where}")
-    for name, slot in slots.items():
-        a_slot, b_slot = exe._tensors[slot.a], exe._tensors[slot.b]
-        a_slot.zero_()
-        b_slot.zero_()
-        if name not in lora:
-            continue
-        a, b, scale = lora[name]
-        k, rank = a_slot.shape
-        if a.shape[0] != k or b.shape[1] != b_slot.shape[1] or a.shape[1] > rank:
-            raise AimccError(
-                f"adapter layer '{name}': A {list(a.shape)}, B {list(b.shape)} do not fit the "
-                f"slot [{k}, {rank}] x [{rank}, {b_slot.shape[1]}]"
-            )
-        # the slot's compiled scale stays; the adapter's scale is folded into B
-        a_slot[:, : a.shape[1]] = torch.from_numpy(a)
-        b_slot[: b.shape[0]] = torch.from_numpy(b * (scale / slot.scale))
+    """Load an adapter's LoRA into the binary's slots (``set_adapter``: no tile is touched);
+    layers it does not name keep their compiled (zero) LoRA. Heads are applied by
+    :func:`head_logits` on the pooled output, outside the program."""
+    exe.set_adapter(None if adapter is None else Adapter(adapter.lora, config=adapter.config))
 
 
 def _pool(x: Any) -> Any:
@@ -363,13 +258,13 @@ class TrainProgram:
                 a.zero_()
                 b.zero_()
                 if s.name in lora:
-                    la, lb, scale = lora[s.name]
-                    a[:, : la.shape[1]] = torch.from_numpy(la)
-                    b[: lb.shape[0]] = torch.from_numpy(lb * (scale / s.scale))
+                    w = lora[s.name]
+                    a[:, : w.a.shape[1]] = torch.from_numpy(np.asarray(w.a, np.float32))
+                    b[: w.b.shape[0]] = torch.from_numpy(np.asarray(w.b * (w.scale / s.scale)))
 
     def adapter(self, heads: dict[str, dict[str, np.ndarray]]) -> Adapter:
         lora = {
-            s.name: (
+            s.name: LoraWeights(
                 self.a[s.name].detach().numpy().copy(),
                 self.b[s.name].detach().numpy().copy(),
                 s.scale,

@@ -35,7 +35,14 @@ sys.path.insert(0, str(ROOT / "examples" / "ahwa_lora"))
 
 import build as example  # noqa: E402
 
-from aimcc.adapt import TrainConfig, load_data, read_adapter, train, write_adapter  # noqa: E402
+from aimcc.adapt import (  # noqa: E402
+    TrainConfig,
+    load_data,
+    read_adapter,
+    train,
+    with_base,
+    write_adapter,
+)
 from aimcc.commands import parse_time  # noqa: E402
 from aimcc.evaluate import DRIFT_TIMES, accuracy, evaluate_accuracy  # noqa: E402
 from aimcc.runtime import load  # noqa: E402
@@ -62,7 +69,7 @@ def trained(path: Path, exe, data, config: TrainConfig, init=None):
             log(f"  {path.name}: step {step}/{total} loss {loss:.4f} (~{left:.0f} s left)")
 
     result = train(exe, data, config, init, progress)
-    write_adapter(path, result.adapter, exe.where)
+    write_adapter(path, with_base(result.adapter, exe.where))
     log(f"trained {path.name}: {result.steps} steps in {result.seconds:.0f} s")
     return result.adapter
 

@@ -17,20 +17,12 @@ import pytest
 import torch
 from conftest import ROOT, model_path
 
-from aimcc.adapt import (
-    HEAD,
-    Adapter,
-    TrainConfig,
-    TrainProgram,
-    apply_adapter,
-    lora_slots,
-    read_adapter,
-    train,
-    write_adapter,
-)
+from aimcc.adapt import HEAD, TrainConfig, TrainProgram, apply_adapter, lora_slots, train
+from aimcc.adapters import Adapter, LoraWeights, read_adapter, write_adapter
 from aimcc.backends.aimcb import write_binary
 from aimcc.cli import main
 from aimcc.compiler import compile_model
+from aimcc.errors import AimccError
 from aimcc.runtime import load
 from aimcc.runtime.analog import NoiseSpec
 from aimcc.runtime.train import TrainNoise
@@ -62,7 +54,7 @@ def random_adapter(exe, seed: int, head: bool = True) -> Adapter:
     for slot in lora_slots(exe):
         k, r = exe._tensors[slot.a].shape
         n = exe._tensors[slot.b].shape[1]
-        lora[slot.name] = (
+        lora[slot.name] = LoraWeights(
             rng.normal(0, 0.1, (k, r)).astype(np.float32),
             rng.normal(0, 0.1, (r, n)).astype(np.float32),
             slot.scale,
@@ -111,17 +103,17 @@ def test_adapter_folder_is_peft_and_matches_peft_layers(binary: Path, tmp_path: 
     name = "encoder.layer.0.attention.self.query"
     assert keys[f"base_model.model.{name}.lora_A.weight"].shape == (8, 128)
     back = read_adapter(folder)
-    for key, (a, b, scale) in adapter.lora.items():
-        np.testing.assert_array_equal(back.lora[key][0], a)
-        np.testing.assert_array_equal(back.lora[key][1], b)
-        assert back.lora[key][2] == scale
+    for key, w in adapter.lora.items():
+        np.testing.assert_array_equal(back.lora[key].a, w.a)
+        np.testing.assert_array_equal(back.lora[key].b, w.b)
+        assert back.lora[key].scale == w.scale
 
     model = build_corpus.torch_model("bert_lora")
     with torch.no_grad():
-        for key, (a, b, _) in back.lora.items():
+        for key, w in back.lora.items():
             module = model.get_submodule(key)
-            module.lora_A["default"].weight.copy_(torch.from_numpy(a.T))
-            module.lora_B["default"].weight.copy_(torch.from_numpy(b.T))
+            module.lora_A["default"].weight.copy_(torch.from_numpy(w.a.T))
+            module.lora_B["default"].weight.copy_(torch.from_numpy(w.b.T))
         inputs = feeds()
         ref = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).last_hidden_state
     apply_adapter(exe, back)
@@ -163,7 +155,7 @@ def test_adapt_cli_is_seeded_and_learns(binary: Path, data_npz: Path, tmp_path: 
     config = json.loads((tmp_path / "one" / "adapter_config.json").read_text())
     assert config["modules_to_save"] == [HEAD]
     adapter = read_adapter(tmp_path / "one")
-    assert all(np.abs(b).max() > 0 for _, b, _ in adapter.lora.values())  # LoRA was trained
+    assert all(np.abs(w.b).max() > 0 for w in adapter.lora.values())  # LoRA was trained
 
 
 def test_training_lowers_the_loss_and_keeps_analog_weights(binary: Path, data_npz: Path) -> None:
@@ -210,5 +202,5 @@ def test_user_errors(binary: Path, data_npz: Path, tmp_path: Path, capsys) -> No
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     exe = load(binary)
-    with pytest.raises(Exception, match="no LoRA slot"):
-        apply_adapter(exe, Adapter({"nope": (np.zeros((1, 1)), np.zeros((1, 1)), 1.0)}))
+    with pytest.raises(AimccError, match="nope"):
+        apply_adapter(exe, Adapter({"nope": LoraWeights(np.zeros((1, 1)), np.zeros((1, 1)), 1.0)}))

@@ -8,7 +8,15 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from aimcc import report
-from aimcc.adapt import OBJECTIVES, TrainConfig, load_data, read_adapter, train, write_adapter
+from aimcc.adapt import (
+    OBJECTIVES,
+    TrainConfig,
+    load_data,
+    read_adapter,
+    train,
+    with_base,
+    write_adapter,
+)
 from aimcc.errors import AimccError
 from aimcc.runtime import load
 from aimcc.runtime.train import TrainNoise
@@ -99,7 +107,7 @@ def main(argv: list[str]) -> int:
             progress.update(task, completed=done, total=total, loss=loss)
 
         result = train(exe, data, config, init, step)
-    write_adapter(opts.output, result.adapter, str(opts.binary))
+    write_adapter(opts.output, with_base(result.adapter, str(opts.binary)))
     last = sum(result.losses[-10:]) / len(result.losses[-10:])
     report.console.print(
         f"{result.steps} steps on {len(data)} examples {where} in {result.seconds:.1f} s, "
