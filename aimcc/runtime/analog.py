@@ -224,6 +224,19 @@ def _linear(x: torch.Tensor, block: torch.Tensor, bias: torch.Tensor | None) -> 
     return F.linear(x, block, bias)
 
 
+def periphery_steps(tile: Tile) -> tuple[float, float, float]:
+    """DAC and ADC steps (aihwkit: resolution of the full range) and the input reduction
+    bound management may reach (0 without it): one definition for inference and training."""
+    dac, adc = tile.dac, tile.adc
+    inp_step = 2 * dac.inp_bound / (2**dac.bits - 2)
+    out_step = 2 * adc.out_bound / (2**adc.bits - 2)
+    if adc.bound_management == "iterative":
+        return inp_step, out_step, min(adc.bm_max_factor, adc.bm_max_resolution / inp_step)
+    if adc.bound_management == "none":
+        return inp_step, out_step, 0.0
+    raise AimccError(f"unknown bound management '{adc.bound_management}' in tile.adc")
+
+
 def _periphery_mvm(
     x: torch.Tensor,
     weights: torch.Tensor,
@@ -238,8 +251,7 @@ def _periphery_mvm(
     reduction limit of aihwkit is passed (then the clipped result stands).
     """
     dac, adc = tile.dac, tile.adc
-    inp_step = 2 * dac.inp_bound / (2**dac.bits - 2)  # aihwkit: resolution of the full range
-    out_step = 2 * adc.out_bound / (2**adc.bits - 2)
+    inp_step, out_step, limit = periphery_steps(tile)
     if dac.noise_management == "abs_max":
         in_scale = x.abs().amax(-1, keepdim=True)
         in_scale = torch.where(in_scale > 0, in_scale, torch.ones_like(in_scale))
@@ -247,12 +259,6 @@ def _periphery_mvm(
         in_scale = torch.ones_like(x[:, :1])
     else:
         raise AimccError(f"unknown noise management '{dac.noise_management}' in tile.dac")
-    if adc.bound_management == "iterative":
-        limit = min(adc.bm_max_factor, adc.bm_max_resolution / inp_step)
-    elif adc.bound_management == "none":
-        limit = 0.0
-    else:
-        raise AimccError(f"unknown bound management '{adc.bound_management}' in tile.adc")
 
     def convert(scaled: torch.Tensor) -> torch.Tensor:
         """Scaled inputs (a fresh tensor, quantised in place) -> ADC output."""

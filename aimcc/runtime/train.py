@@ -28,6 +28,7 @@ from aimcc.runtime.analog import (
     _expand_rows,
     _mapping_scale,
     _row_slices,
+    periphery_steps,
 )
 
 
@@ -95,14 +96,7 @@ def train_matmul(
     if dac.noise_management not in ("abs_max", "none"):
         raise AimccError(f"unknown noise management '{dac.noise_management}' in tile.dac")
     out_noise = adc.out_noise if noise.out_noise is None else noise.out_noise
-    inp_step = 2 * dac.inp_bound / (2**dac.bits - 2)  # as analog._periphery_mvm
-    out_step = 2 * adc.out_bound / (2**adc.bits - 2)
-    if adc.bound_management == "iterative":
-        limit = min(adc.bm_max_factor, adc.bm_max_resolution / inp_step)
-    elif adc.bound_management == "none":
-        limit = 0.0
-    else:
-        raise AimccError(f"unknown bound management '{adc.bound_management}' in tile.adc")
+    inp_step, out_step, limit = periphery_steps(tiles.arch.tile)  # as the inference tiles
     cols = tiles.arch.tile.cols
     # abs-max scaled inputs lie in [-1, 1] (also after rounding): no clamp needed within that
     clamp_inputs = dac.noise_management != "abs_max" or dac.inp_bound < 1.0
