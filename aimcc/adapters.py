@@ -177,8 +177,26 @@ def _read_config(path: Path) -> dict[str, Any]:
         )
     for key in ("r", "lora_alpha"):
         value = config.get(key, 8)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not 0 < value < math.inf
+        ):
             raise AimccError(f"{path}: '{key}' must be a positive number, got {value!r}")
+    for key in ("rank_pattern", "alpha_pattern"):  # peft: {regex: number}
+        value = config.get(key) or {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise AimccError(f"{path}: '{key}' must map module patterns to numbers, got {value!r}")
+    for key in ("target_modules", "modules_to_save"):  # peft: a name, a list of names, or null
+        value = config.get(key)
+        names = [value] if isinstance(value, str) else value
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+        ):
+            raise AimccError(f"{path}: '{key}' must be a module name or a list of them")
+    for key in ("use_rslora", "fan_in_fan_out"):
+        if not isinstance(config.get(key, False), bool | None):
+            raise AimccError(f"{path}: '{key}' must be true or false, got {config[key]!r}")
     return config
 
 
