@@ -1,8 +1,8 @@
 """The training-time analog forward: the tiles of :mod:`aimcc.runtime.analog`, differentiable.
 
-AHWA-LoRA trains digital adapters against the hardware's non-idealities (REFERENCE.md, "Noise
-used while training adapters"): each MVM goes through the same tiling, channel-wise mapping,
-per-layer clipping, abs-max noise management, 8-bit DAC and ADC and output bound as the
+AHWA-LoRA trains digital adapters against the hardware's non-idealities (docs/REFERENCES.md
+"Training noise"; Li et al., arXiv 2411.17367): each MVM goes through the same tiling,
+channel-wise mapping, per-layer clipping, abs-max noise management, 8-bit DAC and ADC and output bound as the
 inference path, with Gaussian weight noise (relative to each tile column's max |w|) and output
 noise re-drawn on every call. Rounding passes gradients straight through (STE), as in
 aihwkit-lightning; the analog weights are frozen, so gradients flow to the inputs only.
@@ -34,8 +34,9 @@ from aimcc.runtime.analog import (
 
 @dataclass(frozen=True)
 class TrainNoise:
-    """Noise injected while training adapters; defaults are the paper's (REFERENCE.md, "Noise
-    used while training adapters"). ``out_noise`` None means the arch's ``tile.adc.out_noise``."""
+    """Noise injected while training adapters; defaults are the paper's (docs/REFERENCES.md
+    "Training noise"; Li et al., arXiv 2411.17367). ``out_noise`` None means the arch's
+    ``tile.adc.out_noise``."""
 
     weight_noise: float = 0.067  # std of N(0, .) per device, relative to its column's max |w|
     out_noise: float | None = None  # std on the normalised ADC input, per tile
