@@ -266,11 +266,33 @@ def _tiles(tiles: Any, analog_at: dict[int, dict], arch: Arch, tensors: dict) ->
             )
 
 
+_SCHEDULE_KEYS = {
+    "strategy",
+    "clusters_per_tile",
+    "tokens",
+    "chunk_per_layer",
+    "makespan_ns",
+    "energy_nj",
+    "lower_bound_ns",
+    "units",
+}
+_BOUND_KEYS = {"busiest_unit", "critical_path", "chain"}
+_UNIT_KEYS = {"busy_ns", "utilisation", "energy_nj"}
+
+
+def _dict_of(value: Any, where: str) -> dict:
+    _expect(isinstance(value, dict), f"{where} must be an object, got {_show(value)}")
+    return value
+
+
 def _schedule(schedule: Any) -> None:
     """Informational (reports read it): an object of finite numbers and names, or null."""
     if schedule is None:
         return
-    _expect(isinstance(schedule, dict), "schedule must be an object or null")
+    _dict(schedule, "schedule", _SCHEDULE_KEYS)
+    _dict(schedule["lower_bound_ns"], "schedule.lower_bound_ns", _BOUND_KEYS)
+    for unit, load in _dict_of(schedule["units"], "schedule.units").items():
+        _dict(load, f"schedule.units.{unit}", _UNIT_KEYS)
 
     def walk(value: Any, where: str, depth: int = 0) -> None:
         _expect(depth < 4, f"{where} is nested too deeply")
