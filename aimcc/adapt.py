@@ -10,7 +10,7 @@ the pooled output, plus KL on the head's logits if there is a head).
 Data is a TSV of ``sentence<TAB>label`` tokenised with a Hugging Face tokenizer folder, or an
 .npz with one array per model input (and optionally ``labels``), padded to the binary's static
 [batch, seq] shape. Adapters are peft folders (adapter_config.json +
-adapter_model.safetensors), read and written by :mod:`aimcc.adapters` (re-exported here).
+adapter_model.safetensors), read and written by :mod:`aimcc.adapters`.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aimcc.adapters import Adapter, LoraWeights, read_adapter, write_adapter
+from aimcc.adapters import Adapter, LoraWeights
 from aimcc.errors import AimccError, first_line
 from aimcc.runtime import Executable
 from aimcc.runtime.kernels import KERNEL_IMPLS
 from aimcc.runtime.train import TrainNoise, TrainTiles, train_matmul
 
 OBJECTIVES = ("task", "distill")
-__all__ = ["Adapter", "LoraWeights", "read_adapter", "write_adapter"]  # used from here too
 HEAD = "classifier"  # the task head's module name in the adapter (peft modules_to_save)
 
 

@@ -17,7 +17,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from aimcc.adapt import HEAD, Adapter, Dataset, apply_adapter, batches, head_logits
+from aimcc.adapt import HEAD, Dataset, apply_adapter, batches, head_logits
+from aimcc.adapters import Adapter
 from aimcc.errors import AimccError, first_line
 from aimcc.runtime import Executable
 from aimcc.runtime.analog import NoiseSpec

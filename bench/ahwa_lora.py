@@ -38,11 +38,10 @@ import build as example  # noqa: E402
 from aimcc.adapt import (  # noqa: E402
     TrainConfig,
     load_data,
-    read_adapter,
     train,
     with_base,
-    write_adapter,
 )
+from aimcc.adapters import read_adapter, write_adapter  # noqa: E402
 from aimcc.commands import parse_time  # noqa: E402
 from aimcc.evaluate import DRIFT_TIMES, accuracy, evaluate_accuracy  # noqa: E402
 from aimcc.runtime import load  # noqa: E402

@@ -12,11 +12,10 @@ from aimcc.adapt import (
     OBJECTIVES,
     TrainConfig,
     load_data,
-    read_adapter,
     train,
     with_base,
-    write_adapter,
 )
+from aimcc.adapters import read_adapter, write_adapter
 from aimcc.errors import AimccError
 from aimcc.runtime import load
 from aimcc.runtime.train import TrainNoise

@@ -224,7 +224,8 @@ def print_result(result: EvalResult, title: str) -> None:
 def main_task(opts: argparse.Namespace) -> int:
     """Accuracy of the adapter's head on PCM tiles over drift time, next to fp32 (ideal tiles:
     exact float matmuls) with the same model and adapter."""
-    from aimcc.adapt import load_data, read_adapter
+    from aimcc.adapt import load_data
+    from aimcc.adapters import read_adapter
     from aimcc.evaluate import accuracy, evaluate_accuracy
     from aimcc.runtime.analog import NoiseSpec
 
