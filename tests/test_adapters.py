@@ -139,6 +139,10 @@ def test_compile_options_on_the_command_line(
         main([model, "--lora-rank", "4", "--lora-targets", "*.self.*", "-q", "-o", str(out)]) == 0
     )
     assert len(load(out).adapter_slots()) == 6  # query, key, value of two layers
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "6 LoRA adapter slots (6 of rank 4; " in shown and "--adapter DIR" in shown
     bad = tmp_path / "bad.aimcb"
     capsys.readouterr()
     assert main([model, "--lora-rank", "4", "--digital-layers", "clasifier", "-o", str(bad)]) == 1

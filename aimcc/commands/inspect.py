@@ -38,7 +38,27 @@ def _shape(shape: list[int]) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
-def _summary(console: Console, path: Path, program: dict[str, Any]) -> None:
+def _adapter_slots(program: dict[str, Any], tensors: dict[str, Any]) -> str | None:
+    """One line on the digital LoRA slots an adapter can fill (``--adapter``), or None."""
+    ranks: Counter[int] = Counter()
+    names = []
+    for ins in program["instructions"]:
+        if ins.get("kind") != "lora":
+            continue
+        a = tensors.get(ins["args"][2]) if isinstance(ins["args"][2], str) else None
+        ranks[int(a.shape[1]) if a is not None and a.ndim == 2 else 0] += 1
+        names.append(str(ins["params"].get("layer") or ins.get("layer") or "?"))
+    if not names:
+        return None
+    rank = ", ".join(f"{n} of rank {r}" for r, n in sorted(ranks.items()))
+    last = names[-1] if len(names) > 1 else ""
+    example = safe(names[0]) + (f" ... {safe(last)}" if last else "")
+    return f"{len(names)} LoRA adapter slots ({rank}; {example}): fill them with --adapter DIR"
+
+
+def _summary(
+    console: Console, path: Path, program: dict[str, Any], tensors: dict[str, Any]
+) -> None:
     ops = Counter(ins["op"] for ins in program["instructions"])
     arch = program["arch"]
     name, source, arch_name = (
@@ -54,6 +74,9 @@ def _summary(console: Console, path: Path, program: dict[str, Any]) -> None:
         f"{len(program['tiles'])} tiles programmed, {ops['analog']} analog and "
         f"{ops['kernel']} kernel instructions"
     )
+    slots = _adapter_slots(program, tensors)
+    if slots:
+        console.print(escape(slots), highlight=False)
     table = FitTable(
         "", Col("name", fit="name"), Col("shape", fit="wrap"), "dtype", title="inputs and outputs"
     )
@@ -123,9 +146,9 @@ def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
     if opts.manifest and not opts.kernels:
         raise AimccError("--manifest is read for the kernel table: add --kernels")
-    program, _ = read_binary(opts.binary)
+    program, tensors = read_binary(opts.binary)
     console = Console()
-    _summary(console, opts.binary, program)
+    _summary(console, opts.binary, program, tensors)
     if not opts.kernels:
         return 0
     path = opts.manifest or opts.binary.with_name(

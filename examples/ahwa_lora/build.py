@@ -100,11 +100,25 @@ def build(out: Path = DEFAULT_OUT, batch: int = 32, seq: int = 64) -> tuple[Path
     if not onnx_path.exists():
         export(onnx_path)
     binary = out / f"minilm_lora_b{batch}_s{seq}.aimcb"
-    if not binary.exists():
+    if not _readable(binary):
         shapes = {name: (batch, seq) for name in ("input_ids", "attention_mask", "token_type_ids")}
         comp = compile_model(onnx_path, "hybrid", load_arch("paper-512"), shapes)
         write_outputs(comp, binary, None)
     return onnx_path, binary
+
+
+def _readable(binary: Path) -> bool:
+    """A cached binary is kept only while this aimcc still reads it (the format may change)."""
+    from aimcc.backends.aimcb import read_binary
+    from aimcc.errors import AimccError
+
+    if not binary.exists():
+        return False
+    try:
+        read_binary(binary)
+    except AimccError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
