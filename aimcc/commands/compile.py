@@ -96,6 +96,14 @@ def parser() -> argparse.ArgumentParser:
         help="RISC-V clusters serving each tile's digital work (default 1)",
     )
     p.add_argument(
+        "--head-groups",
+        type=int,
+        default=0,
+        metavar="N",
+        help="spread each attention over at most N clusters by heads (default 0: one group "
+        "per head, as clusters allow; 1: attention on one cluster); docs/SCHEDULING.md",
+    )
+    p.add_argument(
         "--chips",
         type=int,
         default=None,
@@ -177,6 +185,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     from aimcc.atomic import atomic_write, write_text
     from aimcc.compiler import PASS_NAMES, compile_ir, compile_model, read_weights
     from aimcc.frontend.load import parse_input_shapes
+    from aimcc.passes.head_split import HeadSplitPass
     from aimcc.passes.schedule import SchedulePass
 
     name = Path(opts.model).name
@@ -198,6 +207,9 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     shapes = parse_input_shapes(opts.input_shape)
     wanted = set(opts.print_ir_after)
     scheduler = SchedulePass(pipeline=opts.pipeline, clusters_per_tile=opts.clusters_per_tile)
+    if opts.head_groups < 0:
+        raise AimccError(f"--head-groups {opts.head_groups}: use 0 (as many as heads) or more")
+    heads = HeadSplitPass(max_groups=opts.head_groups)
 
     printed: set[str] = set()
 
@@ -224,6 +236,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             printing,
             scheduler,
             stage,
+            heads,
         )
     else:
         comp = compile_model(
@@ -235,6 +248,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             scheduler,
             stage,
             adapter_slots(opts),
+            heads,
         )
     for stage_name in sorted(wanted - printed, key=PASS_NAMES.index):
         warn(f"--print-ir-after {stage_name}: {name} was already past {stage_name}")
@@ -266,7 +280,9 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
         baseline = None
         if comp.target == "hybrid" and report.has_lora(comp) and not is_ir:
             update(f"compiling {name} for the fully analog baseline (aimc)")
-            merged = compile_model(opts.model, "aimc", arch, shapes, schedule=scheduler)
+            merged = compile_model(
+                opts.model, "aimc", arch, shapes, schedule=scheduler, head_split=heads
+            )
             baseline = merged.schedule
         report.print_schedule(comp, timeline, baseline)
     return 0
