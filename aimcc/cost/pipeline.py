@@ -725,6 +725,8 @@ def _chain_bound(g: _Graph) -> float:
         if len(preds[t]) > 2:
             shared[g.stage[t]] = shared.get(g.stage[t], set(preds[t])) & set(preds[t])
     refined: dict[int, float] = {}
+    by_ancestors: dict[int, float] = {}
+    transfers = sum(1 << t for t in range(n) if g.dest[t] >= 0)
     for t in range(n):
         start, members = 0.0, 0
         for p in preds[t]:
@@ -738,6 +740,14 @@ def _chain_bound(g: _Graph) -> float:
                 common = 0
                 for p in shared[stage]:
                     common |= ancestors[p] | (1 << p)
+                # The one-machine bound leaves the transfers out (fewer tasks: still a bound),
+                # so the head groups of one attention, whose ancestors differ only in the
+                # transfers to their clusters (equal sizes, so equal chains), share one bound.
+                key = common & ~transfers
+                if key in by_ancestors:
+                    refined[stage] = by_ancestors[key]
+                    head[t] = max(start, refined[stage])
+                    continue
                 bits = bin(common)[:1:-1]  # bit i is task i
                 chosen = [a for a, bit in enumerate(bits) if bit == "1"]
                 # Each ancestor's shortest way on to the join: the longest chain from its end.
@@ -747,7 +757,8 @@ def _chain_bound(g: _Graph) -> float:
                     for p in preds[a]:
                         if reach > to_join[p]:
                             to_join[p] = reach
-                refined[stage] = _one_machine(g, head, chosen, to_join)
+                work = [a for a in chosen if g.dest[a] < 0]
+                refined[stage] = by_ancestors[key] = _one_machine(g, head, work, to_join)
             start = max(start, refined[stage])
         head[t] = start
     tail = [0.0] * n  # the longest chain after a task, with unlimited units
