@@ -122,6 +122,20 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary and no progress")
     add_adapter_slot_options(p)
+    g = p.add_argument_group("projections kept digital by sensitivity (docs/SENSITIVITY.md)")
+    g.add_argument(
+        "--sensitivity", type=Path, metavar="S.json", help="from 'aimcc sensitivity --json'"
+    )
+    g.add_argument(
+        "--keep-digital", type=int, metavar="K", help="keep the K most sensitive digital"
+    )
+    g.add_argument(
+        "--error-budget",
+        type=float,
+        metavar="E",
+        help="keep the fewest most sensitive digital whose measured error (the JSON's "
+        "--pareto points) is at most E",
+    )
     return p
 
 
@@ -155,7 +169,19 @@ def add_adapter_slot_options(p: argparse.ArgumentParser) -> None:
 def adapter_slots(opts: argparse.Namespace) -> LoraSlotsPass:
     from aimcc.passes.lora_slots import LoraSlotsPass
 
-    return LoraSlotsPass(opts.lora_rank, opts.lora_targets, opts.digital_layers)
+    digital = opts.digital_layers
+    path = getattr(opts, "sensitivity", None)
+    keep, budget = getattr(opts, "keep_digital", None), getattr(opts, "error_budget", None)
+    if path is None and (keep is not None or budget is not None):
+        raise AimccError("--keep-digital and --error-budget need --sensitivity S.json")
+    if path is not None:
+        from aimcc.sensitivity import choose_digital, read_sensitivity
+
+        if (keep is None) == (budget is None):
+            raise AimccError("--sensitivity needs one of --keep-digital K or --error-budget E")
+        chosen = choose_digital(read_sensitivity(path), keep, budget)
+        digital = ",".join(filter(None, [digital, *chosen]))
+    return LoraSlotsPass(opts.lora_rank, opts.lora_targets, digital)
 
 
 def main(argv: list[str]) -> int:
