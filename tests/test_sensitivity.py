@@ -113,3 +113,14 @@ def test_cli_pareto_and_budget_never_exceeded(fragile, tmp_path: Path) -> None:
     assert sum(isinstance(o, ProgramOp) for o in comp.module.walk()) == 3
     body = json.loads(out.read_text())
     assert body["projections"] and body["noise"]["model"] == "pcm"
+
+
+def test_partition_option_keeps_named_projections_digital(
+    fragile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    onnx_path, _ = fragile
+    assert cli(["opt", str(onnx_path), "-p", f"raise,partition{{digital={FRAGILE}}}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count('kind = "matmul"') == 1 and out.count("aimc.matmul") == 3
+    assert cli(["opt", str(onnx_path), "-p", "raise,partition{digital=nope}"]) == 1
+    assert "digital 'nope' matches no linear layer" in capsys.readouterr().err
