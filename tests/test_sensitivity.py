@@ -84,11 +84,17 @@ def test_ranking_finds_the_fragile_projection(fragile) -> None:
     assert result.digital_only[i].mean() < 0.5 * result.all_analog.mean()
 
 
-def test_cli_pareto_and_budget_never_exceeded(fragile, tmp_path: Path) -> None:
+def test_cli_pareto_and_budget_never_exceeded(
+    fragile, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     onnx_path, binary = fragile
     out = tmp_path / "s.json"
     args = [str(binary), "--trials", "1", "--pareto", "2", "--model", str(onnx_path)]
+    monkeypatch.setenv("COLUMNS", "80")
     assert cli(["sensitivity", *args, "--json", str(out), "--plot", str(tmp_path / "s.png")]) == 0
+    text = capsys.readouterr().out
+    assert max(map(len, text.splitlines())) <= 80
+    assert "analog only" in text and "recovered" in text  # the ranking and the front
     data = read_sensitivity(out)
     assert data["ranking"][0] == FRAGILE and (tmp_path / "s.png").stat().st_size > 0
     points = data["pareto"]
