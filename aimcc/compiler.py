@@ -28,6 +28,7 @@ from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, NodeOp, TensorRefAttr, WeightOp
 from aimcc.ir.weights import WeightStore
 from aimcc.passes import PASSES
+from aimcc.passes.head_split import HeadSplitPass
 from aimcc.passes.lora_slots import LoraSlotsPass
 from aimcc.passes.partition import TARGET_ATTR, PartitionPass
 from aimcc.passes.place import PlacePass, precheck
@@ -43,10 +44,13 @@ Stage = Callable[[str], None]
 
 
 def pipeline(
-    target: str, schedule: SchedulePass | None = None, slots: LoraSlotsPass | None = None
+    target: str,
+    schedule: SchedulePass | None = None,
+    slots: LoraSlotsPass | None = None,
+    head_split: HeadSplitPass | None = None,
 ) -> list[ModulePass]:
-    """The passes after import, in order, configured for ``target`` (and the scheduler, and
-    the adapter slots)."""
+    """The passes after import, in order, configured for ``target`` (and the scheduler, the
+    adapter slots and the attention head split)."""
     if slots is not None and slots.rank and target == "aimc":
         raise AimccError("--lora-rank: adapter slots are digital; --target aimc has none")
     return [
@@ -55,6 +59,7 @@ def pipeline(
         PartitionPass(target=target),
         TilePass(),
         PlacePass(),
+        head_split or HeadSplitPass(),
         SplitPass(),
         schedule or SchedulePass(),
     ]
@@ -131,6 +136,7 @@ def compile_model(
     schedule: SchedulePass | None = None,
     stage: Stage | None = None,
     slots: LoraSlotsPass | None = None,
+    head_split: HeadSplitPass | None = None,
 ) -> Compilation:
     """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage,
     ``stage(name)`` is told when each begins (for progress).
@@ -144,7 +150,7 @@ def compile_model(
         )
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()  # for the binary, while the passes run
-        passes = pipeline(target, schedule, slots)
+        passes = pipeline(target, schedule, slots, head_split)
         return _finish(
             module, ctx, passes, "import", target, str(path), shapes, seconds, after_pass, stage
         )
@@ -226,6 +232,7 @@ def compile_ir(
     after_pass: Callable[[str, ModuleOp], None] | None = None,
     schedule: SchedulePass | None = None,
     stage: Stage | None = None,
+    head_split: HeadSplitPass | None = None,
 ) -> Compilation:
     """Finish compiling textual IR at any stage (``aimcc opt`` output): run the passes it has
     not been through. The schedule pass always runs (the binary needs its full result).
@@ -250,7 +257,7 @@ def compile_ir(
         target = target or "hybrid"
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()
-        passes = pipeline(target, schedule)
+        passes = pipeline(target, schedule, head_split=head_split)
         remaining = [p for p in passes if PASS_NAMES.index(p.name) > PASS_NAMES.index(done)]
         main = next((op for op in module.walk() if isinstance(op, func.FuncOp)), None)
         if main is None:

@@ -27,7 +27,7 @@ def test_stage_by_stage_through_text_equals_the_compiler(tmp_path: Path) -> None
         "--weights",
         tmp_path / "w.npz",
         "-p",
-        "partition{target=hybrid},tile,place",
+        "partition{target=hybrid},tile,place,head-split",
         "-o",
         tmp_path / "placed.mlir",
     )
@@ -84,6 +84,7 @@ def test_every_pass_is_registered() -> None:
         "partition",
         "tile",
         "place",
+        "head-split",
         "split",
         "schedule",
     ]

@@ -9,6 +9,8 @@ A kernel whose buffers exceed the cluster's TCDM is split along the token dimens
 equal pieces, so all pieces run one generated kernel. A kernel the split pass spread over
 several clusters by columns says so (``column_split``: parts and clusters), and its calls are
 one part's (accumulations, bias, activations, matmuls; elementwise ONNX kernels keep the whole).
+An attention the head-split pass spread over clusters says so too (``head_split``: groups,
+heads per group, clusters), and its calls are one group's (``repeat``: its heads).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from aimcc.ir.aimc import AccumulateOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import AbsentOp, WeightOp
 from aimcc.ir.types import dtype_of, shape_of
-from aimcc.passes.schedule import column_split
+from aimcc.passes.schedule import column_split, head_clusters
 
 if TYPE_CHECKING:
     from aimcc.compiler import Compilation
@@ -104,7 +106,9 @@ def _param(op: KernelOp, name: str) -> Any:
 def _attention(op: KernelOp) -> Plan:
     args = _present(list(op.args))
     q, kt, v = (shape_of(a.type) for a in args[:3])
-    heads, (s, d), s2 = math.prod(q[:-2]), q[-2:], kt[-1]
+    # a head split: the calls of one group (each group's cluster runs its heads)
+    groups = max(1, len(head_clusters(op)))
+    heads, (s, d), s2 = math.prod(q[:-2]) // groups, q[-2:], kt[-1]
     scale = {"scale": float(_param(op, "scale"))}
     calls = [KernelCall(lambda t: _sig("qk", scale, S=t, S2=s2, D=d), s, heads)]
     if len(args) > 3:
@@ -564,6 +568,14 @@ def kernel_manifest(comp: Compilation, emitted: EmitStats | None = None) -> dict
             entry["column_split"] = {
                 "parts": parts,
                 "clusters": [(entry["cluster"] + j) % clusters for j in range(parts)],
+            }
+        groups = head_clusters(op) if isinstance(op, KernelOp) else []
+        if len(groups) > 1:  # the head-split pass's decision: equal groups of heads
+            heads = shape_of(op.args[0].type)[-3]
+            entry["head_split"] = {
+                "groups": len(groups),
+                "heads_per_group": heads // len(groups),
+                "clusters": groups,
             }
         dtype = entry["outputs"][0]["dtype"] if entry["outputs"] else ""
         riscv = _riscv_entry(comp, op, emitted)

@@ -96,6 +96,14 @@ def parser() -> argparse.ArgumentParser:
         help="RISC-V clusters serving each tile's digital work (default 1)",
     )
     p.add_argument(
+        "--head-groups",
+        type=int,
+        default=0,
+        metavar="N",
+        help="spread each attention over at most N clusters by heads (default 0: one group "
+        "per head, as clusters allow; 1: attention on one cluster); docs/SCHEDULING.md",
+    )
+    p.add_argument(
         "--chips",
         type=int,
         default=None,
@@ -114,6 +122,20 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary and no progress")
     add_adapter_slot_options(p)
+    g = p.add_argument_group("projections kept digital by sensitivity (docs/SENSITIVITY.md)")
+    g.add_argument(
+        "--sensitivity", type=Path, metavar="S.json", help="from 'aimcc sensitivity --json'"
+    )
+    g.add_argument(
+        "--keep-digital", type=int, metavar="K", help="keep the K most sensitive digital"
+    )
+    g.add_argument(
+        "--error-budget",
+        type=float,
+        metavar="E",
+        help="keep the fewest most sensitive digital whose measured error (the JSON's "
+        "--pareto points) is at most E",
+    )
     return p
 
 
@@ -147,7 +169,19 @@ def add_adapter_slot_options(p: argparse.ArgumentParser) -> None:
 def adapter_slots(opts: argparse.Namespace) -> LoraSlotsPass:
     from aimcc.passes.lora_slots import LoraSlotsPass
 
-    return LoraSlotsPass(opts.lora_rank, opts.lora_targets, opts.digital_layers)
+    digital = opts.digital_layers
+    path = getattr(opts, "sensitivity", None)
+    keep, budget = getattr(opts, "keep_digital", None), getattr(opts, "error_budget", None)
+    if path is None and (keep is not None or budget is not None):
+        raise AimccError("--keep-digital and --error-budget need --sensitivity S.json")
+    if path is not None:
+        from aimcc.sensitivity import choose_digital, read_sensitivity
+
+        if (keep is None) == (budget is None):
+            raise AimccError("--sensitivity needs one of --keep-digital K or --error-budget E")
+        chosen = choose_digital(read_sensitivity(path), keep, budget)
+        digital = ",".join(filter(None, [digital, *chosen]))
+    return LoraSlotsPass(opts.lora_rank, opts.lora_targets, digital)
 
 
 def main(argv: list[str]) -> int:
@@ -177,6 +211,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     from aimcc.atomic import atomic_write, write_text
     from aimcc.compiler import PASS_NAMES, compile_ir, compile_model, read_weights
     from aimcc.frontend.load import parse_input_shapes
+    from aimcc.passes.head_split import HeadSplitPass
     from aimcc.passes.schedule import SchedulePass
 
     name = Path(opts.model).name
@@ -198,6 +233,9 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     shapes = parse_input_shapes(opts.input_shape)
     wanted = set(opts.print_ir_after)
     scheduler = SchedulePass(pipeline=opts.pipeline, clusters_per_tile=opts.clusters_per_tile)
+    if opts.head_groups < 0:
+        raise AimccError(f"--head-groups {opts.head_groups}: use 0 (as many as heads) or more")
+    heads = HeadSplitPass(max_groups=opts.head_groups)
 
     printed: set[str] = set()
 
@@ -224,6 +262,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             printing,
             scheduler,
             stage,
+            heads,
         )
     else:
         comp = compile_model(
@@ -235,6 +274,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             scheduler,
             stage,
             adapter_slots(opts),
+            heads,
         )
     for stage_name in sorted(wanted - printed, key=PASS_NAMES.index):
         warn(f"--print-ir-after {stage_name}: {name} was already past {stage_name}")
@@ -266,7 +306,9 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
         baseline = None
         if comp.target == "hybrid" and report.has_lora(comp) and not is_ir:
             update(f"compiling {name} for the fully analog baseline (aimc)")
-            merged = compile_model(opts.model, "aimc", arch, shapes, schedule=scheduler)
+            merged = compile_model(
+                opts.model, "aimc", arch, shapes, schedule=scheduler, head_split=heads
+            )
             baseline = merged.schedule
         report.print_schedule(comp, timeline, baseline)
     return 0

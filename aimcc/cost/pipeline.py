@@ -323,8 +323,9 @@ class _Graph:
     dest: list[int]  # a transfer's destination unit; -1: a chunk of a stage
     layer: list[int]  # a transfer belongs to its consumer's layer
     dur: list[float]
-    # Earliest tokens first, then program order; a transfer right after its source: a chunk
-    # of stage i from token f has 2 * (f * stages + i), its transfers one more.
+    # Feeding the earliest join first, then earliest tokens, then program order; a transfer
+    # right after its source: a chunk of stage i from token f feeding join j has
+    # 2 * ((j * (tokens + 1) + f) * stages + i), its transfers one more.
     prio: list[int]
     preds: list[list[int]]
     link_nj: dict[int, float] = field(default_factory=dict)  # chip-to-chip transfers' energy
@@ -408,6 +409,16 @@ class _Simulator:
             [(position[d], s.kind in SEQUENCE_MIXING and j > 0) for j, d in enumerate(s.deps)]
             for s in stages
         ]
+        # The first join (a stage reading every chunk of its keys/values) each stage feeds,
+        # as a rank: stages feeding an earlier join go first on a shared unit, then earliest
+        # tokens. Without it the last value chunks on the V projection's cluster waited behind
+        # the early queries of attention heads placed on the same cluster (head split), and
+        # every head group's .V with them.
+        self.join = [len(stages)] * len(stages)
+        for position in range(len(stages) - 1, -1, -1):
+            for dep, whole in self.deps[position]:
+                via = position if whole else self.join[position]
+                self.join[dep] = min(self.join[dep], via)
         # The units a stage's chunks go to in turn: cluster stages deal chunks to the lanes.
         self.lane_units = []
         for s, chunked in zip(stages, self.chunked, strict=True):
@@ -562,7 +573,7 @@ class _Simulator:
                             preds.append(src)
                         else:
                             preds.append(transfer(src, unit, layer, s.dims.get("parts", 1)))
-                prio = 2 * (first * len(stages) + position)
+                prio = 2 * ((self.join[position] * (tokens + 1) + first) * len(stages) + position)
                 tasks.append(
                     g.add(
                         position,
@@ -714,6 +725,8 @@ def _chain_bound(g: _Graph) -> float:
         if len(preds[t]) > 2:
             shared[g.stage[t]] = shared.get(g.stage[t], set(preds[t])) & set(preds[t])
     refined: dict[int, float] = {}
+    by_ancestors: dict[int, float] = {}
+    transfers = sum(1 << t for t in range(n) if g.dest[t] >= 0)
     for t in range(n):
         start, members = 0.0, 0
         for p in preds[t]:
@@ -727,6 +740,14 @@ def _chain_bound(g: _Graph) -> float:
                 common = 0
                 for p in shared[stage]:
                     common |= ancestors[p] | (1 << p)
+                # The one-machine bound leaves the transfers out (fewer tasks: still a bound),
+                # so the head groups of one attention, whose ancestors differ only in the
+                # transfers to their clusters (equal sizes, so equal chains), share one bound.
+                key = common & ~transfers
+                if key in by_ancestors:
+                    refined[stage] = by_ancestors[key]
+                    head[t] = max(start, refined[stage])
+                    continue
                 bits = bin(common)[:1:-1]  # bit i is task i
                 chosen = [a for a, bit in enumerate(bits) if bit == "1"]
                 # Each ancestor's shortest way on to the join: the longest chain from its end.
@@ -736,7 +757,8 @@ def _chain_bound(g: _Graph) -> float:
                     for p in preds[a]:
                         if reach > to_join[p]:
                             to_join[p] = reach
-                refined[stage] = _one_machine(g, head, chosen, to_join)
+                work = [a for a in chosen if g.dest[a] < 0]
+                refined[stage] = by_ancestors[key] = _one_machine(g, head, work, to_join)
             start = max(start, refined[stage])
         head[t] = start
     tail = [0.0] * n  # the longest chain after a task, with unlimited units

@@ -2,6 +2,7 @@
 
 from xdsl.passes import ModulePass
 
+from aimcc.passes.head_split import HeadSplitPass
 from aimcc.passes.lora_slots import LoraSlotsPass
 from aimcc.passes.partition import PartitionPass
 from aimcc.passes.place import PlacePass
@@ -19,6 +20,7 @@ PASSES: dict[str, type[ModulePass]] = {
         PartitionPass,
         TilePass,
         PlacePass,
+        HeadSplitPass,
         SplitPass,
         SchedulePass,
     )

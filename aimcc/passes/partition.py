@@ -6,6 +6,11 @@ Targets:
 - ``aimc``: as hybrid but each LoRA adapter merged into its analog weights (the fully-analog
   baseline the paper compares against);
 - ``digital``: every op a kernel on the clusters (the digital baseline).
+
+``digital`` (option) keeps the linears it names on the clusters under any target: the
+projections most sensitive to analog noise (``aimcc sensitivity``; the compiler's
+``--sensitivity S.json --keep-digital K`` / ``--error-budget E`` choose them, docs/SENSITIVITY.md).
+Patterns as ``--digital-layers``: comma-separated names, dot-suffixes or globs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from xdsl.pattern_rewriter import (
     op_type_rewrite_pattern,
 )
 
+from aimcc.adapters import listing, matches, split_pattern
 from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import MatmulOp
@@ -47,6 +53,7 @@ TARGET_ATTR = "aimc.target"  # module attribute: the target partition mapped the
 class PartitionLinear(RewritePattern):
     ctx: CompileContext
     target: str
+    digital: tuple[str, ...] = ()
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: LinearOp, rewriter: PatternRewriter) -> None:
@@ -59,7 +66,8 @@ class PartitionLinear(RewritePattern):
             weight, lora = merged.result, False
         name = op.layer_name
         named: dict[str, Attribute] = {"layer": StringAttr(name)} if name else {}
-        if self.target == "digital" or op.digital is not None:
+        keep = op.digital is not None or any(matches(p, name or "") for p in self.digital)
+        if self.target == "digital" or keep:
             y: Operation = KernelOp("matmul", [op.x, weight], [op.result.type], named)
         else:
             y = MatmulOp(op.x, weight, op.result.type, name)
@@ -117,11 +125,21 @@ class PartitionPass(ModulePass):
     name = "partition"
 
     target: str = "hybrid"
+    digital: str = ""  # linears kept on the clusters (patterns, as --digital-layers)
 
     def apply(self, ctx: CompileContext, op: ModuleOp) -> None:
         if self.target not in TARGETS:
             raise AimccError(f"unknown target '{self.target}' (choose {', '.join(TARGETS)})")
-        walker = PatternRewriteWalker(PartitionLinear(ctx, self.target), apply_recursively=False)
+        patterns = tuple(split_pattern(self.digital))
+        names = [o.layer_name or "" for o in op.walk() if isinstance(o, LinearOp)]
+        for item in patterns:
+            if not any(matches(item, n) for n in names):
+                raise AimccError(
+                    f"partition: digital '{item}' matches no linear layer (layers: "
+                    f"{listing(names)})"
+                )
+        pattern = PartitionLinear(ctx, self.target, patterns)
+        walker = PatternRewriteWalker(pattern, apply_recursively=False)
         walker.rewrite_module(op)
         PatternRewriteWalker(KernelsForTheRest(), apply_recursively=False).rewrite_module(op)
         op.attributes[TARGET_ATTR] = StringAttr(self.target)  # hybrid and aimc IR can look alike

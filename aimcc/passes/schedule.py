@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
+    ArrayAttr,
     DictionaryAttr,
     IntegerAttr,
     ModuleOp,
@@ -54,6 +55,9 @@ SPLIT_DIM = {
     "matmul": "N",
     "elementwise": "elements",
 }
+# Head split of an attention kernel (the head-split pass decides it): the kernel parameter
+# holding one cluster per group of heads; heads H*j/g .. H*(j+1)/g run on cluster j.
+HEAD_CLUSTERS = "head_clusters"
 PIPELINES = ("auto", "serial", "intra", "cross", "both")
 # Generic kernels that only re-index their input: a strided DMA reads through them.
 VIEWS = frozenset(
@@ -143,6 +147,16 @@ def column_split(op: Operation) -> int:
     """The column split the split pass recorded on a kernel or accumulation (1: none)."""
     attr = op.attributes.get(SPLIT_ATTR)
     return attr.value.data if isinstance(attr, IntegerAttr) else 1
+
+
+def head_clusters(op: Operation) -> list[int]:
+    """The clusters of a kernel's head groups (attention split by the head-split pass); a
+    kernel not split runs on its one cluster."""
+    attr = op.params.data.get(HEAD_CLUSTERS) if isinstance(op, KernelOp) else None
+    if isinstance(attr, ArrayAttr):
+        return [a.value.data for a in attr.data if isinstance(a, IntegerAttr)]
+    cluster = op.cluster if isinstance(op, KernelOp) else None
+    return [cluster.value.data] if cluster is not None else []
 
 
 def split_dims(kind: str, dims: dict[str, int], parts: int) -> list[dict[str, int]]:
@@ -362,7 +376,7 @@ class _StageBuilder:
                 self.add(hint, "lora_b_add", dims, (*self.deps(y), xa), unit),
             )
         elif kind == "attention":
-            names = (self.attention(op, hint, unit),)
+            names = self.attention(op, hint)
         elif kind == "matmul":
             dims = {"K": shape_of(op.args[0])[-1], "N": shape[-1], **rows}
             names = self.split(op, hint, "matmul", dims, args, cluster)
@@ -385,25 +399,38 @@ class _StageBuilder:
             self.owner.setdefault(stage.name, op)
         for r in op.outs:
             self.producers[r] = names
-            if len(names) > 1:
+            if len(names) > 1 and kind != "attention":  # head groups are not column parts
                 self.parts[r] = len(names)
 
-    def attention(self, op: KernelOp, hint: str, unit: str) -> str:
-        """QK^T, softmax with scale and mask, then .V: one row per (head, query)."""
+    def attention(self, op: KernelOp, hint: str) -> tuple[str, ...]:
+        """QK^T, softmax with scale and mask, then .V: one row per (head, query); a head split
+        gives each group of heads its three stages on its cluster (group j named
+        ``hint/j``), each receiving its heads' share of q, k and v (dim ``parts``); the
+        consumer gathers the groups' outputs (one transfer per group and chunk)."""
         q, kt, v = op.args[:3]
         mask = op.args[3:]
         qs = shape_of(q)
         heads = qs[-3] if len(qs) >= 3 else 1
-        dims = {"S": shape_of(kt)[-1], "D": qs[-1], "H": heads}
+        clusters = head_clusters(op)
+        groups = len(clusters)
+        if heads % groups:
+            raise AimccError(f"schedule: {heads} heads do not split into {groups} equal groups")
+        dims = {"S": shape_of(kt)[-1], "D": qs[-1], "H": heads // groups}
         if self.per_token(qs):
             if dims["S"] == self.seq:  # keys of the whole (rescheduled) sequence
                 dims["S"] = self.tokens * self.seq // self.compiled
         else:
             dims["T"] = max(1, math.prod(qs[:-1]) // heads)
+        if groups > 1:
+            dims["parts"] = groups
         rows = {"T": dims["T"]} if "T" in dims else {}
-        # The scheduler reads every dependency after the first whole: keep the queries first
-        # even when queries and keys come from one producer (a fused QKV projection).
-        qk = self.add(f"{hint}.qk", "qk", dims, (*self.deps(q), *self.deps(kt)), unit)
-        softmax_dims = {"N": dims["S"], "H": heads, **rows}
-        p = self.add(f"{hint}.softmax", "softmax", softmax_dims, (qk, *self.deps(*mask)), unit)
-        return self.add(hint, "av", dims, (p, *self.deps(v)), unit)
+        softmax_dims = {"N": dims["S"], "H": dims["H"], **rows}
+        names = []
+        for j, cluster in enumerate(clusters):
+            unit, name = f"cluster:{cluster}", hint if j == 0 else f"{hint}/{j}"
+            # The scheduler reads every dependency after the first whole: keep the queries
+            # first even when queries and keys come from one producer (a fused QKV projection).
+            qk = self.add(f"{name}.qk", "qk", dims, (*self.deps(q), *self.deps(kt)), unit)
+            p = self.add(f"{name}.softmax", "softmax", softmax_dims, (qk, *self.deps(*mask)), unit)
+            names.append(self.add(name, "av", dims, (p, *self.deps(v)), unit))
+        return tuple(names)

@@ -30,6 +30,8 @@ from aimcc.runtime.analog import NoiseSpec, ProgrammedLayer, TileWeights, analog
 from aimcc.runtime.kernels import KERNEL_IMPLS
 from aimcc.runtime.onnx_ops import run_op, supported_ops
 
+IDEAL = NoiseSpec("ideal")
+
 Operand = int | torch.Tensor | None
 Step = Callable[[list[Any]], None]
 
@@ -43,6 +45,7 @@ class AnalogLayer:
     programmed: ProgrammedLayer | None = None
     tiles: TileWeights | None = None
     layer: str | None = None  # the layer's name from the ONNX file
+    noisy: bool = True  # False: ideal tiles whatever the noise model (set_noise's ``only``)
 
 
 @dataclass
@@ -115,20 +118,27 @@ class Executable:
         self.outputs = program["outputs"]
 
     # -- noise -----------------------------------------------------------------------------
-    def set_noise(self, spec: NoiseSpec, seed: int = 0) -> None:
+    def set_noise(self, spec: NoiseSpec, seed: int = 0, only: set[str] | None = None) -> None:
         """Choose the tile model; for pcm, program every tile now (programming noise and drift
-        exponents drawn once from ``seed``) and read it at ``spec.t_inference_s``."""
+        exponents drawn once from ``seed``) and read it at ``spec.t_inference_s``. ``only``
+        (layer names, ``AnalogLayer.layer`` else its weight key): those layers get the
+        model, the others ideal tiles (sensitivity analysis: one projection noisy at a time)."""
         self.spec = spec
         self._generator = torch.Generator().manual_seed(seed)
+        for layer in self.layers:
+            layer.noisy = only is None or (layer.layer or layer.name) in only
+            layer.programmed = None
+            if not layer.noisy or spec.model == "ideal":
+                layer.tiles = TileWeights.ideal(layer.weight, self.arch)
+            elif spec.model == "quant":
+                layer.tiles = TileWeights.from_weight(layer.weight, self.arch)
         if spec.model == "pcm":
             for layer in self.layers:
-                layer.programmed = ProgrammedLayer.program(layer.weight, self.arch, self._generator)
+                if layer.noisy:
+                    layer.programmed = ProgrammedLayer.program(
+                        layer.weight, self.arch, self._generator
+                    )
             self.at_time(spec.t_inference_s)
-        else:
-            for layer in self.layers:
-                layer.programmed = None
-                make = TileWeights.ideal if spec.model == "ideal" else TileWeights.from_weight
-                layer.tiles = make(layer.weight, self.arch)
 
     def at_time(self, t_inference_s: float) -> None:
         """Read the programmed devices ``t_inference_s`` after programming: same devices and
@@ -137,6 +147,8 @@ class Executable:
             raise AimccError("at_time needs pcm noise: call set_noise(NoiseSpec('pcm')) first")
         self.spec = NoiseSpec("pcm", t_inference_s, self.spec.compensation)
         for layer in self.layers:
+            if not layer.noisy:
+                continue
             assert layer.programmed is not None
             layer.tiles = layer.programmed.at_time(
                 t_inference_s, self._generator, self.spec.compensation
@@ -391,9 +403,8 @@ class Executable:
 
         def step(env: list[Any]) -> None:
             assert layer.tiles is not None
-            env[out] = analog_matmul(
-                env[x], layer.tiles, self.arch, self.spec, self._generator, bias
-            )
+            spec = self.spec if layer.noisy else IDEAL
+            env[out] = analog_matmul(env[x], layer.tiles, self.arch, spec, self._generator, bias)
 
         return step
 

@@ -29,13 +29,31 @@ def _bias_add(args: Args, params: dict[str, Any]) -> list[torch.Tensor]:
 
 
 def _attention(args: Args, params: dict[str, Any]) -> list[torch.Tensor]:
+    """Whole, or (params ``head_clusters``, the compiler's head split) one equal group of
+    heads per cluster, concatenated: each group reads only its heads of q, k, v and mask."""
+    groups = len(params.get("head_clusters") or (0,))
+    heads = args[0].shape[-3] if args[0].dim() >= 3 else 1
+    if groups < 2 or heads % groups:
+        return [_attention_heads(args, params["scale"])]
+    size = heads // groups
+
+    def part(t: torch.Tensor | None, j: int) -> torch.Tensor | None:
+        if t is None or t.dim() < 3 or t.shape[-3] != heads:
+            return t  # broadcast over heads
+        return t[..., j * size : (j + 1) * size, :, :]
+
+    outs = [_attention_heads([part(a, j) for a in args], params["scale"]) for j in range(groups)]
+    return [torch.cat(outs, dim=-3)]
+
+
+def _attention_heads(args: Args, scale: float) -> torch.Tensor:
     q, kt, v = args[0], args[1], args[2]
-    scores = torch.matmul(q, kt) * params["scale"]
+    scores = torch.matmul(q, kt) * scale
     if len(args) > 3 and args[3] is not None:
         scores = scores + args[3]
     probs = torch.softmax(scores, dim=-1)
     # fully masked rows: exporters' guard (Where(IsNaN(p), 0, p)) gives zeros, so do we
-    return [torch.matmul(torch.nan_to_num_(probs, nan=0.0), v)]
+    return torch.matmul(torch.nan_to_num_(probs, nan=0.0), v)
 
 
 def _layer_norm(args: Args, params: dict[str, Any]) -> list[torch.Tensor]:
