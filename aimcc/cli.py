@@ -22,6 +22,7 @@ COMMANDS = {
     "eval": "accuracy of a binary on PCM tiles over drift time vs its ONNX model",
     "inspect": "what a binary holds; with --kernels, its RISC-V kernels",
     "opt": "run passes on IR or an imported model, print the IR (pass authors)",
+    "sweep": "a grid of noise, drift time, seed, --set and adapter, on processes or Ray",
     "adapt": "train LoRA adapters (and a task head) through the simulated tiles (AHWA-LoRA)",
 }
 
