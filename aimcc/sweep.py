@@ -272,19 +272,31 @@ def override_arch(arch: dict[str, Any], overrides: Sequence[str]) -> dict[str, A
     return raw
 
 
-def check_grid(grid: Grid, exe: Executable) -> None:
+def check_grid(grid: Grid, exe: Executable, heads: bool = False) -> None:
     """Every grid value that can be checked before running is: overrides against the binary's
-    architecture, adapters against its slots (one-line errors, nothing started)."""
+    architecture, adapters against its slots (one-line errors, nothing started). ``heads``:
+    task accuracy, where each adapter brings the head (applied outside the program)."""
+    from aimcc.adapt import HEAD, apply_adapter
+    from aimcc.adapters import read_adapter
+
     base = exe.arch.to_dict()
     for key, values in grid.overrides:
         for value in values:
             override_arch(base, [f"{key}={value}"])
     for adapter in grid.adapters:
-        if adapter is not None:
-            try:
+        if adapter is None:
+            continue
+        try:
+            if heads:
+                found = read_adapter(adapter)
+                if HEAD not in found.heads:
+                    raise AimccError(f"no '{HEAD}' head for task accuracy")
+                apply_adapter(exe, found)
+            else:
                 exe.prepare_adapter(adapter)
-            except AimccError as exc:
-                raise AimccError(f"adapter {adapter}: {exc}") from None
+        except AimccError as exc:
+            raise AimccError(f"adapter {adapter}: {exc}") from None
+    exe.set_adapter(None)
     if grid.compensation is not None:
         from aimcc.runtime.analog import COMPENSATIONS
 

@@ -277,3 +277,38 @@ def test_ray_gives_the_local_table(binary: Path, tmp_path: Path, one_process) ->
     finally:
         ray.shutdown()
     assert (tmp_path / "ray.csv").read_bytes() == one_process
+
+
+def test_task_accuracy_is_evaluate_accuracy(tmp_path: Path) -> None:
+    """--data: each adapter's head on the pooled output, as `aimcc eval --data` computes it."""
+    from test_adapt import SEQ, SHAPES, random_adapter
+
+    from aimcc.adapt import load_data
+    from aimcc.evaluate import accuracy, evaluate_accuracy
+
+    binary = tmp_path / "bert_lora.aimcb"
+    write_binary(compile_model(model_path("bert_lora"), "hybrid", input_shapes=SHAPES), binary)
+    exe = load(binary)
+    adapter = random_adapter(exe, 1)
+    folder = write_adapter(tmp_path / "task", adapter)
+    ids = np.random.default_rng(0).integers(1, 1000, (12, SEQ))
+    data_file = tmp_path / "d.npz"
+    np.savez(data_file, input_ids=ids, labels=(ids[:, 0] < 500).astype(np.int64))
+    out = tmp_path / "s.csv"
+    args = ["sweep", str(binary), "--data", str(data_file), "--adapter", str(folder)]
+    args += ["--pooled", "last_hidden_state", "--noise", "ideal,pcm", "--times", "0s,1y"]
+    assert main([*args, "--seeds", "3", "-j", "1", "-o", str(out)]) == 0
+    rows = read_rows(out)
+    assert {r["metric"] for r in rows} == {"accuracy"}
+    data = load_data(data_file, exe, None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pcm = evaluate_accuracy(
+            exe, data, {"a": adapter}, TIMES[::2], 1, program_seed(3, 0), "last_hidden_state"
+        )["a"][0]
+        exe.set_noise(NoiseSpec("ideal"))
+        ideal = accuracy(exe, data, adapter, "last_hidden_state")
+    finally:
+        torch.set_num_threads(threads)
+    assert [float(r["value"]) for r in rows] == [ideal, *pcm]

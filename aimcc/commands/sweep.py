@@ -199,7 +199,7 @@ def context(opts: argparse.Namespace, grid: Any) -> Any:
     with status(shows_progress()) as update:
         update(f"loading {opts.binary.name}")
         exe = load(opts.binary)
-        sweep.check_grid(grid, exe)
+        sweep.check_grid(grid, exe, heads=opts.data is not None)
         common = {
             "binary": str(opts.binary.resolve()),
             "times": grid.times,
