@@ -469,8 +469,10 @@ Done = Callable[[Task, list[dict[str, Any]]], None]
 
 
 def run_local(ctx: Context, tasks: Sequence[Task], jobs: int, done: Done) -> None:
-    """Tasks on ``jobs`` worker processes (spawned: a forked torch can hang); ``jobs`` 1 runs
-    them in this process. ``done`` is called in this process as each task finishes."""
+    """Tasks on ``jobs`` worker processes; ``jobs`` 1 runs them in this process. ``done`` is
+    called in this process as each task finishes. Workers fork from a server process that
+    imported torch and the runtime once and ran nothing (forking this process, whose torch
+    has started threads, can hang); without one (not Unix) they are spawned and import it each."""
     if jobs <= 1:
         import torch
 
@@ -486,9 +488,14 @@ def run_local(ctx: Context, tasks: Sequence[Task], jobs: int, done: Done) -> Non
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        start = multiprocessing.get_context("forkserver")
+        start.set_forkserver_preload(["aimcc.evaluate", "aimcc.runtime.executor"])
+    else:
+        start = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
         max_workers=jobs,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=start,
         initializer=_set_context,
         initargs=(ctx,),
     )
