@@ -82,7 +82,8 @@ def program_seed(seed: int, trial: int) -> int:
     """The seed that programs the tiles of (seed, trial): a hash (numpy's SeedSequence), so
     seeds 0-4 x 3 trials are 15 different devices (seed + trial would repeat some), the same on
     every machine. Every override and adapter of a (seed, trial) gets the same devices, so
-    their differences are paired. ``aimcc eval --seed S --trials 1`` reproduces a row."""
+    their differences are paired. ``evaluate(..., trials=1, seed=program_seed)`` gives a
+    task's rows."""
     state = np.random.SeedSequence([seed, trial]).generate_state(2, np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1])) & MAX_SEED
 
@@ -588,17 +589,22 @@ def parquet_bytes(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> bytes
     return sink.getvalue().to_pybytes()
 
 
-def config_label(row: dict[str, Any], override_keys: Sequence[str]) -> str:
-    """'pcm, tile.adc.bits=6, adapter a' for a line of the plot and a row of the summary."""
-    parts = [row["noise"], *(f"{k}={row[k]}" for k in override_keys)]
-    if row["adapter"] != "none":
-        parts.append(f"adapter {Path(row['adapter']).name}")
-    return ", ".join(parts)
+def config_of(row: dict[str, Any], override_keys: Sequence[str]) -> tuple[str, ...]:
+    """A row's configuration: (noise, each --set value, adapter folder name or 'none')."""
+    adapter = "none" if row["adapter"] == "none" else Path(row["adapter"]).name
+    return (row["noise"], *(str(row[k]) for k in override_keys), adapter)
+
+
+def config_label(config: tuple[str, ...], override_keys: Sequence[str]) -> str:
+    """'pcm, tile.adc.bits=6, adapter a': a line of the plot."""
+    noise, *values, adapter = config
+    parts = [noise, *(f"{k}={v}" for k, v in zip(override_keys, values, strict=True))]
+    return ", ".join(parts + ([f"adapter {adapter}"] if adapter != "none" else []))
 
 
 def summarise(
     rows: Sequence[dict[str, Any]], override_keys: Sequence[str]
-) -> dict[tuple[str, str], dict[str, dict[str | None, tuple[float, float, int]]]]:
+) -> dict[tuple[str, str], dict[tuple[str, ...], dict[str | None, tuple[float, float, int]]]]:
     """(output, metric) -> configuration -> time label (None: no drift) -> (mean, std, n)
     over seeds and trials, of the rows that succeeded; in the table's order."""
     values: dict = {}
@@ -606,7 +612,7 @@ def summarise(
         if row["status"] != "ok":
             continue
         key = (row["output"], row["metric"])
-        config = config_label(row, override_keys)
+        config = config_of(row, override_keys)
         values.setdefault(key, {}).setdefault(config, {}).setdefault(row["t_inference"], []).append(
             row["value"]
         )
@@ -619,7 +625,9 @@ def summarise(
     }
 
 
-def figure(summary: dict, times: Sequence[tuple[str, float]], title: str) -> Figure:
+def figure(
+    summary: dict, times: Sequence[tuple[str, float]], title: str, override_keys: Sequence[str]
+) -> Figure:
     """A panel per (output, metric): mean ± std over seeds x trials against drift time on the
     log axis of `aimcc eval --plot`, a line per configuration (one colour in every panel);
     ideal (dotted) and quant (dashed) tiles do not drift: horizontal lines."""
@@ -640,13 +648,20 @@ def figure(summary: dict, times: Sequence[tuple[str, float]], title: str) -> Fig
         for config, by_time in summary[(output, metric)].items():
             if None in by_time:
                 mean, std, _ = by_time[None]
-                style = ":" if config.startswith("ideal") else "--"
-                ax.axhline(mean, color=colour[config], linestyle=style, label=config)
+                style = ":" if config[0] == "ideal" else "--"
+                label = config_label(config, override_keys)
+                ax.axhline(mean, color=colour[config], linestyle=style, label=label)
                 continue
             points = [(position[t], *by_time[t][:2]) for t, _ in times if t in by_time]
             px, mean, std = (np.array(c) for c in zip(*points, strict=True))
             ax.errorbar(
-                px, mean, yerr=std, color=colour[config], marker="o", capsize=3, label=config
+                px,
+                mean,
+                yerr=std,
+                color=colour[config],
+                marker="o",
+                capsize=3,
+                label=config_label(config, override_keys),
             )
         ax.set_xscale("log")
         ax.set_xticks(ticks, labels, rotation=30)
@@ -657,7 +672,8 @@ def figure(summary: dict, times: Sequence[tuple[str, float]], title: str) -> Fig
         ax.set_title(f"{metric} ({output})" if len(panels) > 1 else metric)
         ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
-    order = sorted(range(len(names)), key=lambda i: configs.index(names[i]))
+    legend = [config_label(c, override_keys) for c in configs]
+    order = sorted(range(len(names)), key=lambda i: legend.index(names[i]))
     fig.legend(
         [handles[i] for i in order],
         [names[i] for i in order],
@@ -669,9 +685,11 @@ def figure(summary: dict, times: Sequence[tuple[str, float]], title: str) -> Fig
     return fig
 
 
-def plot_png(summary: dict, times: Sequence[tuple[str, float]], title: str) -> bytes:
+def plot_png(
+    summary: dict, times: Sequence[tuple[str, float]], title: str, override_keys: Sequence[str]
+) -> bytes:
     buffer = io.BytesIO()
-    figure(summary, times, title).savefig(
+    figure(summary, times, title, override_keys).savefig(
         buffer, format="png", dpi=120, metadata={"Software": None}
     )
     return buffer.getvalue()

@@ -312,3 +312,22 @@ def test_task_accuracy_is_evaluate_accuracy(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)
     assert [float(r["value"]) for r in rows] == [ideal, *pcm]
+
+
+def test_summary_fits_80_columns(binary: Path, tmp_path: Path, monkeypatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from aimcc import report
+
+    text = io.StringIO()
+    monkeypatch.setattr(report, "console", Console(file=text, width=80))
+    args = ["--noise", "quant,pcm", "--times", "0s,10y", "--set", "tile.adc.bits=6,8"]
+    args += ["--set", "tile.mapping.clip_sigma=2.5,3.0", "--set", "tile.dac.inp_bound=1.0"]
+    assert sweep(binary, tmp_path / "s.csv", *args, "-j", "1") == 0
+    lines = text.getvalue().splitlines()
+    assert max(map(len, lines)) <= 80
+    header = next(line for line in lines if line.startswith("noise"))
+    assert header.split()[:4] == ["noise", "adc.bits", "mapping.clip_sigma", "dac.inp_bound"]
+    assert sum(line.startswith("pcm ") for line in lines) == 2 * 4 * 2  # metrics x configs x times

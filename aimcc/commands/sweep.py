@@ -167,7 +167,7 @@ def main(argv: list[str]) -> int:
     write_table(output, rows, names)
     summary = sweep.summarise(rows, ctx.override_keys)
     title = f"{opts.binary.name}: {len(tasks)} tasks"
-    print_summary(summary, grid, title)
+    print_summary(summary, grid, ctx.override_keys, title)
     failed = [row for row in rows if row["status"] != "ok"]
     from aimcc import report
 
@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
         from aimcc.atomic import atomic_write
 
         with atomic_write(opts.plot) as f:
-            f.write(sweep.plot_png(summary, grid.times, title))
+            f.write(sweep.plot_png(summary, grid.times, title, ctx.override_keys))
         report.console.print(f"wrote {opts.plot}", highlight=False)
     if failed:
         first = failed[0]
@@ -273,23 +273,27 @@ def write_table(path: Path, rows: list[dict[str, Any]], names: list[str]) -> Non
         f.write(data)
 
 
-def print_summary(summary: dict, grid: Any, title: str) -> None:
+def print_summary(summary: dict, grid: Any, override_keys: tuple[str, ...], title: str) -> None:
     """Per (output, metric) one table: a row per configuration and time, mean ± std over the
-    seeds and trials (n)."""
+    seeds and trials (n); a column per swept --set key, and the adapter when there are some."""
     from aimcc import report
 
+    adapters = grid.adapters != (None,)
     report.console.print(title, highlight=False)
     for (output, metric), configs in summary.items():
         table = report.FitTable(
-            report.Col("configuration", fit="name"),
+            "noise",
+            *(report.Col(key.removeprefix("tile."), "right") for key in override_keys),
+            *([report.Col("adapter", fit="name")] if adapters else []),
             "time",
             report.Col(metric, "right"),
             report.Col("n", "right"),
-            title=f"output {output}",
+            title=f"{metric} of output {output}",
         )
         for config, by_time in configs.items():
+            shown = config if adapters else config[:-1]
             for label in [None, *(t for t, _ in grid.times)]:
                 if label in by_time:
                     mean, std, n = by_time[label]
-                    table.add_row(config, label or "-", f"{mean:.4f} ± {std:.4f}", str(n))
+                    table.add_row(*shown, label or "-", f"{mean:.4f} ± {std:.4f}", str(n))
         table.print()
