@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import logging
 import os
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
@@ -528,15 +529,14 @@ def run_ray(ctx: Context, tasks: Sequence[Task], address: str, jobs: int | None,
     """The same tasks as Ray remote tasks (one CPU each). ``address``: 'local' starts a local
     instance (``jobs`` CPUs), 'auto' or HOST:PORT joins a running cluster; a Ray session this
     process already has is used as it is. The binary's path must be readable on every node."""
-    try:
-        import ray
-    except ImportError:
-        raise AimccError(
-            "--ray-address needs Ray, which is not installed: pip install 'aimcc[ray]'"
-        ) from None
+    ray = check_ray(address)
     started = not ray.is_initialized()
     if started:
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,  # not Ray's start-up notes on the user's stderr
+        }
         try:
             if address == "local":
                 ray.init(num_cpus=jobs, **options)
@@ -562,6 +562,33 @@ def run_ray(ctx: Context, tasks: Sequence[Task], address: str, jobs: int | None,
     finally:
         if started:
             ray.shutdown()
+
+
+def check_ray(address: str) -> Any:
+    """The ray module, if installed; and a HOST:PORT that nothing answers on is refused at
+    once (Ray itself retries for minutes). Called before any work."""
+    try:
+        import ray
+    except ImportError:
+        raise AimccError(
+            "--ray-address needs Ray, which is not installed: pip install 'aimcc[ray]'"
+        ) from None
+    if not ray.is_initialized() and address not in ("local", "auto") and "://" not in address:
+        _check_reachable(address)
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "localhost", int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        raise AimccError(
+            f"cannot reach Ray at '{address}' ({first_line(exc)}): give 'local', 'auto' or "
+            "the HOST:PORT of a running cluster's head (ray start --head)"
+        ) from None
 
 
 # -- the table and the plot ----------------------------------------------------------------

@@ -331,3 +331,16 @@ def test_summary_fits_80_columns(binary: Path, tmp_path: Path, monkeypatch) -> N
     header = next(line for line in lines if line.startswith("noise"))
     assert header.split()[:4] == ["noise", "adc.bits", "mapping.clip_sigma", "dac.inp_bound"]
     assert sum(line.startswith("pcm ") for line in lines) == 2 * 4 * 2  # metrics x configs x times
+
+
+def test_unreachable_ray_is_one_line(binary: Path, tmp_path: Path, capsys) -> None:
+    """Ray retries an address for minutes; nothing listening is refused before any work."""
+    pytest.importorskip("ray")
+    assert (
+        sweep(binary, tmp_path / "s.csv", "--noise", "ideal", "--ray-address", "127.0.0.1:1") == 1
+    )
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("aimcc: error: cannot reach Ray at '127.0.0.1:1'") and err.count("\n") == 1
+    )
+    assert list(tmp_path.iterdir()) == []

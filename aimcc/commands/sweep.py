@@ -149,6 +149,8 @@ def main(argv: list[str]) -> int:
         raise AimccError(f"{output}: the table is a .csv or .parquet file")
     if output.suffix == ".parquet":
         sweep.parquet_bytes([], [])  # pyarrow missing: say so before the work
+    if opts.ray_address:
+        sweep.check_ray(opts.ray_address)
     tasks = grid.tasks()
     ctx = context(opts, grid)
     names = sweep.columns(ctx.override_keys)
