@@ -238,6 +238,8 @@ def task_progress(enabled: bool, total: int) -> Iterator[Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from aimcc.commands.eval import _duration
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -253,11 +255,15 @@ def task_progress(enabled: bool, total: int) -> Iterator[Any]:
         def finished(task: Any, failed: bool) -> None:
             failures[0] += failed
             done = int(progress.tasks[0].completed) + 1
-            left = round((time.perf_counter() - start) * (total - done) / done)
-            note = f"~{left // 60} min {left % 60:02d} s left"
-            if failures[0]:
-                note += f", {failures[0]} failed"
-            progress.update(bar, advance=1, description=f"sweep: task {task.index}", note=note)
+            left = (time.perf_counter() - start) * (total - done) / done
+            note = f"~{_duration(left)} left" + (f", {failures[0]} failed" if failures[0] else "")
+            what = [task.noise, *task.overrides]
+            if task.seed is not None:
+                what.append(f"seed {task.seed} trial {task.trial}")
+            if task.adapter:
+                what.append(Path(task.adapter).name)
+            description = f"sweep: done {', '.join(what)}"
+            progress.update(bar, advance=1, description=description, note=note)
 
         yield finished
 
