@@ -610,7 +610,10 @@ def parquet_bytes(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> bytes
         raise AimccError(
             "a .parquet table needs pyarrow (pip install pyarrow); or write .csv"
         ) from None
-    table = pa.Table.from_pylist([{n: row[n] for n in names} for row in rows])
+    types = {"task": pa.int64(), "t_seconds": pa.float64(), "value": pa.float64()}
+    types |= dict.fromkeys(("seed", "trial", "program_seed"), pa.int64())
+    schema = pa.schema([(n, types.get(n, pa.string())) for n in names])  # the rest: text
+    table = pa.Table.from_pylist([{n: row[n] for n in names} for row in rows], schema)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return sink.getvalue().to_pybytes()

@@ -344,3 +344,16 @@ def test_unreachable_ray_is_one_line(binary: Path, tmp_path: Path, capsys) -> No
         err.startswith("aimcc: error: cannot reach Ray at '127.0.0.1:1'") and err.count("\n") == 1
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_is_the_csv(binary: Path, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    args = ["--noise", "ideal,pcm", "--times", "0s,1y", "--set", "tile.adc.bits=6,8", "-j", "1"]
+    assert sweep(binary, tmp_path / "s.csv", *args) == 0
+    assert sweep(binary, tmp_path / "s.parquet", *args) == 0
+    table = pq.read_table(tmp_path / "s.parquet")
+    assert str(table.schema.field("value").type) == "double"
+    assert str(table.schema.field("error").type) == "string"
+    rows = read_rows(tmp_path / "s.csv")
+    as_text = [{k: "" if v is None else str(v) for k, v in r.items()} for r in table.to_pylist()]
+    assert as_text == rows
