@@ -412,11 +412,10 @@ def _evaluate(ctx: Context, task: Task) -> list[dict[str, Any]]:
     state = _worker(ctx)
     exe = state["exe"]
     exe.arch = arch_from_dict(override_arch(state["arch"], task.overrides))
-    pcm = task.noise == "pcm"
+    pcm, adapters = task.noise == "pcm", state["adapters"]
     if ctx.data is not None:  # task accuracy: the head lives in the adapter
         if task.adapter is None:
             raise AimccError("task accuracy needs an adapter (its head classifies)")
-        adapters = state["adapters"]
         if task.adapter not in adapters:
             from aimcc.adapters import read_adapter
 
@@ -434,7 +433,6 @@ def _evaluate(ctx: Context, task: Task) -> list[dict[str, Any]]:
         grid = values[:, None] if pcm else np.array([values])
     else:
         assert ctx.batches is not None and ctx.reference is not None
-        adapters = state["adapters"]
         if task.adapter not in adapters:
             adapters[task.adapter] = exe.prepare_adapter(task.adapter)
         exe.set_adapter(adapters[task.adapter])
