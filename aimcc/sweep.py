@@ -321,6 +321,7 @@ class Context:
     reference: list[Feeds] | None = None
     data: Dataset | None = None  # or task accuracy of the adapter's head on ``data``
     pooled: str = "sentence_embedding"
+    folders: dict[str, str] = field(default_factory=dict)  # adapter as given -> absolute path
     token: str = field(default_factory=lambda: os.urandom(8).hex())  # the worker cache's key
 
 
@@ -419,7 +420,7 @@ def _evaluate(ctx: Context, task: Task) -> list[dict[str, Any]]:
         if task.adapter not in adapters:
             from aimcc.adapters import read_adapter
 
-            adapters[task.adapter] = read_adapter(task.adapter)
+            adapters[task.adapter] = read_adapter(ctx.folders.get(task.adapter, task.adapter))
         adapter = adapters[task.adapter]
         if pcm:
             values = evaluate_accuracy(
@@ -434,7 +435,8 @@ def _evaluate(ctx: Context, task: Task) -> list[dict[str, Any]]:
     else:
         assert ctx.batches is not None and ctx.reference is not None
         if task.adapter not in adapters:
-            adapters[task.adapter] = exe.prepare_adapter(task.adapter)
+            folder = ctx.folders.get(task.adapter, task.adapter) if task.adapter else None
+            adapters[task.adapter] = exe.prepare_adapter(folder)
         exe.set_adapter(adapters[task.adapter])
         if pcm:
             result = evaluate(

@@ -58,9 +58,7 @@ def parser() -> argparse.ArgumentParser:
     grid.add_argument("--compensation", help="pcm drift compensation (default: the architecture's)")
     src = p.add_argument_group("inputs for --reference (as aimcc eval)")
     src.add_argument("--inputs", type=Path, help=".npz with one array per model input")
-    src.add_argument(
-        "--batches", type=int, metavar="N", help="random input batches, seeds 0..N-1 (default 4)"
-    )
+    src.add_argument("--batches", type=int, metavar="N", help="random input batches (default 4)")
     add_task_options(p)
     run = p.add_argument_group("running")
     run.add_argument(
@@ -86,7 +84,13 @@ def parser() -> argparse.ArgumentParser:
         help="the table: .csv, or .parquet (needs pyarrow) (default ./BINARY.sweep.csv)",
     )
     out.add_argument("--plot", type=output_file, metavar="PNG", help="plot the metrics vs time")
-    out.add_argument("--input-seed", type=seed, default=0, help=argparse.SUPPRESS)
+    src.add_argument(
+        "--input-seed",
+        type=seed,
+        default=0,
+        metavar="S",
+        help="random batches use seeds S.., --limit draws with S (default 0; not the tiles')",
+    )
     return p
 
 
@@ -207,6 +211,8 @@ def context(opts: argparse.Namespace, grid: Any) -> Any:
             "times": grid.times,
             "compensation": grid.compensation,
             "override_keys": tuple(key for key, _ in grid.overrides),
+            # workers (Ray's) may run elsewhere than this directory
+            "folders": {a: str(Path(a).resolve()) for a in grid.adapters if a is not None},
         }
         if opts.data is not None:
             from aimcc.adapt import load_data
