@@ -213,8 +213,7 @@ def read_grid(path: Path) -> dict[str, Any]:
         raise AimccError(f"{path}: unknown grid key '{unknown[0]}' (keys: {', '.join(GRID_KEYS)})")
 
     def listed(key: str) -> list:
-        value = raw[key]
-        return value if isinstance(value, list) else [value]
+        return _as_list(raw[key], key)
 
     out: dict[str, Any] = {}
     try:
@@ -234,7 +233,7 @@ def read_grid(path: Path) -> dict[str, Any]:
             if not isinstance(raw["set"], dict):
                 raise AimccError("'set' must be a table of KEY = [values]")
             out["overrides"] = tuple(
-                parse_override(f"{key}={','.join(map(_toml_text, _as_list(values)))}")
+                parse_override(f"{key}={','.join(map(_toml_text, _as_list(values, key)))}")
                 for key, values in raw["set"].items()
             )
     except AimccError as exc:
@@ -242,7 +241,10 @@ def read_grid(path: Path) -> dict[str, Any]:
     return out
 
 
-def _as_list(value: Any) -> list:
+def _as_list(value: Any, key: str) -> list:
+    """A scalar as a list of one; an empty list is refused (the grid would have no task)."""
+    if value == []:
+        raise AimccError(f"'{key}' is an empty list (the grid would have no task)")
     return value if isinstance(value, list) else [value]
 
 

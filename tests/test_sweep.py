@@ -233,6 +233,8 @@ def test_bad_grid_file(binary: Path, tmp_path: Path, capsys) -> None:
         ("seeds = [1.5]", "bad seed 1.5"),
         ("set = 3", "'set' must be a table"),
         ("noise = [", "not valid TOML"),
+        ("seeds = []", "'seeds' is an empty list"),
+        ('[set]\n"tile.adc.bits" = []', "'tile.adc.bits' is an empty list"),
     ]:
         grid.write_text(text)
         assert sweep(binary, tmp_path / "s.csv", "--grid", str(grid)) == 1
