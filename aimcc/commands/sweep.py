@@ -132,7 +132,8 @@ def build_grid(opts: argparse.Namespace) -> Any:
 
 def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
-    from aimcc import sweep
+    from aimcc import report, sweep
+    from aimcc.atomic import atomic_write
 
     grid = build_grid(opts)
     jobs = _cores() if opts.jobs is None else opts.jobs
@@ -142,6 +143,8 @@ def main(argv: list[str]) -> int:
         raise AimccError("give --reference MODEL.onnx (output error) or --data FILE (accuracy)")
     if opts.data is None and opts.inputs and opts.batches is not None:
         raise AimccError("--batches is for random inputs: --inputs gives the one batch")
+    if opts.data is not None and (opts.inputs or opts.batches is not None):
+        raise AimccError("--inputs and --batches are for --reference: --data gives the inputs")
     if opts.batches is not None and opts.batches < 1:
         raise AimccError("--batches must be at least 1")
     if opts.data is not None and None in grid.adapters:
@@ -175,15 +178,13 @@ def main(argv: list[str]) -> int:
     title = f"{opts.binary.name}: {len(tasks)} tasks"
     print_summary(summary, grid, ctx.override_keys, title)
     failed = [row for row in rows if row["status"] != "ok"]
-    from aimcc import report
-
     report.console.print(f"wrote {output} ({len(rows)} rows)", highlight=False)
     if opts.plot and summary:
-        from aimcc.atomic import atomic_write
-
         with atomic_write(opts.plot) as f:
             f.write(sweep.plot_png(summary, grid.times, title, ctx.override_keys))
         report.console.print(f"wrote {opts.plot}", highlight=False)
+    elif opts.plot:
+        report.console.print(f"no plot written to {opts.plot}: every task failed")
     if failed:
         first = failed[0]
         report.console.print(
