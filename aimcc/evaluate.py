@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 import torch
 
 from aimcc.adapt import HEAD, Dataset, apply_adapter, batches, head_logits
@@ -54,8 +55,7 @@ class EvalResult:
 
 def reference_outputs(model: Path, exe: Executable, batches: Sequence[Feeds]) -> list[Feeds]:
     """onnxruntime's fp32 outputs for each batch, checked against the binary's interface."""
-    import onnx  # here: the workers of a sweep only score, and start faster without them
-    import onnxruntime as ort
+    import onnxruntime as ort  # here: a sweep's workers only score, and start without it
 
     if not model.is_file():
         raise AimccError(f"{model}: reference model not found")
