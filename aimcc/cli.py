@@ -23,6 +23,7 @@ COMMANDS = {
     "inspect": "what a binary holds; with --kernels, its RISC-V kernels",
     "opt": "run passes on IR or an imported model, print the IR (pass authors)",
     "sensitivity": "which analog projections the output error comes from; keep-digital Pareto",
+    "sweep": "a grid of noise, drift time, seed, --set and adapter, on processes or Ray",
     "adapt": "train LoRA adapters (and a task head) through the simulated tiles (AHWA-LoRA)",
 }
 

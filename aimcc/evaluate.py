@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from aimcc.adapt import HEAD, Dataset, apply_adapter, batches, head_logits
@@ -56,6 +55,8 @@ class EvalResult:
 
 def reference_outputs(model: Path, exe: Executable, batches: Sequence[Feeds]) -> list[Feeds]:
     """onnxruntime's fp32 outputs for each batch, checked against the binary's interface."""
+    import onnxruntime as ort  # here: a sweep's workers only score, and start without it
+
     if not model.is_file():
         raise AimccError(f"{model}: reference model not found")
     try:
@@ -107,12 +108,18 @@ def score(metrics: Sequence[Metric], outputs: Sequence[Feeds], reference: Sequen
         y = np.stack([o[metric.output] for o in outputs]).astype(np.float64)
         ref = np.stack([r[metric.output] for r in reference]).astype(np.float64)
         if metric.kind == "relative error":
-            values.append(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-30))
+            values.append(_norm(y - ref) / max(_norm(ref), 1e-30))
         elif metric.kind == "cosine":
             values.append(_cosine(y.reshape(1, -1), ref.reshape(1, -1))[0])
         else:
             values.append(_cosine(y.reshape(-1, y.shape[-1]), ref.reshape(-1, y.shape[-1])).mean())
     return values
+
+
+def _norm(x: np.ndarray) -> float:
+    """Euclidean norm by numpy's pairwise sum, not BLAS's dot (np.linalg.norm), whose sum
+    order depends on its thread count: a sweep's workers must get the same bits."""
+    return float(np.sqrt(np.square(x).sum()))
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
