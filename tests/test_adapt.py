@@ -158,6 +158,16 @@ def test_adapt_cli_is_seeded_and_learns(binary: Path, data_npz: Path, tmp_path: 
     assert all(np.abs(w.b).max() > 0 for w in adapter.lora.values())  # LoRA was trained
 
 
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    from aimcc.adapt import _linear
+
+    factor = _linear(20, 0.1)
+    assert [factor(s) for s in range(3)] == [0.5, 1.0, 1.0]
+    assert factor(19) == pytest.approx(1 / 18) and factor(20) == 0.0
+    assert all(factor(s) >= factor(s + 1) for s in range(2, 20))
+    assert _linear(5, 0.0)(0) == 1.0
+
+
 def test_training_lowers_the_loss_and_keeps_analog_weights(binary: Path, data_npz: Path) -> None:
     from aimcc.adapt import load_data
 
@@ -195,6 +205,10 @@ def test_user_errors(binary: Path, data_npz: Path, tmp_path: Path, capsys) -> No
         (
             ["adapt", str(binary), "--data", str(data_npz), "-o", "x", "--init", str(tmp_path)],
             "not a peft adapter folder",
+        ),
+        (
+            ["adapt", str(binary), "--data", str(data_npz), "-o", "x", "--warmup", "1.5"],
+            "--warmup must be a fraction",
         ),
     ]
     for args, message in cases:

@@ -52,6 +52,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the head")
     p.add_argument("--lora-lr", type=float, help="learning rate of the LoRA (default: --lr)")
     p.add_argument(
+        "--warmup",
+        type=float,
+        default=TrainConfig.warmup,
+        metavar="FRACTION",
+        help="linear warm-up over this fraction of the steps, then linear decay to 0 "
+        "(default 0.1)",
+    )
+    p.add_argument(
         "--weight-noise",
         type=float,
         default=TrainNoise.weight_noise,
@@ -76,6 +84,8 @@ def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
     if opts.epochs <= 0 or opts.lr <= 0 or (opts.limit is not None and opts.limit < 1):
         raise AimccError("--epochs, --lr and --limit must be positive")
+    if not 0 <= opts.warmup < 1:
+        raise AimccError(f"--warmup must be a fraction in [0, 1), got {opts.warmup}")
     exe = load(opts.binary)
     data = load_data(opts.data, exe, opts.tokenizer, opts.limit, opts.seed)
     init = read_adapter(opts.init) if opts.init else None
@@ -88,6 +98,7 @@ def main(argv: list[str]) -> int:
         lora_lr=opts.lora_lr,
         seed=opts.seed,
         output=opts.pooled,
+        warmup=opts.warmup,
     )
     progress = Progress(
         TextColumn("training {task.description}"),
