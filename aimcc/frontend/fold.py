@@ -6,8 +6,9 @@ stays the one definition of what an op computes; torch's import costs ~2.5 s, so
 forms stand in for it where they cannot differ:
 
 - ``EXACT`` ops are folded with numpy too: data movement, shape arithmetic, comparisons and
-  logic, and IEEE-exact arithmetic (+, -, *, /, sqrt, reciprocal), which give the same bits in
-  numpy and torch;
+  logic, and IEEE-exact arithmetic (+, -, *, /), which give the same bits in numpy and torch
+  (torch's vectorised sqrt is not correctly rounded: tests/test_frontend.py compares every op
+  on onnx's node tests);
 - ``TYPED`` ops (reductions, transcendental and matrix products whose rounding may differ) give
   result types only: a constant node of these is folded by the op library.
 
@@ -30,6 +31,9 @@ Impl = Callable[[Arrays, Attrs], list[np.ndarray]]
 EXACT: dict[str, Impl] = {}
 TYPED: dict[str, Impl] = {}
 _FLOAT_KINDS = "f"
+_WIDE_UNSIGNED = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
+# Ops that compute new values (the others move or compare them): NaN results go to the library.
+_ARITHMETIC = {"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Cast"}
 
 
 class Defer(Exception):
@@ -42,16 +46,19 @@ def evaluate(op_type: str, args: Arrays, attrs: Attrs, constant: bool) -> list[n
     impl = EXACT.get(op_type) or (None if constant else TYPED.get(op_type))
     if impl is None:
         raise Defer
-    for a in args:
-        if a is not None and a.dtype.kind not in "biuf":  # ml_dtypes' bfloat16 is kind 'V'
+    for a in args:  # ml_dtypes' bfloat16 is kind 'V'; torch has few uint16/32/64 kernels
+        if a is not None and (a.dtype.kind not in "biuf" or a.dtype in _WIDE_UNSIGNED):
             raise Defer
     try:
-        with np.errstate(all="ignore"):  # inf and nan as torch gives them, without warnings
-            return [np.asarray(out) for out in impl(args, attrs)]
+        with np.errstate(all="ignore"):  # inf as torch gives it, without warnings
+            outs = [np.asarray(out) for out in impl(args, attrs)]
     except Defer:
         raise
     except Exception:  # the op library reports it in its own words
         raise Defer from None
+    if op_type in _ARITHMETIC and any(o.dtype.kind == "f" and np.isnan(o).any() for o in outs):
+        raise Defer  # NaN's sign and payload bits differ between the libraries
+    return outs
 
 
 def _register(table: dict[str, Impl], *names: str) -> Callable[[Impl], Impl]:
@@ -104,7 +111,6 @@ _BINARY = {
     "Xor": np.logical_xor,
 }
 _UNARY = {"Neg": np.negative, "Abs": np.absolute, "Not": np.logical_not}
-_UNARY_FLOAT = {"Sqrt": np.sqrt, "Reciprocal": np.reciprocal}  # correctly rounded in both
 
 
 def _binary(fn: Callable[..., np.ndarray]) -> Impl:
@@ -115,11 +121,9 @@ def _binary(fn: Callable[..., np.ndarray]) -> Impl:
     return impl
 
 
-def _unary(fn: Callable[..., np.ndarray], floats_only: bool) -> Impl:
+def _unary(fn: Callable[..., np.ndarray]) -> Impl:
     def impl(args: Arrays, attrs: Attrs) -> list[np.ndarray]:
         x = args[0]
-        if floats_only and x.dtype.kind not in _FLOAT_KINDS:
-            raise Defer  # torch returns float for an integer input
         if x.dtype.kind == "b" and fn is not np.logical_not:
             raise Defer
         if x.dtype.kind == "u" and fn is np.negative:
@@ -132,9 +136,7 @@ def _unary(fn: Callable[..., np.ndarray], floats_only: bool) -> Impl:
 for _name, _fn in _BINARY.items():
     EXACT[_name] = _binary(_fn)
 for _name, _fn in _UNARY.items():
-    EXACT[_name] = _unary(_fn, floats_only=False)
-for _name, _fn in _UNARY_FLOAT.items():
-    EXACT[_name] = _unary(_fn, floats_only=True)
+    EXACT[_name] = _unary(_fn)
 
 
 @_register(EXACT, "Div")
@@ -390,7 +392,7 @@ def _like_float(args: Arrays, attrs: Attrs) -> list[np.ndarray]:
 
 for _name in (
     "Erf", "Tanh", "Sigmoid", "Exp", "Log", "Cos", "Sin", "Relu", "Gelu", "Softmax",
-    "LogSoftmax", "Softplus", "Round", "Floor", "Ceil",
+    "LogSoftmax", "Softplus", "Round", "Floor", "Ceil", "Sqrt", "Reciprocal",
 ):  # fmt: skip
     TYPED[_name] = _like_float
 
