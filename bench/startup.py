@@ -55,7 +55,6 @@ def main() -> None:
         "aimcc compile -q": [py, "-m", "aimcc.cli", model, "-q", "-o", "model.aimcb"],
     }
     load_before = os.getloadavg()
-    times: dict[str, list[float]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory(prefix="aimcc-startup-") as tmp:
         base = dict(os.environ)
         if not opts.no_bytecode_cache:
@@ -67,6 +66,7 @@ def main() -> None:
             for name in ("aimcc --help", "aimcc compile -q"):
                 commands[f"{name} (baseline)"] = commands[name]
                 envs[f"{name} (baseline)"] = {**base, "PYTHONPATH": str(opts.baseline)}
+        times: dict[str, list[float]] = {name: [] for name in commands}
         for round_ in range(opts.repeat + 1):
             for name, argv in commands.items():
                 start = time.perf_counter()
