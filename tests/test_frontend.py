@@ -19,6 +19,7 @@ from aimcc.frontend import fold
 from aimcc.frontend.load import fix_input_shapes, load_onnx, parse_input_shapes
 from aimcc.frontend.proto import attrs_from_node
 from aimcc.runtime import load
+from aimcc.runtime.onnx_meta import ELEM_TYPES
 
 
 def test_external_data_files_are_read(tmp_path: Path) -> None:
@@ -183,8 +184,8 @@ def test_fold_agrees_with_op_library(case: Any) -> None:
     for inputs, _ in case.data_sets:
         feeds = dict(zip(names, (_as_array(i) for i in inputs), strict=True))
         args = [feeds[n] if n else None for n in node.input]
-        if any(a is not None and a.dtype.kind not in "biuf" for a in args):
-            continue
+        if any(a is not None and a.dtype.name not in ELEM_TYPES.values() for a in args):
+            continue  # validation refuses other types before the importer runs
         try:
             want = run_op(node.op_type, [None if a is None else to_torch(a) for a in args], attrs)
             want = [to_numpy(w) for w in want][: len(node.output)]
@@ -198,7 +199,7 @@ def test_fold_agrees_with_op_library(case: Any) -> None:
             assert want is not None, f"numpy accepts what the op library refuses ({constant=})"
             for g, w in zip(got, want, strict=True):
                 assert (g.dtype, g.shape) == (w.dtype, w.shape)
-                if node.op_type in fold.EXACT:
+                if constant and node.op_type in fold.EXACT:  # folded: the same bits
                     assert np.ascontiguousarray(g).tobytes() == np.ascontiguousarray(w).tobytes()
 
 

@@ -31,7 +31,10 @@ Impl = Callable[[Arrays, Attrs], list[np.ndarray]]
 EXACT: dict[str, Impl] = {}
 TYPED: dict[str, Impl] = {}
 _FLOAT_KINDS = "f"
-_WIDE_UNSIGNED = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
+# numpy's own types the op library has kernels for (not ml_dtypes' bfloat16 or float8, whose
+# kind is 'f' too, nor uint16/32/64, which torch barely supports)
+_NATIVE = {np.dtype(n) for n in ("float16", "float32", "float64", "int8", "int16", "int32")}
+_NATIVE |= {np.dtype(n) for n in ("int64", "uint8", "bool")}
 # Ops that compute new values (the others move or compare them): NaN results go to the library.
 _ARITHMETIC = {"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Cast"}
 
@@ -46,9 +49,8 @@ def evaluate(op_type: str, args: Arrays, attrs: Attrs, constant: bool) -> list[n
     impl = EXACT.get(op_type) or (None if constant else TYPED.get(op_type))
     if impl is None:
         raise Defer
-    for a in args:  # ml_dtypes' bfloat16 is kind 'V'; torch has few uint16/32/64 kernels
-        if a is not None and (a.dtype.kind not in "biuf" or a.dtype in _WIDE_UNSIGNED):
-            raise Defer
+    if any(a is not None and a.dtype not in _NATIVE for a in args):
+        raise Defer
     try:
         with np.errstate(all="ignore"):  # inf as torch gives it, without warnings
             outs = [np.asarray(out) for out in impl(args, attrs)]
@@ -356,7 +358,7 @@ def _constant_of_shape(args: Arrays, attrs: Attrs) -> list[np.ndarray]:
     value = attrs.get("value")
     if value is None:
         return [np.zeros(shape, np.float32)]
-    if value.dtype.kind not in "biuf":
+    if value.dtype not in _NATIVE:
         raise Defer
     return [np.full(shape, value.reshape(()), value.dtype)]
 
