@@ -63,7 +63,9 @@ def test_compiling_bert_imports_no_heavy_package(tmp_path: Path) -> None:
     assert (tmp_path / "b.aimcb").is_file()
 
 
-@pytest.mark.parametrize("command", ["run", "eval", "inspect", "opt", "compile"])
+@pytest.mark.parametrize(
+    "command", ["run", "eval", "inspect", "opt", "compile", "sweep", "sensitivity"]
+)
 def test_command_help_imports_no_heavy_package(command: str) -> None:
     """(``adapt --help`` still imports torch: its defaults live in the training code.)"""
     assert _heavy_imports([command, "--help"]) == []
