@@ -7,9 +7,11 @@ paper-512 tiles), then trains on a subset of SST-2 train and evaluates on SST-2 
 
   (a) a task LoRA + 2-class head trained digitally (exact fp32 layers), evaluated in fp32;
   (b) that same adapter deployed on PCM tiles;
-  (c) an AHWA-LoRA adapter: the same task, data, steps and learning rates as (a), trained
-      from the start through the simulated tiles (``aimcc adapt``'s training forward: weight
-      noise 6.7 %, output noise 4 %, 8-bit DAC/ADC with STE), as the paper does;
+  (c) an AHWA-LoRA adapter: (a) trained on the same task and data through the simulated
+      tiles (``aimcc adapt``'s training forward: weight noise 6.7 %, output noise 4 %, 8-bit
+      DAC/ADC with STE) for ``--ahwa-epochs`` more, warm-up and linear decay again; with
+      ``--ahwa-from scratch`` trained through the tiles from the start, as the paper does
+      (at this small budget that under-fits: see docs/AHWA_LORA.md);
   (d) a label-free adapter: (a) adapted to the tiles by distillation from the fp32 model
       with (a), the "hardware adaptation" half of the method (``--second-trials`` trials).
 
@@ -59,10 +61,10 @@ def log(text: str) -> None:
 
 
 def trained(path: Path, exe, data, config: TrainConfig, init=None):
-    """Train (or reuse the adapter cached at ``path``)."""
+    """Train (or reuse the adapter cached at ``path``); the adapter and ``path``."""
     if (path / "adapter_config.json").is_file():
         log(f"reusing {path}")
-        return read_adapter(path)
+        return read_adapter(path), path
     t0 = time.perf_counter()
 
     def progress(step: int, total: int, loss: float) -> None:
@@ -73,7 +75,7 @@ def trained(path: Path, exe, data, config: TrainConfig, init=None):
     result = train(exe, data, config, init, progress)
     write_adapter(path, with_base(result.adapter, exe.where))
     log(f"trained {path.name}: {result.steps} steps in {result.seconds:.0f} s")
-    return result.adapter
+    return result.adapter, path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,10 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--epochs", type=float, default=2.0, help="epochs of (a) and (c)")
     p.add_argument("--adapt-epochs", type=float, default=0.5, help="epochs of (d)")
+    p.add_argument(
+        "--ahwa-from",
+        choices=("digital", "scratch"),
+        default="digital",
+        help="(c) continues (a) through the tiles, or is trained through them from the start",
+    )
+    p.add_argument("--ahwa-epochs", type=float, default=1.0, help="epochs of (c) after (a)")
+    p.add_argument("--ahwa-lr", type=float, default=1e-2, help="head learning rate of (c)")
     p.add_argument("--lr", type=float, default=1e-2, help="the head's learning rate")
     p.add_argument("--lora-lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction, then linear decay")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="processes running PCM trials side by side")
     p.add_argument("--out", type=Path, default=example.DEFAULT_OUT / "bench")
     opts = p.parse_args(argv)
     torch.manual_seed(opts.seed)
@@ -113,13 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         seed=opts.seed,
         output=POOLED,
     )
-    a = trained(adapters / f"a_digital_{tag}", exe, train_data, TrainConfig(analog=False, **common))
-    # (c): the paper's recipe, noise from the first step (continuing (a) under noise for a few
-    # steps takes Adam on noise-dominated gradients and loses what (a) learnt)
-    c = trained(adapters / f"c_ahwa_{tag}", exe, train_data, TrainConfig(**common))
+    a, a_path = trained(
+        adapters / f"a_digital_{tag}", exe, train_data, TrainConfig(analog=False, **common)
+    )
+    if opts.ahwa_from == "scratch":  # the paper's recipe: noise from the first step
+        c, c_path = trained(adapters / f"c_ahwa_{tag}", exe, train_data, TrainConfig(**common))
+    else:  # (a) trained on through the tiles: same data, --ahwa-epochs more, same schedule
+        c_config = TrainConfig(**{**common, "epochs": opts.ahwa_epochs, "lr": opts.ahwa_lr})
+        name = f"c_ahwa_from_a_{tag}_e{opts.ahwa_epochs:g}_lr{opts.ahwa_lr:g}"
+        c, c_path = trained(adapters / name, exe, train_data, c_config, init=a)
     # (d) starts from (a) and never sees a label; the head moves at the LoRA's rate
     common.update(epochs=opts.adapt_epochs, lr=opts.lora_lr)
-    d = trained(
+    d, d_path = trained(
         adapters / f"d_distill_{tag}",
         exe,
         train_data,
@@ -131,55 +147,96 @@ def main(argv: list[str] | None = None) -> int:
     log("fp32 accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in fp32.items()))
     times = [(label.strip(), parse_time(label)) for label in opts.times.split(",")]
     second = min(opts.second_trials, opts.trials)
-    t0 = time.perf_counter()
-    done = [0.0]
-    work = opts.trials * 2 + second  # adapter-trials, each len(times) evaluations
-
-    def step(adapters: int) -> None:
-        done[0] += adapters / work
-        left = (time.perf_counter() - t0) / done[0] * (1 - done[0])
-        log(f"  pcm {100 * done[0]:.0f} % (~{left:.0f} s left)")
-
-    # trials 0 .. second-1 serve (b), (c) and (d) on one chip each; the rest (b) and (c) only
-    # (trial i programs the devices of seed + i either way)
-    pcm = evaluate_accuracy(
-        exe,
-        dev,
-        {"b": a, "c": c, "d": d},
-        times,
-        second,
-        opts.seed,
-        POOLED,
-        step=lambda: step(3 / len(times)),
-    )
-    if opts.trials > second:
-        rest = evaluate_accuracy(
-            exe,
-            dev,
-            {"b": a, "c": c},
-            times,
-            opts.trials - second,
-            opts.seed + second,
-            POOLED,
-            step=lambda: step(2 / len(times)),
-        )
-        for name, values in rest.items():
-            pcm[name] = np.concatenate([pcm[name], values])
     labels = [label for label, _ in times]
+    stem = opts.out / f"ahwa_lora_{tag}_{opts.ahwa_from}_t{'-'.join(labels)}_d{len(dev)}"
+    key = {"command": command, "times": labels, "dev": len(dev), "fp32": fp32}
+    pcm: dict[str, list] = {"b": [], "c": [], "d": []}
+    saved = _with(stem, ".json")
+    if saved.is_file():  # a run cut short: keep its finished trials (each is a whole chip)
+        old = json.loads(saved.read_text())
+        if all(old.get(k) == v for k, v in key.items()):
+            pcm = {k: v[:] for k, v in old["pcm"].items()}
+            log(f"resuming after {len(pcm['b'])} finished trials in {saved}")
+    # trial i programs the devices of seed + i once and serves (b), (c) and, in the first
+    # --second-trials trials, (d) on them at every drift time (the multi-task path: adapters
+    # switched, tiles never reprogrammed); trials are independent chips, so --jobs processes
+    # run them side by side, and the report is rewritten after every trial (a run cut short
+    # keeps what it finished, and the same command resumes it)
+    jobs = [
+        (trial, ("b", "c", "d") if trial < second else ("b", "c"), times, opts.seed)
+        for trial in range(len(pcm["b"]), opts.trials)
+    ]
+    paths = {"b": a_path, "c": c_path, "d": d_path}
+    t0 = time.perf_counter()
+    if opts.jobs == 1:
+        _WORKER.update(exe=exe, dev=dev, adapters={"b": a, "c": c, "d": d})
+        results = map(_trial, jobs)
+    else:
+        import multiprocessing
+
+        threads = max(1, torch.get_num_threads() // opts.jobs)
+        pool = multiprocessing.get_context("spawn").Pool(
+            opts.jobs, _init_worker, (binary, paths, opts.dev, opts.seed, threads)
+        )
+        results = pool.imap(_trial, jobs)
+    for done, (trial, values) in enumerate(results, start=1):
+        for name, v in values.items():
+            pcm[name].append(v)
+        left = (time.perf_counter() - t0) / done * (len(jobs) - done)
+        log(f"  pcm trial {trial} done ({done}/{len(jobs)}, ~{left:.0f} s left)")
+        write_report(stem, key, pcm, opts.trials, second, len(train_data), opts.seq)
+    log(f"wrote {stem}.{{md,json,png}}")
+    return 0
+
+
+_WORKER: dict = {}  # a trial process's binary, dev set and adapters
+
+
+def _init_worker(binary: Path, paths: dict, dev: int, seed: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    exe = load(binary)
+    data = load_data(SST2 / "dev.tsv", exe, example.tokenizer_dir(), dev or None, seed)
+    _WORKER.update(exe=exe, dev=data, adapters={k: read_adapter(p) for k, p in paths.items()})
+
+
+def _trial(job: tuple) -> tuple[int, dict[str, list]]:
+    """One chip: program seed + trial, read it at every time with each named adapter."""
+    trial, names, times, seed = job
+    adapters = {name: _WORKER["adapters"][name] for name in names}
+    values = evaluate_accuracy(
+        _WORKER["exe"], _WORKER["dev"], adapters, times, 1, seed + trial, POOLED
+    )
+    return trial, {name: v[0].tolist() for name, v in values.items()}
+
+
+def _with(stem: Path, suffix: str) -> Path:
+    """``stem`` + suffix (the stem holds dots: with_suffix would cut it)."""
+    return stem.parent / (stem.name + suffix)
+
+
+def write_report(
+    stem: Path, key: dict, pcm: dict[str, list], trials: int, second: int, train: int, seq: int
+) -> None:
+    """The table (markdown), the numbers (JSON) and the plot of the trials finished so far."""
+    labels, fp32 = key["times"], key["fp32"]
     rows = {
-        "(a) digital fp32, digital LoRA": np.full((1, len(times)), fp32["a"]),
-        "(b) digital LoRA on PCM": pcm["b"],
-        "(c) AHWA-LoRA on PCM": pcm["c"],
-        "(d) distill-only AHWA adapter on PCM": pcm["d"],
+        "(a) digital fp32, digital LoRA": np.full((1, len(labels)), fp32["a"]),
+        "(b) digital LoRA on PCM": np.array(pcm["b"]),
+        "(c) AHWA-LoRA on PCM": np.array(pcm["c"]),
+        "(d) distill-only AHWA adapter on PCM": np.array(pcm["d"]),
     }
+    done = len(pcm["b"])
     table = [
-        f"`{command}` — SST-2 dev ({len(dev)} sentences), train subset {len(train_data)}, "
-        f"seq {opts.seq}, {opts.trials} trials ((d): {second}), accuracy % mean ± std",
+        f"`{key['command']}` — SST-2 dev ({key['dev']} sentences), train subset {train}, "
+        f"seq {seq}, {done} of {trials} trials ((d): {len(pcm['d'])} of {second}), "
+        "accuracy % mean ± std",
         "",
         "| adapter | " + " | ".join(labels) + " |",
         "|---" * (len(labels) + 1) + "|",
     ]
     for name, values in rows.items():
+        if not len(values):
+            continue
         cells = [
             f"{100 * m:.2f} ± {100 * s:.2f}"
             for m, s in zip(values.mean(0), values.std(0), strict=True)
@@ -192,29 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     busy = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     table.append(
-        f"wall {(time.perf_counter() - START) / 60:.0f} min on {os.cpu_count()} cores "
+        f"this process: {(time.perf_counter() - START) / 60:.0f} min on {os.cpu_count()} cores "
         f"(load average 1/5/15 min at the end: {busy})"
     )
     text = "\n".join(table)
-    print(text)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    (opts.out / f"ahwa_lora_{tag}.md").write_text(text + "\n")
-    (opts.out / f"ahwa_lora_{tag}.json").write_text(
-        json.dumps(
-            {
-                "command": command,
-                "times": labels,
-                "fp32": fp32,
-                "pcm": {k: v.tolist() for k, v in pcm.items()},
-                "train": len(train_data),
-                "dev": len(dev),
-            },
-            indent=1,
-        )
+    print(text, flush=True)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    _with(stem, ".md").write_text(text + "\n")
+    _with(stem, ".json").write_text(json.dumps({**key, "pcm": pcm}, indent=1))
+    plot(
+        {k: v for k, v in rows.items() if len(v)},
+        labels,
+        _with(stem, ".png"),
+        f"MiniLM on SST-2 dev: {key['command']}",
     )
-    plot(rows, labels, opts.out / f"ahwa_lora_{tag}.png", f"MiniLM on SST-2 dev: {command}")
-    log(f"wrote {opts.out}/ahwa_lora_{tag}.{{md,json,png}}")
-    return 0
 
 
 def plot(rows: dict[str, np.ndarray], labels: list[str], path: Path, title: str) -> None:
