@@ -24,9 +24,16 @@ from aimcc.adapters import (
     read_adapter,
 )
 from aimcc.arch import Arch, arch_from_dict
-from aimcc.backends.aimcb import read_binary
+from aimcc.backends.aimcb import read_binary, release_pages
 from aimcc.errors import AimccError
-from aimcc.runtime.analog import NoiseSpec, ProgrammedLayer, TileWeights, analog_matmul
+from aimcc.runtime.analog import (
+    NoiseSpec,
+    ProgrammedLayer,
+    TileWeights,
+    analog_matmul,
+    draw_key,
+    stream,
+)
 from aimcc.runtime.kernels import KERNEL_IMPLS
 from aimcc.runtime.onnx_ops import run_op, supported_ops
 
@@ -34,15 +41,69 @@ Operand = int | torch.Tensor | None
 Step = Callable[[list[Any]], None]
 
 
-@dataclass
 class AnalogLayer:
-    """One analog instruction: its weight, and its tiles once programmed (pcm)."""
+    """One analog instruction: its weight and the tiles the current noise model makes of it.
 
-    name: str
-    weight: torch.Tensor  # [K, N], crossbar orientation
-    programmed: ProgrammedLayer | None = None
-    tiles: TileWeights | None = None
-    layer: str | None = None  # the layer's name from the ONNX file
+    The weight [K, N] (crossbar orientation) is a view of the mapped binary. Tiles are made at
+    first use and kept until the noise model or the read changes: ideal tiles are views of the
+    weight; quant and PCM tiles are computed from it (PCM programs the layer, keyed by the
+    seed and the layer's index, on first use), after which the weight's pages are released.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        weight: torch.Tensor,
+        arch: Arch,
+        index: int,
+        layer: str | None = None,
+        release: Callable[[], None] = lambda: None,
+    ):
+        self.name = name
+        self.weight = weight
+        self.arch = arch
+        self.index = index  # among the program's analog layers: part of its devices' key
+        self.layer = layer  # the layer's name from the ONNX file
+        self.release = release  # drops the weight's mapped pages (read again when needed)
+        self._state = (NoiseSpec("ideal"), 0, 0)  # noise, seed, read
+        self._programmed: ProgrammedLayer | None = None
+        self._tiles: TileWeights | None = None
+
+    def set_state(self, spec: NoiseSpec, seed: int, read: int, reprogram: bool) -> None:
+        """Tiles for ``spec`` (and PCM devices of ``seed``, at read number ``read``) from the
+        next use on; ``reprogram`` False keeps the programmed devices."""
+        if reprogram:
+            self._programmed = None
+        self._tiles = None
+        self._state = (spec, seed, read)
+
+    @property
+    def programmed(self) -> ProgrammedLayer | None:
+        """The PCM devices (programmed on first use), or None for other tile models."""
+        spec, seed, _ = self._state
+        if spec.model != "pcm":
+            return None
+        if self._programmed is None:
+            self._programmed = ProgrammedLayer.program(self.weight, self.arch, (seed, self.index))
+        return self._programmed
+
+    @property
+    def tiles(self) -> TileWeights:
+        """The tiles of the current noise model and read (made on first use)."""
+        if self._tiles is None:
+            spec, _, read = self._state
+            if spec.model == "ideal":
+                self._tiles = TileWeights.ideal(self.weight, self.arch)
+                return self._tiles
+            if spec.model == "quant":
+                tiles = TileWeights.from_weight(self.weight, self.arch)
+            else:
+                programmed = self.programmed
+                assert programmed is not None
+                tiles = programmed.at_time(spec.t_inference_s, read, spec.compensation)
+            self.release()  # the tiles hold what the MVMs read
+            self._tiles = tiles
+        return self._tiles
 
 
 @dataclass
@@ -97,13 +158,17 @@ class Executable:
         self.program = program
         self.where = where
         self.arch: Arch = arch_from_dict(program["arch"])
+        self._arrays = tensors  # numpy views of the mapped binary
         self._tensors = {k: torch.from_numpy(v) for k, v in tensors.items()}
         self.layers: list[AnalogLayer] = []
         self.lora_slots: dict[str, LoraSlot] = {}
         self.digital_linears: dict[str, DigitalLinear] = {}
         self.adapter: Adapter | None = None
         self.spec = NoiseSpec("ideal")
-        self._generator: torch.Generator | None = None
+        self._seed = 0
+        self._read = 0  # at_time calls since set_noise: keys the read noise
+        self._generator: torch.Generator | None = None  # draws a key per run (output noise)
+        self._run_key = 0
         instructions = program["instructions"]
         biases = self._fusable_biases(instructions, program["outputs"])
         self._steps = [
@@ -116,31 +181,26 @@ class Executable:
 
     # -- noise -----------------------------------------------------------------------------
     def set_noise(self, spec: NoiseSpec, seed: int = 0) -> None:
-        """Choose the tile model; for pcm, program every tile now (programming noise and drift
-        exponents drawn once from ``seed``) and read it at ``spec.t_inference_s``."""
+        """Choose the tile model; for pcm, program the tiles with ``seed`` (each layer on
+        first use: programming noise and drift exponents drawn from streams keyed by the seed,
+        the layer and the tile, so the order layers are used in does not matter) and read
+        them at ``spec.t_inference_s``."""
         self.spec = spec
+        self._seed, self._read = seed, 0
         self._generator = torch.Generator().manual_seed(seed)
-        if spec.model == "pcm":
-            for layer in self.layers:
-                layer.programmed = ProgrammedLayer.program(layer.weight, self.arch, self._generator)
-            self.at_time(spec.t_inference_s)
-        else:
-            for layer in self.layers:
-                layer.programmed = None
-                make = TileWeights.ideal if spec.model == "ideal" else TileWeights.from_weight
-                layer.tiles = make(layer.weight, self.arch)
+        for layer in self.layers:
+            layer.set_state(spec, seed, 0, reprogram=True)
 
     def at_time(self, t_inference_s: float) -> None:
         """Read the programmed devices ``t_inference_s`` after programming: same devices and
-        drift exponents, fresh read noise; later ``run`` calls use this read."""
+        drift exponents, fresh read noise (keyed by the number of reads since programming);
+        later ``run`` calls use this read."""
         if self.spec.model != "pcm" or self._generator is None:
             raise AimccError("at_time needs pcm noise: call set_noise(NoiseSpec('pcm')) first")
         self.spec = NoiseSpec("pcm", t_inference_s, self.spec.compensation)
+        self._read += 1
         for layer in self.layers:
-            assert layer.programmed is not None
-            layer.tiles = layer.programmed.at_time(
-                t_inference_s, self._generator, self.spec.compensation
-            )
+            layer.set_state(self.spec, self._seed, self._read, reprogram=False)
 
     # -- adapters --------------------------------------------------------------------------
     def set_adapter(
@@ -220,6 +280,8 @@ class Executable:
             raise AimccError(
                 f"unknown input '{extra[0]}' (inputs: {', '.join(s['name'] for s in self.inputs)})"
             )
+        if self.spec.model == "pcm" and self._generator is not None:
+            self._run_key = draw_key(self._generator)  # each layer's output noise: its own
         with torch.inference_mode():
             for step in self._steps:
                 step(env)
@@ -382,18 +444,25 @@ class Executable:
             raise AimccError(f"{self.where}: analog weight '{ins['weight']}' is not a matrix")
         if list(ins["tile"]) != [self.arch.tile.rows, self.arch.tile.cols]:
             raise AimccError(f"{self.where}: tiles of {ins['tile']} do not match the arch")
-        layer = AnalogLayer(ins["weight"], weight.float(), layer=ins.get("layer"))
-        layer.tiles = TileWeights.ideal(layer.weight, self.arch)
+        array = self._arrays[ins["weight"]]
+        layer = AnalogLayer(
+            ins["weight"],
+            weight.float(),
+            self.arch,
+            len(self.layers),
+            ins.get("layer"),
+            lambda: release_pages(array),
+        )
         self.layers.append(layer)
         x, out, bias = ins["x"], ins["out"], None
         if bias_add is not None:
             out, bias = bias_add["outs"][0], self._tensors[bias_add["args"][1]].float()
 
         def step(env: list[Any]) -> None:
-            assert layer.tiles is not None
-            env[out] = analog_matmul(
-                env[x], layer.tiles, self.arch, self.spec, self._generator, bias
-            )
+            noise = None
+            if self.spec.model == "pcm":
+                noise = stream((self._run_key,), layer.index)
+            env[out] = analog_matmul(env[x], layer.tiles, self.arch, self.spec, noise, bias)
 
         return step
 
