@@ -35,7 +35,7 @@ from aimcc.errors import AimccError
 
 NOISE_MODELS = ("ideal", "quant", "pcm")
 COMPENSATIONS = ("global", "column", "none")
-CHUNK_DEVICES = 1 << 19  # weights per chunk of device work: ~2 MB per temporary array
+CHUNK_DEVICES = 1 << 18  # weights per chunk of device work (a 512 x 512 tile): 1 MB per array
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,8 @@ class ProgrammedLayer:
         if self.bound is not None:
             weight = weight.clamp(-self.bound, self.bound)
         normalised = weight / self.scale[i, cols]
-        g_target = torch.stack([normalised.clamp(min=0), (-normalised).clamp(min=0)]) * g_max
+        g_target = torch.stack([normalised.clamp(min=0), normalised.neg_().clamp_(min=0)])
+        g_target.mul_(g_max)
         prog, drift = self._draws((0,), i, rows, j0, cols, 2)
         g_prog = _programming_noise(g_target, tile.pcm, g_max, prog)
         return g_target, g_prog, _drift_exponents(g_target, tile.pcm, g_max, drift)
@@ -272,11 +273,11 @@ class ProgrammedLayer:
         t = t_inference_s + pcm.t0_s
         g = g_prog
         if t > pcm.t0_s:
-            g = g * torch.exp(nu * -math.log(t / pcm.t0_s))
+            g = nu.mul(-math.log(t / pcm.t0_s)).exp_().mul_(g_prog)
         spread = math.sqrt(max(math.log((t + pcm.t_read_s) / (2 * pcm.t_read_s)), 0.0))
         c, exponent, floor, q_max = pcm.read_q
-        x_prog = g_prog / self.arch.tile.mapping.g_max_us
-        read_q = (c / (x_prog**exponent).clamp(min=floor)).clamp(max=q_max)
+        x_prog = torch.div(g_prog, self.arch.tile.mapping.g_max_us)
+        read_q = x_prog.pow_(exponent).clamp_(min=floor).reciprocal_().mul_(c).clamp_(max=q_max)
         return noise.mul_(read_q).mul_(spread).add_(1.0).mul_(g).clamp_(min=0)
 
     def _whole(self, part: Callable[[tuple[int, slice, int, slice]], torch.Tensor]) -> torch.Tensor:
@@ -488,22 +489,28 @@ def _programming_noise(
     g_target: torch.Tensor, pcm: Pcm, g_max: float, noise: torch.Tensor
 ) -> torch.Tensor:
     """g_prog = max(0, g_T + sigma_prog(g_T) N(0,1)); sigma_prog a polynomial in g_T / g_max,
-    fitted at g_max = pcm.prog_coeff_g_max_us and scaled to this g_max."""
+    fitted at g_max = pcm.prog_coeff_g_max_us and scaled to this g_max. ``noise`` is used in
+    place (this work is most of programming: in-place ops, Horner's rule)."""
     x = g_target / g_max
-    sigma = sum(c * x**i for i, c in enumerate(pcm.prog_coeff)) * (g_max / pcm.prog_coeff_g_max_us)
-    return (g_target + sigma * noise).clamp(min=0)
+    *low, top = pcm.prog_coeff
+    sigma = torch.full_like(x, top)
+    for c in reversed(low):
+        sigma.mul_(x).add_(c)
+    sigma.mul_(g_max / pcm.prog_coeff_g_max_us)
+    return noise.mul_(sigma).add_(g_target).clamp_(min=0)
 
 
 def _drift_exponents(
     g_target: torch.Tensor, pcm: Pcm, g_max: float, noise: torch.Tensor
 ) -> torch.Tensor:
-    """nu = |mu(x) + sigma(x) N(0,1)|, both fits clamp(a ln x + b, lo, hi) of x = g_T / g_max."""
-    log_x = torch.log((g_target / g_max).clamp(min=pcm.drift_x_floor))
+    """nu = |mu(x) + sigma(x) N(0,1)|, both fits clamp(a ln x + b, lo, hi) of x = g_T / g_max;
+    ``noise`` is used in place."""
+    log_x = torch.div(g_target, g_max).clamp_(min=pcm.drift_x_floor).log_()
     a, b, lo, hi = pcm.drift_mu
-    mu = (a * log_x + b).clamp(lo, hi)
+    mu = torch.mul(log_x, a).add_(b).clamp_(lo, hi)
     a, b, lo, hi = pcm.drift_sigma
-    sigma = (a * log_x + b).clamp(lo, hi)
-    return (mu + sigma * noise).abs()
+    sigma = log_x.mul_(a).add_(b).clamp_(lo, hi)
+    return noise.mul_(sigma).add_(mu).abs_()
 
 
 def _readouts(column_sum: torch.Tensor, k: int, tile: Tile) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,6 +39,11 @@ from aimcc.runtime.onnx_ops import run_op, supported_ops
 
 Operand = int | torch.Tensor | None
 Step = Callable[[list[Any]], None]
+# Binaries whose tensors exceed this stream their large weights through the page cache
+# (Executable.stream): a run then holds about one layer. Smaller ones keep them resident,
+# which saves re-reading them at every run.
+STREAM_BYTES = 256 << 20
+STREAM_MIN_TENSOR = 1 << 20  # kernel tensors smaller than this stay resident
 
 
 class AnalogLayer:
@@ -152,13 +157,27 @@ class Executable:
 
     Each ``at_time`` draws fresh read noise; the same seed and sequence of calls gives the
     same outputs.
+
+    ``stream`` (default: when the tensors exceed STREAM_BYTES) releases the mapped pages of
+    large weights after each step that reads them, so a run holds about one layer's weights
+    (they are read again from the page cache on the next run); values are dropped after
+    their last use either way.
     """
 
-    def __init__(self, program: dict[str, Any], tensors: dict[str, np.ndarray], where: str):
+    def __init__(
+        self,
+        program: dict[str, Any],
+        tensors: dict[str, np.ndarray],
+        where: str,
+        stream: bool | None = None,
+    ):
         self.program = program
         self.where = where
         self.arch: Arch = arch_from_dict(program["arch"])
         self._arrays = tensors  # numpy views of the mapped binary
+        if stream is None:
+            stream = sum(a.nbytes for a in tensors.values()) > STREAM_BYTES
+        self.stream = stream
         self._tensors = {k: torch.from_numpy(v) for k, v in tensors.items()}
         self.layers: list[AnalogLayer] = []
         self.lora_slots: dict[str, LoraSlot] = {}
@@ -176,8 +195,38 @@ class Executable:
             for i, ins in enumerate(instructions)
             if i - 1 not in biases
         ]
+        self._after = self._last_uses(instructions, biases, program["outputs"])
         self.inputs = program["inputs"]
         self.outputs = program["outputs"]
+
+    def _last_uses(
+        self,
+        instructions: list[dict[str, Any]],
+        biases: dict[int, dict[str, Any]],
+        outputs: list[dict[str, Any]],
+    ) -> list[tuple[list[int], list[np.ndarray]]]:
+        """Per step: the slots read for the last time (dropped after it) and, when
+        streaming, the large mapped kernel tensors it reads (their pages released)."""
+        step_of, step = [], -1
+        for i in range(len(instructions)):
+            step += i - 1 not in biases  # a fused bias_add runs in the analog step before it
+            step_of.append(step)
+        last: dict[int, int] = {}
+        streamed: list[list[np.ndarray]] = [[] for _ in self._steps]
+        for i, ins in enumerate(instructions):
+            for a in [*ins.get("args", ()), ins.get("x")]:
+                if isinstance(a, int):
+                    last[a] = step_of[i]
+                elif self.stream and ins["op"] == "kernel" and isinstance(a, str):
+                    array = self._arrays.get(a)
+                    if array is not None and array.nbytes >= STREAM_MIN_TENSOR:
+                        streamed[step_of[i]].append(array)
+        kept = {o["value"] for o in outputs if isinstance(o["value"], int)}
+        drops: list[list[int]] = [[] for _ in self._steps]
+        for slot, at in last.items():
+            if slot not in kept:
+                drops[at].append(slot)
+        return list(zip(drops, streamed, strict=True))
 
     # -- noise -----------------------------------------------------------------------------
     def set_noise(self, spec: NoiseSpec, seed: int = 0) -> None:
@@ -283,8 +332,12 @@ class Executable:
         if self.spec.model == "pcm" and self._generator is not None:
             self._run_key = draw_key(self._generator)  # each layer's output noise: its own
         with torch.inference_mode():
-            for step in self._steps:
+            for step, (drop, release) in zip(self._steps, self._after, strict=True):
                 step(env)
+                for slot in drop:
+                    env[slot] = None
+                for array in release:
+                    release_pages(array)
         result = {}
         for spec in self.outputs:
             value = self._resolve(spec["value"])
@@ -463,18 +516,21 @@ class Executable:
             if self.spec.model == "pcm":
                 noise = stream((self._run_key,), layer.index)
             env[out] = analog_matmul(env[x], layer.tiles, self.arch, self.spec, noise, bias)
+            if self.stream and self.spec.model == "ideal":
+                layer.release()  # ideal tiles are views of the weight: read again next run
 
         return step
 
 
-def load(path: str | Path) -> Executable:
-    """Load an .aimcb binary (checked; nothing in it is executed)."""
+def load(path: str | Path, stream: bool | None = None) -> Executable:
+    """Load an .aimcb binary (checked; nothing in it is executed); ``stream``: see
+    :class:`Executable` (default: for binaries over STREAM_BYTES)."""
     program, tensors = read_binary(path)
     for key in ("arch", "inputs", "outputs", "instructions", "slots"):
         if key not in program:
             raise AimccError(f"{path}: program has no '{key}' (not an aimcc binary?)")
     try:
-        return Executable(program, tensors, str(path))
+        return Executable(program, tensors, str(path), stream)
     except AimccError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
