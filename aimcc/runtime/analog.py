@@ -145,6 +145,7 @@ class ProgrammedLayer:
         # per layer, at clip_sigma standard deviations
         self.bound = mapping.clip_sigma * weight.std().item() if mapping.clip_sigma > 0 else None
         self.scale = _mapping_scale(weight, arch.tile, self.bound)  # [nr, N]: units per 1
+        self._programmed: torch.Tensor | None = None  # the compensation reference (at_time)
 
     @classmethod
     def program(
@@ -195,7 +196,10 @@ class ProgrammedLayer:
         read = draw_key(read) if isinstance(read, torch.Generator) else read
         k, n = self.weight.shape
         dtype = self.weight.dtype
-        programmed = torch.zeros(self.scale.shape, dtype=dtype)  # column sums of |w| per tile row
+        programmed = self._programmed
+        first = programmed is None
+        if programmed is None:  # the compensation's reference: found by the first read
+            programmed = torch.zeros(self.scale.shape, dtype=dtype)
         current = torch.zeros(self.scale.shape, dtype=dtype)
         blocks: list[torch.Tensor] = []
         block: torch.Tensor | None = None
@@ -209,10 +213,12 @@ class ProgrammedLayer:
             )
             block[cols] = weights.t()
             current[i, cols] = weights.abs().sum(0)
-            programmed[i, cols] = self._normalised(g_prog).abs_().sum(0)
+            if first:
+                programmed[i, cols] = self._normalised(g_prog).abs_().sum(0)
             if cols.stop == n:
                 blocks.append(_pack(block))
                 block = None
+        self._programmed = programmed
         out_scale = self.scale
         if mode != "none":
             index = COMPENSATIONS.index(mode)
