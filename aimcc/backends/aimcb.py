@@ -310,7 +310,7 @@ def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
         data_start = _aligned(_PREFIX.size + header_len)
         blob = np.zeros(0, np.uint8)
         if size:
-            blob = np.frombuffer(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY), np.uint8)
+            blob = np.frombuffer(_Mapping(f.fileno(), size, access=mmap.ACCESS_COPY), np.uint8)
         tensors: dict[str, np.ndarray] = {}
         end = data_start  # tensors lie in the tensor area, in key order, aligned, not overlapping
         for key in sorted(table):
@@ -325,15 +325,20 @@ def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
     return program, tensors
 
 
+class _Mapping(mmap.mmap):
+    """A binary's private map: the only memory :func:`release_pages` drops."""
+
+
 def release_pages(array: np.ndarray) -> None:
     """Drop the resident pages of a tensor from :func:`read_binary` (whole pages inside it);
     the next access reads them again from the file (the page cache). The map is private and
-    the runtime never writes weights, so nothing is lost. Other arrays: nothing happens."""
+    the runtime never writes weights, so nothing is lost. Other arrays (not from a binary's
+    map): nothing happens."""
     blob = array
     while isinstance(blob.base, np.ndarray):
         blob = blob.base
     owner = blob.base.obj if isinstance(blob.base, memoryview) else blob.base
-    if not isinstance(owner, mmap.mmap) or array.nbytes == 0:
+    if not isinstance(owner, _Mapping) or array.nbytes == 0:
         return
     start = array.ctypes.data - blob.ctypes.data
     low = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
