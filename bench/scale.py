@@ -11,7 +11,9 @@ wall time is measured inside it after the imports (the same for both tools):
 onnxruntime session creation (and its run, whose outputs are the reference), `aimcc MODEL`
 with default settings (binary and manifest written), `aimcc run` on ideal tiles and on PCM
 tiles (`--noise pcm`). The table gives peak RSS over the model's weight bytes (initializers),
-and the ideal outputs' relative error against onnxruntime (issue #10's targets in brackets).
+and the ideal outputs' relative error against onnxruntime (issue #10's targets in brackets;
+the compile targets are set for 1.1b). Wall times depend on the machine's load, which is
+printed with the progress lines.
 Binaries are deleted after each size unless --keep.
 """
 
