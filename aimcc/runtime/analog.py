@@ -110,7 +110,7 @@ class TileWeights:
 Key = tuple[int, ...]
 
 
-def stream(key: Key, *path: int) -> torch.Generator:
+def keyed_generator(key: Key, *path: int) -> torch.Generator:
     """The generator of one keyed random stream: numpy's SeedSequence hashes the key and the
     path (its spawn key) into a 64-bit seed. A tile's draws depend only on (key, path), never
     on what was drawn before, so layers can be programmed and read in any order."""
@@ -130,10 +130,11 @@ class ProgrammedLayer:
 
     Device state is regenerated, not stored. The layer keeps its weight W [K, N] (a view of
     the mapped binary), the clip bound, the column scales [nr, N] and a key; each tile (i, j)
-    draws its programming noise and drift exponents from ``stream(key, 0, i, j)`` and a read's
-    1/f noise from ``stream(key, 1, read, i, j)``. Conductances (uS, [2, K, N]: g+ and g- of
-    each differential pair) are recomputed a tile-aligned chunk at a time, so memory holds one
-    chunk of devices, and the same key gives the same devices whatever the order of work.
+    draws its programming noise and drift exponents from ``keyed_generator(key, 0, i, j)`` and
+    a read's 1/f noise from ``keyed_generator(key, 1, read, i, j)``. Conductances (uS,
+    [2, K, N]: g+ and g- of each differential pair) are recomputed a tile-aligned chunk at a
+    time, so memory holds one chunk of devices, and the same key gives the same devices
+    whatever the order of work.
     """
 
     def __init__(self, arch: Arch, weight: torch.Tensor, key: Key):
@@ -248,7 +249,7 @@ class ProgrammedLayer:
         shape = (2, rows.stop - rows.start)
         parts: list[list[torch.Tensor]] = [[] for _ in range(count)]
         for j in range(j0, -(-cols.stop // width)):
-            generator = stream(self.key, *purpose, i, j)
+            generator = keyed_generator(self.key, *purpose, i, j)
             size = (*shape, min(width, cols.stop - j * width))
             for part in parts:
                 part.append(torch.randn(size, generator=generator, dtype=self.weight.dtype))

@@ -32,7 +32,7 @@ from aimcc.runtime.analog import (
     TileWeights,
     analog_matmul,
     draw_key,
-    stream,
+    keyed_generator,
 )
 from aimcc.runtime.kernels import KERNEL_IMPLS
 from aimcc.runtime.onnx_ops import run_op, supported_ops
@@ -514,7 +514,7 @@ class Executable:
         def step(env: list[Any]) -> None:
             noise = None
             if self.spec.model == "pcm":
-                noise = stream((self._run_key,), layer.index)
+                noise = keyed_generator((self._run_key,), layer.index)
             env[out] = analog_matmul(env[x], layer.tiles, self.arch, self.spec, noise, bias)
             if self.stream and self.spec.model == "ideal":
                 layer.release()  # ideal tiles are views of the weight: read again next run
