@@ -16,10 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
+import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from xdsl.dialects import func
@@ -277,12 +279,14 @@ def _header(program: dict[str, Any], table: dict[str, dict[str, Any]]) -> bytes:
 
 
 def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and check an .aimcb file: (program, tensors), tensors as copy-on-write memory maps."""
+    """Read and check an .aimcb file: (program, tensors), tensors as views of one copy-on-write
+    memory map. Checksums are computed from file reads, not through the map, so a tensor's
+    pages become resident only when it is used (and :func:`release_pages` drops them)."""
     path = Path(path)
     if not path.is_file():
         raise AimccError(f"{path}: no such file")
-    size = path.stat().st_size
     with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
         raw = f.read(_PREFIX.size)
         if len(raw) < _PREFIX.size or raw[:8] != MAGIC:
             raise AimccError(f"{path}: not an aimcc binary (bad magic)")
@@ -294,33 +298,57 @@ def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
         if _PREFIX.size + header_len > size:
             raise AimccError(f"{path}: truncated header")
         header = f.read(header_len)
-    if hashlib.sha256(header).digest() != digest:
-        raise AimccError(f"{path}: header checksum mismatch (file corrupted or tampered)")
-    try:
-        doc = json.loads(header)
-        program, table = doc["program"], doc["tensors"]
-    except (ValueError, KeyError, TypeError):
-        raise AimccError(f"{path}: header is not a valid program") from None
-    data_start = _aligned(_PREFIX.size + header_len)
-    blob = np.memmap(path, dtype=np.uint8, mode="c") if size else np.zeros(0, np.uint8)
-    if not isinstance(table, dict):
-        raise AimccError(f"{path}: header is not a valid program")
-    tensors: dict[str, np.ndarray] = {}
-    end = data_start  # tensors lie in the tensor area, in key order, aligned, never overlapping
-    for key in sorted(table):
-        tensors[key] = _tensor(path, blob, data_start, key, table[key])
-        start = data_start + int(table[key]["offset"])
-        if start < end or start % ALIGN:
-            raise AimccError(f"{path}: tensor '{key}' overlaps another or is misaligned")
-        end = start + tensors[key].nbytes
+        if hashlib.sha256(header).digest() != digest:
+            raise AimccError(f"{path}: header checksum mismatch (file corrupted or tampered)")
+        try:
+            doc = json.loads(header)
+            program, table = doc["program"], doc["tensors"]
+        except (ValueError, KeyError, TypeError):
+            raise AimccError(f"{path}: header is not a valid program") from None
+        if not isinstance(table, dict):
+            raise AimccError(f"{path}: header is not a valid program")
+        data_start = _aligned(_PREFIX.size + header_len)
+        blob = np.zeros(0, np.uint8)
+        if size:
+            blob = np.frombuffer(_Mapping(f.fileno(), size, access=mmap.ACCESS_COPY), np.uint8)
+        tensors: dict[str, np.ndarray] = {}
+        end = data_start  # tensors lie in the tensor area, in key order, aligned, not overlapping
+        for key in sorted(table):
+            tensors[key] = _tensor(path, f, blob, data_start, key, table[key])
+            start = data_start + int(table[key]["offset"])
+            if start < end or start % ALIGN:
+                raise AimccError(f"{path}: tensor '{key}' overlaps another or is misaligned")
+            end = start + tensors[key].nbytes
     from aimcc.backends.verify import verify_program  # imports the runtime's kernel table
 
     verify_program(program, tensors, str(path))
     return program, tensors
 
 
+class _Mapping(mmap.mmap):
+    """A binary's private map: the only memory :func:`release_pages` drops."""
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop the resident pages of a tensor from :func:`read_binary` (whole pages inside it);
+    the next access reads them again from the file (the page cache). The map is private and
+    the runtime never writes weights, so nothing is lost. Other arrays (not from a binary's
+    map): nothing happens."""
+    blob = array
+    while isinstance(blob.base, np.ndarray):
+        blob = blob.base
+    owner = blob.base.obj if isinstance(blob.base, memoryview) else blob.base
+    if not isinstance(owner, _Mapping) or array.nbytes == 0:
+        return
+    start = array.ctypes.data - blob.ctypes.data
+    low = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    high = (start + array.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if high > low:
+        owner.madvise(mmap.MADV_DONTNEED, low, high - low)
+
+
 def _tensor(
-    path: Path, blob: np.ndarray, data_start: int, key: str, entry: dict[str, Any]
+    path: Path, f: BinaryIO, blob: np.ndarray, data_start: int, key: str, entry: dict[str, Any]
 ) -> np.ndarray:
     if not isinstance(entry, dict) or set(entry) != {
         "dtype",
@@ -340,10 +368,24 @@ def _tensor(
         raise AimccError(f"{path}: tensor '{key}' has a bad dtype or shape")
     if nbytes != math.prod(shape) * dtype.itemsize or start + nbytes > len(blob):
         raise AimccError(f"{path}: tensor '{key}' lies outside the file (truncated?)")
-    data = blob[start : start + nbytes]
-    if hashlib.sha256(data).hexdigest() != expected:
+    if _file_digest(f, start, nbytes) != expected:
         raise AimccError(f"{path}: tensor '{key}' checksum mismatch (corrupted or tampered)")
-    return data.view(dtype).reshape(shape)
+    return blob[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def _file_digest(f: BinaryIO, start: int, nbytes: int, chunk: int = 1 << 22) -> str:
+    """sha256 of ``nbytes`` of the file from ``start``, read a chunk at a time."""
+    digest = hashlib.sha256()
+    buffer = bytearray(min(chunk, nbytes))
+    view = memoryview(buffer)
+    f.seek(start)
+    while nbytes:
+        n = f.readinto(view[: min(chunk, nbytes)])
+        if not n:
+            break
+        digest.update(view[:n])
+        nbytes -= n
+    return digest.hexdigest()
 
 
 def _aligned(n: int) -> int:

@@ -24,9 +24,16 @@ from aimcc.adapters import (
     read_adapter,
 )
 from aimcc.arch import Arch, arch_from_dict
-from aimcc.backends.aimcb import read_binary
+from aimcc.backends.aimcb import read_binary, release_pages
 from aimcc.errors import AimccError
-from aimcc.runtime.analog import NoiseSpec, ProgrammedLayer, TileWeights, analog_matmul
+from aimcc.runtime.analog import (
+    NoiseSpec,
+    ProgrammedLayer,
+    TileWeights,
+    analog_matmul,
+    draw_key,
+    keyed_generator,
+)
 from aimcc.runtime.kernels import KERNEL_IMPLS
 from aimcc.runtime.onnx_ops import run_op, supported_ops
 
@@ -34,18 +41,77 @@ IDEAL = NoiseSpec("ideal")
 
 Operand = int | torch.Tensor | None
 Step = Callable[[list[Any]], None]
+# Binaries whose tensors exceed this stream their large weights through the page cache
+# (Executable.stream): a run then holds about one layer. Smaller ones keep them resident,
+# which saves re-reading them at every run.
+STREAM_BYTES = 256 << 20
+STREAM_MIN_TENSOR = 1 << 20  # kernel tensors smaller than this stay resident
 
 
-@dataclass
 class AnalogLayer:
-    """One analog instruction: its weight, and its tiles once programmed (pcm)."""
+    """One analog instruction: its weight and the tiles the current noise model makes of it.
 
-    name: str
-    weight: torch.Tensor  # [K, N], crossbar orientation
-    programmed: ProgrammedLayer | None = None
-    tiles: TileWeights | None = None
-    layer: str | None = None  # the layer's name from the ONNX file
-    noisy: bool = True  # False: ideal tiles whatever the noise model (set_noise's ``only``)
+    The weight [K, N] (crossbar orientation) is a view of the mapped binary. Tiles are made at
+    first use and kept until the noise model or the read changes: ideal tiles are views of the
+    weight; quant and PCM tiles are computed from it (PCM programs the layer, keyed by the
+    seed and the layer's index, on first use), after which the weight's pages are released.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        weight: torch.Tensor,
+        arch: Arch,
+        index: int,
+        layer: str | None = None,
+        release: Callable[[], None] = lambda: None,
+    ):
+        self.name = name
+        self.weight = weight
+        self.arch = arch
+        self.index = index  # among the program's analog layers: part of its devices' key
+        self.layer = layer  # the layer's name from the ONNX file
+        self.release = release  # drops the weight's mapped pages (read again when needed)
+        self.noisy = True  # False: ideal tiles whatever the noise model (set_noise's ``only``)
+        self._state = (NoiseSpec("ideal"), 0, 0)  # noise, seed, read
+        self._programmed: ProgrammedLayer | None = None
+        self._tiles: TileWeights | None = None
+
+    def set_state(self, spec: NoiseSpec, seed: int, read: int, reprogram: bool) -> None:
+        """Tiles for ``spec`` (and PCM devices of ``seed``, at read number ``read``) from the
+        next use on; ``reprogram`` False keeps the programmed devices."""
+        if reprogram:
+            self._programmed = None
+        self._tiles = None
+        self._state = (spec, seed, read)
+
+    @property
+    def programmed(self) -> ProgrammedLayer | None:
+        """The PCM devices (programmed on first use), or None for other tile models."""
+        spec, seed, _ = self._state
+        if spec.model != "pcm":
+            return None
+        if self._programmed is None:
+            self._programmed = ProgrammedLayer.program(self.weight, self.arch, (seed, self.index))
+        return self._programmed
+
+    @property
+    def tiles(self) -> TileWeights:
+        """The tiles of the current noise model and read (made on first use)."""
+        if self._tiles is None:
+            spec, _, read = self._state
+            if spec.model == "ideal":
+                self._tiles = TileWeights.ideal(self.weight, self.arch)
+                return self._tiles
+            if spec.model == "quant":
+                tiles = TileWeights.from_weight(self.weight, self.arch)
+            else:
+                programmed = self.programmed
+                assert programmed is not None
+                tiles = programmed.at_time(spec.t_inference_s, read, spec.compensation)
+            self.release()  # the tiles hold what the MVMs read
+            self._tiles = tiles
+        return self._tiles
 
 
 @dataclass
@@ -94,19 +160,37 @@ class Executable:
 
     Each ``at_time`` draws fresh read noise; the same seed and sequence of calls gives the
     same outputs.
+
+    ``stream`` (default: when the tensors exceed STREAM_BYTES) releases the mapped pages of
+    large weights after each step that reads them, so a run holds about one layer's weights
+    (they are read again from the page cache on the next run); values are dropped after
+    their last use either way.
     """
 
-    def __init__(self, program: dict[str, Any], tensors: dict[str, np.ndarray], where: str):
+    def __init__(
+        self,
+        program: dict[str, Any],
+        tensors: dict[str, np.ndarray],
+        where: str,
+        stream: bool | None = None,
+    ):
         self.program = program
         self.where = where
         self.arch: Arch = arch_from_dict(program["arch"])
+        self._arrays = tensors  # numpy views of the mapped binary
+        if stream is None:
+            stream = sum(a.nbytes for a in tensors.values()) > STREAM_BYTES
+        self.stream = stream
         self._tensors = {k: torch.from_numpy(v) for k, v in tensors.items()}
         self.layers: list[AnalogLayer] = []
         self.lora_slots: dict[str, LoraSlot] = {}
         self.digital_linears: dict[str, DigitalLinear] = {}
         self.adapter: Adapter | None = None
         self.spec = NoiseSpec("ideal")
-        self._generator: torch.Generator | None = None
+        self._seed = 0
+        self._read = 0  # at_time calls since set_noise: keys the read noise
+        self._generator: torch.Generator | None = None  # draws a key per run (output noise)
+        self._run_key = 0
         instructions = program["instructions"]
         biases = self._fusable_biases(instructions, program["outputs"])
         self._steps = [
@@ -114,45 +198,65 @@ class Executable:
             for i, ins in enumerate(instructions)
             if i - 1 not in biases
         ]
+        self._after = self._last_uses(instructions, biases, program["outputs"])
         self.inputs = program["inputs"]
         self.outputs = program["outputs"]
 
+    def _last_uses(
+        self,
+        instructions: list[dict[str, Any]],
+        biases: dict[int, dict[str, Any]],
+        outputs: list[dict[str, Any]],
+    ) -> list[tuple[list[int], list[np.ndarray]]]:
+        """Per step: the slots read for the last time (dropped after it) and, when
+        streaming, the large mapped kernel tensors it reads (their pages released)."""
+        step_of, step = [], -1
+        for i in range(len(instructions)):
+            step += i - 1 not in biases  # a fused bias_add runs in the analog step before it
+            step_of.append(step)
+        last: dict[int, int] = {}
+        streamed: list[list[np.ndarray]] = [[] for _ in self._steps]
+        for i, ins in enumerate(instructions):
+            for a in [*ins.get("args", ()), ins.get("x")]:
+                if isinstance(a, int):
+                    last[a] = step_of[i]
+                elif self.stream and ins["op"] == "kernel" and isinstance(a, str):
+                    array = self._arrays.get(a)
+                    if array is not None and array.nbytes >= STREAM_MIN_TENSOR:
+                        streamed[step_of[i]].append(array)
+        kept = {o["value"] for o in outputs if isinstance(o["value"], int)}
+        drops: list[list[int]] = [[] for _ in self._steps]
+        for slot, at in last.items():
+            if slot not in kept:
+                drops[at].append(slot)
+        return list(zip(drops, streamed, strict=True))
+
     # -- noise -----------------------------------------------------------------------------
     def set_noise(self, spec: NoiseSpec, seed: int = 0, only: set[str] | None = None) -> None:
-        """Choose the tile model; for pcm, program every tile now (programming noise and drift
-        exponents drawn once from ``seed``) and read it at ``spec.t_inference_s``. ``only``
-        (layer names, ``AnalogLayer.layer`` else its weight key): those layers get the
-        model, the others ideal tiles (sensitivity analysis: one projection noisy at a time)."""
+        """Choose the tile model; for pcm, program the tiles with ``seed`` (each layer on
+        first use: programming noise and drift exponents drawn from streams keyed by the seed,
+        the layer and the tile, so the order layers are used in does not matter) and read
+        them at ``spec.t_inference_s``. ``only`` (layer names, ``AnalogLayer.layer`` else its
+        weight key): those layers get the model, the others ideal tiles (sensitivity analysis:
+        one projection noisy at a time)."""
         self.spec = spec
+        self._seed, self._read = seed, 0
         self._generator = torch.Generator().manual_seed(seed)
         for layer in self.layers:
             layer.noisy = only is None or (layer.layer or layer.name) in only
-            layer.programmed = None
-            if not layer.noisy or spec.model == "ideal":
-                layer.tiles = TileWeights.ideal(layer.weight, self.arch)
-            elif spec.model == "quant":
-                layer.tiles = TileWeights.from_weight(layer.weight, self.arch)
-        if spec.model == "pcm":
-            for layer in self.layers:
-                if layer.noisy:
-                    layer.programmed = ProgrammedLayer.program(
-                        layer.weight, self.arch, self._generator
-                    )
-            self.at_time(spec.t_inference_s)
+            layer.set_state(spec if layer.noisy else IDEAL, seed, 0, reprogram=True)
 
     def at_time(self, t_inference_s: float) -> None:
         """Read the programmed devices ``t_inference_s`` after programming: same devices and
-        drift exponents, fresh read noise; later ``run`` calls use this read."""
+        drift exponents, fresh read noise (keyed by the number of reads since programming);
+        later ``run`` calls use this read."""
         if self.spec.model != "pcm" or self._generator is None:
             raise AimccError("at_time needs pcm noise: call set_noise(NoiseSpec('pcm')) first")
         self.spec = NoiseSpec("pcm", t_inference_s, self.spec.compensation)
+        self._read += 1
         for layer in self.layers:
-            if not layer.noisy:
-                continue
-            assert layer.programmed is not None
-            layer.tiles = layer.programmed.at_time(
-                t_inference_s, self._generator, self.spec.compensation
-            )
+            if layer.noisy:
+                layer.set_state(self.spec, self._seed, self._read, reprogram=False)
 
     # -- adapters --------------------------------------------------------------------------
     def set_adapter(
@@ -232,9 +336,15 @@ class Executable:
             raise AimccError(
                 f"unknown input '{extra[0]}' (inputs: {', '.join(s['name'] for s in self.inputs)})"
             )
+        if self.spec.model == "pcm" and self._generator is not None:
+            self._run_key = draw_key(self._generator)  # each layer's output noise: its own
         with torch.inference_mode():
-            for step in self._steps:
+            for step, (drop, release) in zip(self._steps, self._after, strict=True):
                 step(env)
+                for slot in drop:
+                    env[slot] = None
+                for array in release:
+                    release_pages(array)
         result = {}
         for spec in self.outputs:
             value = self._resolve(spec["value"])
@@ -394,29 +504,41 @@ class Executable:
             raise AimccError(f"{self.where}: analog weight '{ins['weight']}' is not a matrix")
         if list(ins["tile"]) != [self.arch.tile.rows, self.arch.tile.cols]:
             raise AimccError(f"{self.where}: tiles of {ins['tile']} do not match the arch")
-        layer = AnalogLayer(ins["weight"], weight.float(), layer=ins.get("layer"))
-        layer.tiles = TileWeights.ideal(layer.weight, self.arch)
+        array = self._arrays[ins["weight"]]
+        layer = AnalogLayer(
+            ins["weight"],
+            weight.float(),
+            self.arch,
+            len(self.layers),
+            ins.get("layer"),
+            lambda: release_pages(array),
+        )
         self.layers.append(layer)
         x, out, bias = ins["x"], ins["out"], None
         if bias_add is not None:
             out, bias = bias_add["outs"][0], self._tensors[bias_add["args"][1]].float()
 
         def step(env: list[Any]) -> None:
-            assert layer.tiles is not None
             spec = self.spec if layer.noisy else IDEAL
-            env[out] = analog_matmul(env[x], layer.tiles, self.arch, spec, self._generator, bias)
+            noise = None
+            if spec.model == "pcm":
+                noise = keyed_generator((self._run_key,), layer.index)
+            env[out] = analog_matmul(env[x], layer.tiles, self.arch, spec, noise, bias)
+            if self.stream and spec.model == "ideal":
+                layer.release()  # ideal tiles are views of the weight: read again next run
 
         return step
 
 
-def load(path: str | Path) -> Executable:
-    """Load an .aimcb binary (checked; nothing in it is executed)."""
+def load(path: str | Path, stream: bool | None = None) -> Executable:
+    """Load an .aimcb binary (checked; nothing in it is executed); ``stream``: see
+    :class:`Executable` (default: for binaries over STREAM_BYTES)."""
     program, tensors = read_binary(path)
     for key in ("arch", "inputs", "outputs", "instructions", "slots"):
         if key not in program:
             raise AimccError(f"{path}: program has no '{key}' (not an aimcc binary?)")
     try:
-        return Executable(program, tensors, str(path))
+        return Executable(program, tensors, str(path), stream)
     except AimccError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
