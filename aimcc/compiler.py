@@ -102,7 +102,7 @@ def import_onnx(
     """Load and import an ONNX file; the module records the file's name and sha256 (hashed on
     a second thread meanwhile), so a binary made from it, directly or through textual IR,
     names the model it was compiled from."""
-    from aimcc.frontend.importer import import_graph  # torch: only when a model is imported
+    from aimcc.frontend.importer import import_graph  # protobuf, onnx checker: ONNX input only
     from aimcc.frontend.load import file_sha256, fix_input_shapes, load_onnx
 
     seconds = {} if seconds is None else seconds

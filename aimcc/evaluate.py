@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # the paper's evaluation times: docs/REFERENCES.md "Analog tile" (Li et al., arXiv 2411.17367)
-DRIFT_TIMES = ("0s", "1h", "1d", "1w", "1month", "1y", "10y")
 
 Feeds = dict[str, np.ndarray]
 

@@ -43,9 +43,10 @@ from aimcc.adapt import (  # noqa: E402
 )
 from aimcc.adapters import read_adapter, write_adapter  # noqa: E402
 from aimcc.commands import parse_time  # noqa: E402
-from aimcc.evaluate import DRIFT_TIMES, accuracy, evaluate_accuracy  # noqa: E402
+from aimcc.evaluate import accuracy, evaluate_accuracy  # noqa: E402
 from aimcc.runtime import load  # noqa: E402
 from aimcc.runtime.analog import NoiseSpec  # noqa: E402
+from aimcc.runtime.options import DRIFT_TIMES  # noqa: E402
 
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
 POOLED = "sentence_embedding"

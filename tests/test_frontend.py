@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import mmap
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -10,10 +13,13 @@ import pytest
 from conftest import model_path, onnxruntime_outputs, relative_error
 
 from aimcc.backends.aimcb import write_binary
-from aimcc.compiler import compile_model
+from aimcc.compiler import SOURCE_SHA256_ATTR, compile_model
 from aimcc.errors import AimccError
+from aimcc.frontend import fold
 from aimcc.frontend.load import fix_input_shapes, load_onnx, parse_input_shapes
+from aimcc.frontend.proto import attrs_from_node
 from aimcc.runtime import load
+from aimcc.runtime.onnx_meta import ELEM_TYPES
 
 
 def test_external_data_files_are_read(tmp_path: Path) -> None:
@@ -128,3 +134,103 @@ def test_products_of_inputs_get_their_types_without_computing(
     )
     with pytest.raises(AimccError, match=r"node '0' \(MatMul\): .*with input shapes"):
         compile_model(tmp_path / "bad.onnx", "digital")
+
+
+def _fold_cases() -> list[Any]:
+    """ONNX backend node tests of the ops the importer evaluates with numpy."""
+    from onnx.backend.test.loader import load_node_model_tests
+
+    ops = set(fold.EXACT) | set(fold.TYPED)
+    return [
+        c
+        for c in load_node_model_tests()
+        if c.model is not None
+        and len(c.model.graph.node) == 1
+        and c.model.graph.node[0].op_type in ops
+        and not c.model.graph.initializer
+    ]
+
+
+FOLD_CASES = _fold_cases()
+
+
+def _as_array(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
+        value = value.item()
+    if isinstance(value, onnx.TensorProto):
+        return onnx.numpy_helper.to_array(value)
+    return np.asarray(value)
+
+
+def test_fold_ops_are_library_ops() -> None:
+    """numpy evaluates only ops the runtime's op library (the definition) also runs."""
+    from aimcc.runtime.onnx_ops import supported_ops
+
+    assert (set(fold.EXACT) | set(fold.TYPED)) <= set(supported_ops())
+    covered = {c.model.graph.node[0].op_type for c in FOLD_CASES}
+    assert (set(fold.EXACT) | set(fold.TYPED)) - covered == set()  # each is compared below
+
+
+@pytest.mark.parametrize("case", FOLD_CASES, ids=[c.name for c in FOLD_CASES])
+def test_fold_agrees_with_op_library(case: Any) -> None:
+    """Where numpy folds, its results are the op library's bits; where it types, its types are
+    the library's; where the library refuses, numpy defers to it (so the error is the
+    library's)."""
+    from aimcc.runtime.onnx_ops import run_op, to_numpy, to_torch
+
+    node = case.model.graph.node[0]
+    attrs = attrs_from_node(node)
+    names = [i.name for i in case.model.graph.input]
+    for inputs, _ in case.data_sets:
+        feeds = dict(zip(names, (_as_array(i) for i in inputs), strict=True))
+        args = [feeds[n] if n else None for n in node.input]
+        if any(a is not None and a.dtype.name not in ELEM_TYPES.values() for a in args):
+            continue  # validation refuses other types before the importer runs
+        try:
+            want = run_op(node.op_type, [None if a is None else to_torch(a) for a in args], attrs)
+            want = [to_numpy(w) for w in want][: len(node.output)]
+        except Exception:
+            want = None
+        for constant in (True, False):
+            try:
+                got = fold.evaluate(node.op_type, args, attrs, constant)[: len(node.output)]
+            except fold.Defer:
+                continue
+            assert want is not None, f"numpy accepts what the op library refuses ({constant=})"
+            for g, w in zip(got, want, strict=True):
+                assert (g.dtype, g.shape) == (w.dtype, w.shape)
+                if constant and node.op_type in fold.EXACT:  # folded: the same bits
+                    assert np.ascontiguousarray(g).tobytes() == np.ascontiguousarray(w).tobytes()
+
+
+def test_external_data_is_mapped_and_compiles_to_the_same_binary(tmp_path: Path) -> None:
+    """A model saved with external data gives the binary the single-file model gives, and its
+    weights are views of the mapped data file (issue #10: it was copied twice)."""
+    single = model_path("bert")
+    model = onnx.load(str(single))
+    ext = tmp_path / "ext" / "bert.onnx"
+    ext.parent.mkdir()
+    onnx.save(model, str(ext), save_as_external_data=True, location="w.bin", size_threshold=0)
+    loaded = load_onnx(ext)
+    big = [a for a in loaded.initializers.values() if a.nbytes >= 4096]
+    assert big
+    for array in big:
+        base = array
+        while isinstance(base, np.ndarray):
+            base = base.base
+        base = base.obj if isinstance(base, memoryview) else base
+        assert isinstance(base, mmap.mmap), "an external tensor was copied"
+    assert sum(a.nbytes for a in big) > 0.9 * (ext.parent / "w.bin").stat().st_size
+
+    tracemalloc.start()
+    load_onnx(ext)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 0.1 * (ext.parent / "w.bin").stat().st_size, peak
+
+    compiled = compile_model(single, "hybrid"), compile_model(ext, "hybrid")
+    digest = compiled[0].module.attributes[SOURCE_SHA256_ATTR]
+    compiled[1].module.attributes[SOURCE_SHA256_ATTR] = digest  # the .onnx files differ
+    for comp, name in zip(compiled, ("single", "ext"), strict=True):
+        write_binary(comp, tmp_path / f"{name}.aimcb")
+    assert (tmp_path / "single.aimcb").read_bytes() == (tmp_path / "ext.aimcb").read_bytes()

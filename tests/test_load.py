@@ -3,6 +3,7 @@ checks as the checker, one-line errors on damaged files."""
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 import ml_dtypes
@@ -14,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aimcc.errors import AimccError
 from aimcc.frontend.load import load_onnx
+from aimcc.frontend.proto import attrs_from_node
 from aimcc.frontend.wire import WireError, split_payloads
 
 
@@ -129,3 +131,90 @@ def test_empty_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(b"")
     with pytest.raises(AimccError, match="not an ONNX model"):
         load_onnx(tmp_path / "m.onnx")
+
+
+RUNTIME_TYPES = [
+    TensorProto.FLOAT,
+    TensorProto.DOUBLE,
+    TensorProto.FLOAT16,
+    TensorProto.BFLOAT16,
+    TensorProto.INT8,
+    TensorProto.INT16,
+    TensorProto.INT32,
+    TensorProto.INT64,
+    TensorProto.UINT8,
+    TensorProto.UINT16,
+    TensorProto.UINT32,
+    TensorProto.UINT64,
+    TensorProto.BOOL,
+]
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["typed-fields", "raw-data"])
+@pytest.mark.parametrize("elem_type", RUNTIME_TYPES, ids=TensorProto.DataType.Name)
+def test_every_runtime_type_decodes_as_onnx_does(tmp_path: Path, elem_type: int, raw: bool) -> None:
+    """Initializers and tensor attributes in typed fields or raw_data, decoded without onnx's
+    Python package, equal onnx's own decoding."""
+    dtype = helper.tensor_dtype_to_np_dtype(elem_type)
+    values = np.array([0, 1, 3, 7, 100, 1], np.float64)
+    array = (values > 2) if dtype == np.bool_ else values.astype(dtype)
+    if raw:
+        tensor = helper.make_tensor("t", elem_type, [2, 3], array.tobytes(), raw=True)
+    else:
+        tensor = helper.make_tensor("t", elem_type, [2, 3], array.reshape(-1).tolist())
+    const = helper.make_node("Constant", [], ["c"], value=tensor)
+    w = _raw("w", np.zeros((4, 4), np.float32))
+    model = _model([w, tensor])
+    model.graph.node.append(const)
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    loaded = load_onnx(tmp_path / "m.onnx")
+    expected = numpy_helper.to_array(tensor)
+    for got in (loaded.initializers["t"], attrs_from_node(loaded.proto.graph.node[1])["value"]):
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+
+
+def _external_model(tmp_path: Path) -> Path:
+    w = _raw("w", np.arange(16, dtype=np.float32).reshape(4, 4))
+    path = tmp_path / "m.onnx"
+    onnx.save(
+        _model([w]), str(path), save_as_external_data=True, location="w.bin", size_threshold=0
+    )
+    return path
+
+
+def test_external_data_is_a_view_of_its_file(tmp_path: Path) -> None:
+    path = _external_model(tmp_path)
+    w = load_onnx(path).initializers["w"]
+    np.testing.assert_array_equal(w, np.arange(16, dtype=np.float32).reshape(4, 4))
+    base = w
+    while isinstance(base, np.ndarray):
+        base = base.base
+    assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda t: _set(t, "length", "60"), "60 bytes at offset 0.*need 64"),
+        (lambda t: _set(t, "offset", "8"), "w.bin has 64 bytes, the tensor needs 64 at offset 8"),
+        (lambda t: _set(t, "offset", "x"), "bad external_data entry"),
+        (lambda t: _set(t, "location", "../w.bin"), "invalid ONNX model|outside the model"),
+    ],
+    ids=["length", "past-end", "bad-offset", "outside"],
+)
+def test_bad_external_data_is_a_one_line_error(tmp_path: Path, damage, message: str) -> None:
+    path = _external_model(tmp_path)
+    model = onnx.load(str(path), load_external_data=False)
+    damage(model.graph.initializer[0])
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(AimccError, match=message):
+        load_onnx(path)
+
+
+def _set(tensor: TensorProto, key: str, value: str) -> None:
+    for entry in tensor.external_data:
+        if entry.key == key:
+            entry.value = value
+            return
+    tensor.external_data.add(key=key, value=value)

@@ -17,9 +17,9 @@ from onnx.backend.base import Backend, BackendRep
 from onnx.backend.test.loader import load_node_model_tests
 
 from aimcc.errors import AimccError
+from aimcc.frontend.proto import attrs_from_node
 from aimcc.runtime.onnx_ops import (
     ONNX_OPS,
-    attrs_from_node,
     run_op,
     supported_ops,
     to_numpy,

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aimcc import report
 from aimcc.atomic import atomic_write
@@ -22,10 +23,11 @@ from aimcc.commands import (
     warn,
 )
 from aimcc.errors import AimccError
-from aimcc.evaluate import DRIFT_TIMES, EvalResult, evaluate, plot, reference_outputs
-from aimcc.frontend.load import file_sha256
-from aimcc.runtime import Executable, load
-from aimcc.runtime.analog import COMPENSATIONS
+from aimcc.runtime.options import COMPENSATIONS, DRIFT_TIMES
+
+if TYPE_CHECKING:  # torch, onnx and onnxruntime: imported after argparse answered --help
+    from aimcc.evaluate import EvalResult
+    from aimcc.runtime import Executable
 
 
 def parser() -> argparse.ArgumentParser:
@@ -96,6 +98,9 @@ def add_task_options(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
+    from aimcc.evaluate import evaluate, plot, reference_outputs
+    from aimcc.runtime import load
+
     if opts.data is not None:
         return main_task(opts)
     if opts.reference is None:
@@ -144,6 +149,8 @@ def check_reference(model: Path, exe: Executable) -> None:
     """The reference must be the model the binary was compiled from: compile records the ONNX
     file's sha256 in the binary. Binaries of older versions (or of IR that does not name its
     model) cannot be checked, which is said."""
+    from aimcc.frontend.load import file_sha256
+
     if not model.is_file():
         raise AimccError(f"{model}: reference model not found")
     recorded = exe.program.get("source_sha256")
@@ -227,6 +234,7 @@ def main_task(opts: argparse.Namespace) -> int:
     from aimcc.adapt import load_data
     from aimcc.adapters import read_adapter
     from aimcc.evaluate import accuracy, evaluate_accuracy
+    from aimcc.runtime import load
     from aimcc.runtime.analog import NoiseSpec
 
     if opts.adapter is None:

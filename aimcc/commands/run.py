@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,8 +12,10 @@ from aimcc import report
 from aimcc.atomic import write_npz
 from aimcc.commands import Parser, output_file, parse_time, random_inputs, read_npz, seed, warn
 from aimcc.errors import AimccError
-from aimcc.runtime import load
-from aimcc.runtime.analog import COMPENSATIONS, NOISE_MODELS, NoiseSpec
+from aimcc.runtime.options import COMPENSATIONS, NOISE_MODELS
+
+if TYPE_CHECKING:
+    from aimcc.runtime.analog import NoiseSpec
 
 STATISTICS = ("mean", "std", "min", "max")
 
@@ -79,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     opts = parser().parse_args(argv)
+    from aimcc.runtime import load  # torch: after argparse answered --help
+    from aimcc.runtime.analog import NoiseSpec
+
     if opts.trials < 1:
         raise AimccError(f"--trials must be at least 1, got {opts.trials}")
     spec = NoiseSpec(opts.noise, parse_time(opts.t_inference or "0s"), opts.compensation)

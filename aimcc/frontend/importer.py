@@ -8,18 +8,18 @@ the runtime cannot disagree on semantics:
   result shapes and dtypes (one run of the model on zeros; torch's "meta" tensors would avoid
   the arithmetic but cost seconds of one-time initialisation per process);
 - only nodes that the graph outputs depend on are emitted.
+
+:mod:`aimcc.frontend.fold` evaluates the nodes numpy gives the same answer for; the others go
+to the op library, and torch is imported only then (the common models need none of it).
 """
 
 from __future__ import annotations
 
 import ast
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import onnx
-import torch
-from onnx import TensorProto
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -34,19 +34,24 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from aimcc.errors import AimccError, first_line
+from aimcc.frontend import fold
 from aimcc.frontend.load import LoadedModel, graph_inputs
+from aimcc.frontend.proto import (
+    ModelProto,
+    NodeProto,
+    ValueInfoProto,
+    attrs_from_node,
+    np_dtype,
+    type_name,
+)
 from aimcc.frontend.validate import check_input_sizes, memory_limit
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, NodeOp, TensorRefAttr, WeightOp
 from aimcc.ir.types import tensor_type
 from aimcc.ir.weights import WeightStore
-from aimcc.runtime.onnx_ops import (
-    ONNX_TO_TORCH_DTYPE,
-    attrs_from_node,
-    run_op,
-    supported_ops,
-    to_numpy,
-    to_torch,
-)
+from aimcc.runtime.onnx_meta import ELEM_TYPES
+
+if TYPE_CHECKING:
+    import torch
 
 _Op = TypeVar("_Op", bound=Operation)
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
@@ -69,25 +74,21 @@ def import_graph(
     graph = model.graph
     opset = _check_opsets(model)
     weights = WeightStore()
-    known = set(supported_ops())
-    values: dict[str, torch.Tensor] = {}
-    constant: set[str] = set()
-    for name, array in loaded.initializers.items():
-        values[name] = to_torch(array)
-        constant.add(name)
+    values: dict[str, np.ndarray] = dict(loaded.initializers)
+    constant: set[str] = set(values)
     inputs = graph_inputs(model)
     check_input_sizes(input_shapes, model)
     limit, held = memory_limit(), 0
     for inp in inputs:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
-        values[inp.name] = torch.zeros(input_shapes[inp.name], dtype=_torch_dtype(dtype))
+        dtype = np_dtype(inp.type.tensor_type.elem_type)
+        values[inp.name] = np.zeros(input_shapes[inp.name], dtype)
 
     needed = _live_nodes(graph)
     for index, node in enumerate(graph.node):
         if index not in needed:
             continue
         where = f"node '{node.name or index}' ({node.op_type})"
-        if node.domain not in ("", "ai.onnx") or node.op_type not in known:
+        if node.domain not in ("", "ai.onnx") or not _supported(node.op_type):
             domain = f" in domain '{node.domain}'" if node.domain not in ("", "ai.onnx") else ""
             raise AimccError(f"{where}: unsupported ONNX op '{node.op_type}'{domain}")
         if node.op_type in OPSET13_AXIS_OPS and opset < 13:
@@ -104,10 +105,8 @@ def import_graph(
         foldable = node.op_type not in NONDETERMINISTIC and all(
             name == "" or name in constant for name in node.input
         )
-        if not foldable and node.op_type in _CONTRACTED_AXES:
-            args = _without_contraction(node.op_type, args, attrs)
         try:
-            outs = run_op(node.op_type, args, attrs)
+            outs = _evaluate(node.op_type, args, attrs, foldable)
             foldable = foldable or node.op_type in ("Shape", "Size")  # static shapes are known
         except AimccError:
             raise
@@ -118,7 +117,7 @@ def import_graph(
             raise AimccError(
                 f"{where}: {reason} (with input shapes {_shapes(input_shapes)}; see --input-shape)"
             ) from None
-        held += sum(out.nbytes for out in outs if isinstance(out, torch.Tensor))
+        held += sum(out.nbytes for out in outs)
         if held > limit:
             raise AimccError(
                 f"{where}: the model's values need more than {limit / 2**30:.3g} GiB by here, "
@@ -133,21 +132,45 @@ def import_graph(
 
     for info in (*graph.value_info, *graph.output):  # declared types must be the computed ones
         declared = info.type.tensor_type.elem_type if info.type.HasField("tensor_type") else 0
-        computed = values[info.name].dtype if info.name in values else None
-        if declared and computed is not None and ONNX_TO_TORCH_DTYPE.get(declared) != computed:
+        computed = values[info.name].dtype.name if info.name in values else None
+        if declared and computed is not None and ELEM_TYPES.get(declared) != computed:
             raise AimccError(
-                f"value '{info.name}' is declared {TensorProto.DataType.Name(declared)} "
-                f"but computes {str(computed).removeprefix('torch.')}"
+                f"value '{info.name}' is declared {type_name(declared)} but computes {computed}"
             )
     module = _build_module(model, inputs, needed, values, constant, weights)
     return module, weights
 
 
+def _supported(op_type: str) -> bool:
+    if op_type in fold.EXACT or op_type in fold.TYPED:
+        return True
+    from aimcc.runtime.onnx_ops import supported_ops
+
+    return op_type in supported_ops()
+
+
+def _evaluate(
+    op_type: str, args: list[np.ndarray | None], attrs: dict[str, Any], constant: bool
+) -> list[np.ndarray]:
+    """The node's results: with numpy where that gives the op library's answer, else with the
+    op library (the first such node imports torch)."""
+    try:
+        return fold.evaluate(op_type, args, attrs, constant)
+    except fold.Defer:
+        pass
+    from aimcc.runtime.onnx_ops import run_op, to_numpy, to_torch
+
+    tensors = [None if a is None else to_torch(a) for a in args]
+    if not constant and op_type in _CONTRACTED_AXES:
+        tensors = _without_contraction(op_type, tensors, attrs)
+    return [to_numpy(out) for out in run_op(op_type, tensors, attrs)]
+
+
 def _build_module(
-    model: onnx.ModelProto,
-    inputs: list[onnx.ValueInfoProto],
+    model: ModelProto,
+    inputs: list[ValueInfoProto],
     needed: set[int],
-    values: dict[str, torch.Tensor],
+    values: dict[str, np.ndarray],
     constant: set[str],
     weights: WeightStore,
 ) -> ModuleOp:
@@ -166,8 +189,7 @@ def _build_module(
                 absent.append(_emit(block, AbsentOp()).result)
             return absent[0]
         if name not in ssa:  # a constant: becomes a weight on first use
-            array = to_numpy(values[name])
-            op = _emit(block, WeightOp(weights.add(name, array), _type_of(values[name])))
+            op = _emit(block, WeightOp(weights.add(name, values[name]), _type_of(values[name])))
             op.result.name_hint = _hint(name)
             ssa[name] = op.result
         return ssa[name]
@@ -197,7 +219,7 @@ def _build_module(
     return ModuleOp([function])
 
 
-def _scope(node: onnx.NodeProto) -> str:
+def _scope(node: NodeProto) -> str:
     """The torch module a node came from, as torch's dynamo exporter records it in the node's
     metadata (a Python list literal of nested scopes ending in the op's own name); layer names
     for adapters come from it."""
@@ -247,7 +269,7 @@ def _shapes(input_shapes: dict[str, tuple[int, ...]]) -> str:
     return ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in input_shapes.items())
 
 
-def _check_opsets(model: onnx.ModelProto) -> int:
+def _check_opsets(model: ModelProto) -> int:
     """The default domain's opset version, checked against the supported range."""
     version = 0
     for opset in model.opset_import:
@@ -260,7 +282,7 @@ def _check_opsets(model: onnx.ModelProto) -> int:
     return version
 
 
-def _check_legacy_axis(node: onnx.NodeProto, rank: int, where: str) -> None:
+def _check_legacy_axis(node: NodeProto, rank: int, where: str) -> None:
     """Before opset 13 these ops flattened the input from ``axis`` on; only the last axis agrees."""
     axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
     if axis not in (-1, rank - 1):
@@ -270,7 +292,7 @@ def _check_legacy_axis(node: onnx.NodeProto, rank: int, where: str) -> None:
         )
 
 
-def _live_nodes(graph: onnx.GraphProto) -> set[int]:
+def _live_nodes(graph: Any) -> set[int]:
     """Indices of the nodes the graph outputs depend on."""
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
     live: set[int] = set()
@@ -304,12 +326,8 @@ def _xdsl_attr(value: Any, hint: str, weights: WeightStore) -> Attribute:
     raise AimccError(f"{hint}: unsupported attribute value of type {type(value).__name__}")
 
 
-def _type_of(t: torch.Tensor) -> Attribute:
-    return tensor_type(tuple(t.shape), str(t.dtype).removeprefix("torch."))
-
-
-def _torch_dtype(dtype: np.dtype) -> torch.dtype:
-    return to_torch(np.zeros((), dtype=dtype)).dtype
+def _type_of(t: np.ndarray) -> Attribute:
+    return tensor_type(tuple(t.shape), t.dtype.name)
 
 
 def _hint(name: str) -> str | None:

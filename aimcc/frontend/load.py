@@ -10,13 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 from google.protobuf.message import DecodeError
-from onnx import TensorProto
 
 from aimcc.errors import AimccError, first_line
+from aimcc.frontend.proto import (
+    TYPED_FIELDS,
+    ModelProto,
+    TensorProto,
+    ValidationError,
+    ValueInfoProto,
+    check_model,
+    np_dtype,
+    tensor_array,
+)
 from aimcc.frontend.validate import check_graph
 from aimcc.frontend.wire import WireError, split_payloads
+from aimcc.runtime.onnx_meta import ELEM_TYPES
 
 DEFAULT_BATCH = 1
 DEFAULT_SEQUENCE = 128
@@ -26,36 +35,17 @@ _SHAPE_SPEC = re.compile(r"^([^=]+)=(\d+(?:x\d+)*)$")
 @dataclass
 class LoadedModel:
     """A checked ONNX model: its protobuf (initializers without their ``raw_data``) and every
-    initializer as an array. Raw payloads are copy-on-write views of the mapped file, so the
-    file must not be truncated while the arrays are alive."""
+    initializer as an array. Payloads, in the .onnx file or in external data files, are
+    copy-on-write views of the mapped files, so the files must not be truncated while the
+    arrays are alive."""
 
-    proto: onnx.ModelProto
+    proto: ModelProto
     initializers: dict[str, np.ndarray]
 
 
-# Types whose raw_data is the array's bytes (others, packed or not numpy types, go via onnx).
-_PLAIN_DTYPES = {
-    TensorProto.FLOAT: "<f4",
-    TensorProto.DOUBLE: "<f8",
-    TensorProto.FLOAT16: "<f2",
-    TensorProto.INT8: "i1",
-    TensorProto.INT16: "<i2",
-    TensorProto.INT32: "<i4",
-    TensorProto.INT64: "<i8",
-    TensorProto.UINT8: "u1",
-    TensorProto.UINT16: "<u2",
-    TensorProto.UINT32: "<u4",
-    TensorProto.UINT64: "<u8",
-    TensorProto.BOOL: "?",
-}
-_TYPED_FIELDS = (
-    "float_data",
-    "int32_data",
-    "string_data",
-    "int64_data",
-    "double_data",
-    "uint64_data",
-)
+# Types whose raw_data is the array's bytes in a numpy dtype (bfloat16 is ml_dtypes': decoded
+# only when a model has it).
+_PLAIN_DTYPES = {code: np.dtype(name) for code, name in ELEM_TYPES.items() if name != "bfloat16"}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -77,7 +67,7 @@ def load_onnx(path: str | Path) -> LoadedModel:
             raise AimccError(f"{path}: not an ONNX model (the file is empty)") from None
     try:
         skeleton, spans = split_payloads(mapped)
-        proto = onnx.ModelProto.FromString(skeleton)
+        proto = ModelProto.FromString(skeleton)
     except (WireError, DecodeError):
         raise AimccError(f"{path}: not an ONNX model (protobuf does not parse)") from None
     if not proto.graph.node:
@@ -96,39 +86,77 @@ def load_onnx(path: str | Path) -> LoadedModel:
             lifted[tensor.name] = _payload(path, mapped, span, tensor)
         else:  # packed or not a numpy type: onnx decodes it
             tensor.raw_data = mapped[span[0] : span[1]]
-    external = any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer)
+    external = [t for t in proto.graph.initializer if t.data_location == TensorProto.EXTERNAL]
     try:  # by path the checker re-reads the file, and resolves external data locations
-        onnx.checker.check_model(str(path) if external else _structure(proto, lifted))
-    except (onnx.checker.ValidationError, ValueError) as exc:
+        check_model(str(path) if external else _structure(proto, lifted).SerializeToString())
+    except (ValidationError, ValueError) as exc:
         raise AimccError(f"{path}: invalid ONNX model: {first_line(exc)}") from None
     try:
         check_graph(proto)
     except AimccError as exc:
         raise AimccError(f"{path}: invalid ONNX model: {exc}") from None
-    if external:
-        try:
-            onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
-        except (OSError, ValueError) as exc:
-            raise AimccError(f"{path}: cannot load external data: {first_line(exc)}") from None
+    lifted.update(_external(path, external))
     initializers = {}
     for tensor in proto.graph.initializer:
         if tensor.name in lifted:
             initializers[tensor.name] = lifted[tensor.name]
             continue
         try:
-            initializers[tensor.name] = onnx.numpy_helper.to_array(tensor)
+            initializers[tensor.name] = tensor_array(tensor)
         except (ValueError, TypeError) as exc:
             raise AimccError(f"{path}: initializer '{tensor.name}': {first_line(exc)}") from None
     return LoadedModel(proto, initializers)
+
+
+def _external(path: Path, tensors: list) -> dict[str, np.ndarray]:
+    """External data as views of its files, each mapped once (copy-on-write, like the model
+    file): nothing is read until used, nothing copied."""
+    maps: dict[Path, mmap.mmap] = {}
+    arrays = {}
+    base = path.parent.resolve()
+    for tensor in tensors:
+        where = f"{path}: cannot load external data of '{tensor.name}'"
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        try:
+            file = (base / info["location"]).resolve()
+            offset, dtype = int(info.get("offset", 0)), np_dtype(tensor.data_type)
+            need = math.prod(tensor.dims) * dtype.itemsize
+            length = int(info.get("length", need))
+        except (KeyError, ValueError) as exc:
+            raise AimccError(f"{where}: bad external_data entry {first_line(exc)}") from None
+        if not file.is_relative_to(base):
+            raise AimccError(f"{where}: {info['location']} is outside the model's folder")
+        if length != need or offset < 0:
+            raise AimccError(
+                f"{where}: {length} bytes at offset {offset}, its shape {list(tensor.dims)} and "
+                f"type {dtype} need {need}"
+            )
+        if need == 0:
+            arrays[tensor.name] = np.zeros(tuple(tensor.dims), dtype)
+            continue
+        if file not in maps:
+            try:
+                with file.open("rb") as f:
+                    maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError) as exc:
+                raise AimccError(f"{where}: {first_line(exc)}") from None
+        if offset + need > len(maps[file]):
+            raise AimccError(
+                f"{where}: {info['location']} has {len(maps[file])} bytes, the tensor needs "
+                f"{need} at offset {offset}"
+            )
+        view = np.frombuffer(maps[file], dtype, count=need // dtype.itemsize, offset=offset)
+        arrays[tensor.name] = view.reshape(tuple(tensor.dims))
+    return arrays
 
 
 def _payload(
     path: Path, mapped: mmap.mmap, span: tuple[int, int], tensor: TensorProto
 ) -> np.ndarray:
     """The initializer's raw_data as an array viewing the mapping, checked as the checker would."""
-    dtype, shape = np.dtype(_PLAIN_DTYPES[tensor.data_type]), tuple(tensor.dims)
+    dtype, shape = _PLAIN_DTYPES[tensor.data_type], tuple(tensor.dims)
     start, end = span
-    if any(len(getattr(tensor, name)) for name in _TYPED_FIELDS):
+    if any(len(getattr(tensor, name)) for name in TYPED_FIELDS):
         raise AimccError(
             f"{path}: invalid ONNX model: initializer '{tensor.name}' has both raw and typed data"
         )
@@ -143,21 +171,25 @@ def _payload(
     return np.frombuffer(mapped, dtype, count=need // dtype.itemsize, offset=start).reshape(shape)
 
 
-def _structure(proto: onnx.ModelProto, lifted: dict[str, np.ndarray]) -> onnx.ModelProto:
+def _structure(proto: ModelProto, lifted: dict[str, np.ndarray]) -> ModelProto:
     """What the checker sees: the model with each lifted initializer declared as a graph input
     instead (its payload was checked against its shape and type when it was viewed)."""
-    check = onnx.ModelProto()
+    check = ModelProto()
     check.CopyFrom(proto)
     graph = check.graph
     kept = [t for t in graph.initializer if t.name not in lifted]
     declared = {i.name for i in graph.input}
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    graph.input.extend(
-        onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
-        for t in proto.graph.initializer
-        if t.name in lifted and t.name not in declared
-    )
+    for t in proto.graph.initializer:
+        if t.name in lifted and t.name not in declared:
+            info = graph.input.add()
+            info.name = t.name
+            tensor = info.type.tensor_type
+            tensor.elem_type = t.data_type
+            tensor.shape.SetInParent()
+            for d in t.dims:
+                tensor.shape.dim.add().dim_value = d
     return check
 
 
@@ -177,7 +209,7 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+def graph_inputs(model: ModelProto) -> list[ValueInfoProto]:
     """The real inputs: old exporters also list initializers as graph inputs."""
     initializers = {t.name for t in model.graph.initializer}
     return [i for i in model.graph.input if i.name not in initializers]

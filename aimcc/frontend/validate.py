@@ -12,14 +12,21 @@ import math
 import os
 import resource
 
-import onnx
-from onnx import AttributeProto, TensorProto
-
 from aimcc.errors import AimccError
-from aimcc.runtime.onnx_ops import ONNX_TO_TORCH_DTYPE
+from aimcc.frontend.proto import (
+    AttributeProto,
+    ModelProto,
+    NodeProto,
+    SchemaError,
+    TensorProto,
+    get_schema,
+    np_dtype,
+    type_name,
+)
+from aimcc.runtime.onnx_meta import ELEM_TYPES
 
 # Graph inputs fed to the runtime: no bfloat16 (feeds are numpy arrays, which have none).
-INPUT_ELEM_TYPES = {t for t in ONNX_TO_TORCH_DTYPE if t != TensorProto.BFLOAT16}
+INPUT_ELEM_TYPES = {t for t in ELEM_TYPES if t != TensorProto.BFLOAT16}
 _ATTR_TYPE_NAMES = {v: k for k, v in AttributeProto.AttributeType.items()}
 
 
@@ -32,14 +39,7 @@ def memory_limit() -> int:
     return min(limits) // 2
 
 
-def _type_name(elem_type: int) -> str:
-    try:
-        return TensorProto.DataType.Name(elem_type)
-    except ValueError:
-        return f"code {elem_type}"
-
-
-def check_graph(model: onnx.ModelProto) -> None:
+def check_graph(model: ModelProto) -> None:
     """Outputs, definitions, element types and attributes of the main graph."""
     graph = model.graph
     if not graph.output:
@@ -60,9 +60,9 @@ def check_graph(model: onnx.ModelProto) -> None:
         if tensor is None:
             raise AimccError(f"input '{inp.name}': only tensor inputs are supported")
         if tensor.elem_type not in INPUT_ELEM_TYPES:
-            supported = ", ".join(sorted(_type_name(t).lower() for t in INPUT_ELEM_TYPES))
+            supported = ", ".join(sorted(type_name(t).lower() for t in INPUT_ELEM_TYPES))
             raise AimccError(
-                f"input '{inp.name}': element type {_type_name(tensor.elem_type)} is not "
+                f"input '{inp.name}': element type {type_name(tensor.elem_type)} is not "
                 f"supported (supported: {supported})"
             )
         for axis, dim in enumerate(tensor.shape.dim):
@@ -72,9 +72,9 @@ def check_graph(model: onnx.ModelProto) -> None:
                 )
     for tensor in graph.initializer:
         defined[tensor.name] = "initializer"
-        if tensor.data_type not in ONNX_TO_TORCH_DTYPE:
+        if tensor.data_type not in ELEM_TYPES:
             raise AimccError(
-                f"initializer '{tensor.name}': element type {_type_name(tensor.data_type)} "
+                f"initializer '{tensor.name}': element type {type_name(tensor.data_type)} "
                 "is not supported by the aimcc runtime"
             )
     opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
@@ -92,12 +92,12 @@ def check_graph(model: onnx.ModelProto) -> None:
             raise AimccError(f"graph output '{out.name}' is not computed by any node")
 
 
-def _check_attributes(node: onnx.NodeProto, opsets: dict[str, int], where: str) -> None:
+def _check_attributes(node: NodeProto, opsets: dict[str, int], where: str) -> None:
     """Attribute names, types and required ones against the op's schema at the model's opset."""
     domain = node.domain or "ai.onnx"
     try:
-        schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), node.domain)
-    except onnx.defs.SchemaError:
+        schema = get_schema(node.op_type, opsets.get(domain, 1), node.domain)
+    except SchemaError:
         return  # an op onnx does not know: the importer names it as unsupported
     for attr in node.attribute:
         spec = schema.attributes.get(attr.name)
@@ -116,12 +116,12 @@ def _check_attributes(node: onnx.NodeProto, opsets: dict[str, int], where: str) 
             raise AimccError(f"{where}: required attribute '{name}' is missing")
 
 
-def check_input_sizes(shapes: dict[str, tuple[int, ...]], model: onnx.ModelProto) -> None:
+def check_input_sizes(shapes: dict[str, tuple[int, ...]], model: ModelProto) -> None:
     """Refuse inputs that alone would not fit the machine, before anything is allocated."""
     limit = memory_limit()
     types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
     for name, shape in shapes.items():
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(types[name]).itemsize
+        itemsize = np_dtype(types[name]).itemsize
         size = math.prod(shape) * itemsize
         if size > limit:
             raise AimccError(

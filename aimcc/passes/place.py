@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.passes import ModulePass
 
 from aimcc.arch import Arch
 from aimcc.errors import AimccError
-from aimcc.frontend.load import LoadedModel
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp
 from aimcc.ir.digital import KernelOp
+
+if TYPE_CHECKING:  # the passes load no ONNX files: IR users need none of the frontend
+    from aimcc.frontend.load import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,7 @@ import torch.nn.functional as F
 
 from aimcc.arch import Arch, Pcm, Tile
 from aimcc.errors import AimccError
-
-NOISE_MODELS = ("ideal", "quant", "pcm")
-COMPENSATIONS = ("global", "column", "none")
+from aimcc.runtime.options import COMPENSATIONS, NOISE_MODELS
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ from functools import reduce
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
-from onnx import AttributeProto, TensorProto, numpy_helper
 
 from aimcc.errors import AimccError
+from aimcc.runtime.onnx_meta import ELEM_TYPES
 
 Tensors = list[torch.Tensor | None]
 Attrs = dict[str, Any]
@@ -30,20 +29,9 @@ OpImpl = Callable[[list[torch.Tensor | None], dict[str, Any]], list[torch.Tensor
 
 ONNX_OPS: dict[str, OpImpl] = {}
 
+UINT8 = 2  # onnx.proto TensorProto.UINT8
 ONNX_TO_TORCH_DTYPE: dict[int, torch.dtype] = {
-    TensorProto.FLOAT: torch.float32,
-    TensorProto.UINT8: torch.uint8,
-    TensorProto.INT8: torch.int8,
-    TensorProto.UINT16: torch.uint16,
-    TensorProto.INT16: torch.int16,
-    TensorProto.INT32: torch.int32,
-    TensorProto.INT64: torch.int64,
-    TensorProto.BOOL: torch.bool,
-    TensorProto.FLOAT16: torch.float16,
-    TensorProto.DOUBLE: torch.float64,
-    TensorProto.UINT32: torch.uint32,
-    TensorProto.UINT64: torch.uint64,
-    TensorProto.BFLOAT16: torch.bfloat16,
+    code: getattr(torch, name) for code, name in ELEM_TYPES.items()
 }
 
 
@@ -51,7 +39,9 @@ def _torch_dtype(onnx_dtype: int) -> torch.dtype:
     """ONNX element type -> torch dtype, or a user-facing error for types torch cannot hold."""
     dtype = ONNX_TO_TORCH_DTYPE.get(onnx_dtype)
     if dtype is None:
-        name = TensorProto.DataType.Name(onnx_dtype)
+        from aimcc.frontend.proto import type_name
+
+        name = type_name(onnx_dtype)
         raise AimccError(f"ONNX element type {name} is not supported by the aimcc runtime")
     return dtype
 
@@ -74,35 +64,6 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
         return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return t.numpy()
-
-
-# Graph and sparse attributes stay protos: no kernel here reads them, but decoding must not fail
-# so that callers reach run_op's "unsupported ONNX op" error for If/Loop/Scan.
-_ATTR_DECODERS: dict[int, Callable[[AttributeProto], Any]] = {
-    AttributeProto.FLOAT: lambda a: a.f,
-    AttributeProto.INT: lambda a: a.i,
-    AttributeProto.STRING: lambda a: a.s.decode(),
-    AttributeProto.TENSOR: lambda a: numpy_helper.to_array(a.t),
-    AttributeProto.GRAPH: lambda a: a.g,
-    AttributeProto.SPARSE_TENSOR: lambda a: a.sparse_tensor,
-    AttributeProto.FLOATS: lambda a: list(a.floats),
-    AttributeProto.INTS: lambda a: list(a.ints),
-    AttributeProto.STRINGS: lambda a: [s.decode() for s in a.strings],
-    AttributeProto.TENSORS: lambda a: [numpy_helper.to_array(t) for t in a.tensors],
-    AttributeProto.GRAPHS: lambda a: list(a.graphs),
-}
-
-
-def attrs_from_node(node: onnx.NodeProto) -> dict[str, Any]:
-    """Decode a node's attributes into python values (tensors as numpy arrays).
-
-    Split without split sizes divides into as many parts as the node has outputs, a fact only the
-    node knows, so it is recorded here as ``num_outputs``.
-    """
-    attrs = {a.name: _ATTR_DECODERS[a.type](a) for a in node.attribute}
-    if node.op_type == "Split" and "num_outputs" not in attrs and "split" not in attrs:
-        attrs["num_outputs"] = len(node.output)
-    return attrs
 
 
 def run_op(
@@ -493,7 +454,7 @@ def _split(inputs: Tensors, attrs: Attrs) -> list[torch.Tensor]:
     if sizes is None:  # equal parts, the last one smaller when uneven (opset 18)
         parts = attrs.get("num_outputs")
         if parts is None:
-            raise AimccError("Split needs split sizes or num_outputs (use attrs_from_node)")
+            raise AimccError("Split needs split sizes or num_outputs (attrs_from_node records it)")
         sizes = -(-x.shape[axis] // parts)
     return list(torch.split(x, sizes, axis))
 
@@ -881,7 +842,7 @@ def _quantize_linear(inputs: Tensors, attrs: Attrs) -> list[torch.Tensor]:
     if zero is not None:
         out_dtype = zero.dtype
     else:
-        out_dtype = _torch_dtype(attrs.get("output_dtype", 0) or TensorProto.UINT8)
+        out_dtype = _torch_dtype(attrs.get("output_dtype", 0) or UINT8)
     if out_dtype.is_floating_point:
         raise AimccError(f"QuantizeLinear to {out_dtype} is not supported")
     y = torch.round(x.to(torch.float32) / _per_axis(scale, x, axis, block).to(torch.float32))
