@@ -14,13 +14,9 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aimcc.commands import Parser, add_model_options, output_file, shows_progress, status
-from aimcc.errors import AimccError, first_line
-
-if TYPE_CHECKING:
-    from xdsl.passes import ModulePass
+from aimcc.errors import AimccError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -88,7 +84,14 @@ def main(argv: list[str]) -> int:
         raise AimccError("opt: give the IR or ONNX model to transform (or --list-passes)")
     from aimcc.arch import load_arch
     from aimcc.atomic import write_npz, write_text
-    from aimcc.compiler import import_onnx, read_ir, read_weights, referenced_keys
+    from aimcc.compiler import (
+        import_onnx,
+        parse_passes,
+        read_ir,
+        read_weights,
+        referenced_keys,
+        run_passes,
+    )
     from aimcc.frontend.load import parse_input_shapes
     from aimcc.ir import make_context
     from aimcc.ir.weights import WeightStore
@@ -107,17 +110,7 @@ def main(argv: list[str]) -> int:
             weights = read_weights(opts.weights) if opts.weights else WeightStore()
             module = read_ir(opts.input, weights, arch)
         ctx = make_context(weights, arch)
-        from xdsl.utils.exceptions import VerifyException
-
-        for p in passes:
-            update(f"{opts.input.name}: {p.name}")
-            p.apply(ctx, module)
-            try:
-                module.verify()
-            except VerifyException as exc:
-                raise AimccError(
-                    f"IR after '{p.name}' does not verify: {first_line(exc)}"
-                ) from None
+        run_passes(module, ctx, passes, stage=lambda name: update(f"{opts.input.name}: {name}"))
     weights.retain(referenced_keys(module))
     text = str(module) + "\n"
     if opts.output:
@@ -127,25 +120,3 @@ def main(argv: list[str]) -> int:
     if opts.save_weights:
         write_npz(opts.save_weights, dict(weights))
     return 0
-
-
-def parse_passes(spec: str) -> list[ModulePass]:
-    """A pipeline spec (xDSL's syntax: ``name{opt=value other=value},...``) -> passes."""
-    if not spec.strip():
-        return []
-    from xdsl.utils.arg_spec import parse_pipeline
-    from xdsl.utils.exceptions import ArgSpecParseError
-
-    from aimcc.passes import PASSES
-
-    try:
-        specs = list(parse_pipeline(spec))
-        unknown = [s.name for s in specs if s.name not in PASSES]
-        if unknown:
-            raise AimccError(f"--passes: unknown pass '{unknown[0]}' (passes: {', '.join(PASSES)})")
-        return [PASSES[s.name].from_pass_spec(s) for s in specs]
-    except ArgSpecParseError as exc:  # the reason is the last line, under a source excerpt
-        reason = str(exc).strip().splitlines()[-1].strip()
-        raise AimccError(f"--passes '{spec}': {reason}") from None
-    except (ValueError, TypeError) as exc:  # unknown or mistyped option
-        raise AimccError(f"--passes '{spec}': {first_line(exc)}") from None
