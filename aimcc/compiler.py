@@ -206,12 +206,14 @@ def compile_model(
         )
 
 
-def read_ir(path: Path, weights: WeightStore, arch: Arch) -> ModuleOp:
-    """Parse and verify textual IR whose weights (referenced by key) are in ``weights``."""
-    if not path.is_file():
+def read_ir(path: Path, weights: WeightStore, arch: Arch, text: str | None = None) -> ModuleOp:
+    """Parse and verify textual IR whose weights (referenced by key) are in ``weights``
+    (``text``: a part of the file at ``path``, for ``opt --split-input-file``)."""
+    if text is None and not path.is_file():
         raise AimccError(f"{path}: no such file")
     try:
-        module = Parser(make_context(weights, arch), path.read_text(), str(path)).parse_module()
+        text = path.read_text() if text is None else text
+        module = Parser(make_context(weights, arch), text, str(path)).parse_module()
         module.verify()
     except ParseError as exc:
         raise AimccError(f"{first_line(exc)}: {exc.msg}") from None
