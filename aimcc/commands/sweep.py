@@ -17,7 +17,7 @@ from aimcc.errors import AimccError
 
 def parser() -> argparse.ArgumentParser:
     from aimcc.commands.eval import add_task_options
-    from aimcc.evaluate import DRIFT_TIMES
+    from aimcc.runtime.options import DRIFT_TIMES
     from aimcc.runtime.analog import NOISE_MODELS
 
     p = Parser(
@@ -124,7 +124,7 @@ def build_grid(opts: argparse.Namespace) -> Any:
     if len(set(keys)) < len(keys):
         raise AimccError(f"--set {keys[0]}: a key is swept once (give its values as A,B,C)")
     if "times" not in axes:
-        from aimcc.evaluate import DRIFT_TIMES
+        from aimcc.runtime.options import DRIFT_TIMES
 
         axes["times"] = sweep.parse_times(DRIFT_TIMES)
     return sweep.Grid(**axes)
