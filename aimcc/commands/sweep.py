@@ -17,8 +17,8 @@ from aimcc.errors import AimccError
 
 def parser() -> argparse.ArgumentParser:
     from aimcc.commands.eval import add_task_options
-    from aimcc.runtime.options import DRIFT_TIMES
     from aimcc.runtime.analog import NOISE_MODELS
+    from aimcc.runtime.options import DRIFT_TIMES
 
     p = Parser(
         prog="aimcc sweep",

@@ -33,7 +33,8 @@ def main(src: str, out: str) -> None:
     text = Path(src).read_text()
     fixed = dict(FIXED.findall(text))
     store = {}
-    for key, dims, dtype in WEIGHT.findall(text):
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+    for key, dims, dtype in WEIGHT.findall(code):  # not in the CHECK lines
         shape = tuple(int(d) for d in dims.split("x") if d)
         if key in fixed:
             store[key] = np.full(shape, float(fixed[key])).astype(DTYPES[dtype])
