@@ -190,6 +190,8 @@ def compile_model(
 
     The weights of the result are views of the mapped ONNX file: do not overwrite the file in
     place (``onnx.save`` to the same path) while the Compilation is still to be written."""
+    if passes is not None:
+        target = _spec_target(passes, target)  # the refusals before import check for it
     with gc_paused():
         seconds: dict[str, float] = {}
         module, weights, shapes = import_onnx(
@@ -199,8 +201,6 @@ def compile_model(
         weights.hash_in_background()  # for the binary, while the passes run
         if passes is None:
             passes = pipeline(target, schedule, slots, head_split)
-        else:
-            target = _spec_target(passes, target)
         return _finish(
             module, ctx, passes, "import", target, str(path), shapes, seconds, after_pass, stage
         )
