@@ -24,7 +24,7 @@ builtin.module {
     func.return %y : tensor<1x4x8xf32>
   }
 }
-// CHECK-NEXT: error: {{.*}}aimc.mlir: IR does not verify: aimc.matmul: shapes (1, 4, 16) @ (8, 8) mismatch
+// CHECK-NEXT: error: {{.*}}verify.mlir: IR does not verify: aimc.matmul: shapes (1, 4, 16) @ (8, 8) mismatch
 // CHECK-NEXT: // -----
 
 // -----
