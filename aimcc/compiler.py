@@ -31,11 +31,8 @@ from aimcc.passes import PASSES
 from aimcc.passes.head_split import HeadSplitPass
 from aimcc.passes.lora_slots import LoraSlotsPass
 from aimcc.passes.partition import TARGET_ATTR, PartitionPass
-from aimcc.passes.place import PlacePass, precheck
-from aimcc.passes.raise_transformer import RaiseTransformerPass
+from aimcc.passes.place import precheck
 from aimcc.passes.schedule import SCHEDULE_ATTR, SchedulePass
-from aimcc.passes.split import SplitPass
-from aimcc.passes.tile import TilePass
 
 PASS_NAMES = ("import", *PASSES)
 SOURCE_ATTR = "aimc.source"  # module attribute: the ONNX file's name, kept through textual IR
@@ -43,26 +40,74 @@ SOURCE_SHA256_ATTR = "aimc.source_sha256"  # and the sha256 of its bytes (eval c
 Stage = Callable[[str], None]
 
 
+# The default pipeline, in xDSL's pass-pipeline syntax (``aimcc MODEL.onnx -p SPEC`` replaces
+# it; ``aimcc opt --list-passes`` shows every option). The compile options configure these passes.
+DEFAULT_PIPELINE = "raise,lora-slots,partition,tile,place,head-split,split,schedule"
+
+
 def pipeline(
-    target: str,
+    target: str = "hybrid",
     schedule: SchedulePass | None = None,
     slots: LoraSlotsPass | None = None,
     head_split: HeadSplitPass | None = None,
 ) -> list[ModulePass]:
-    """The passes after import, in order, configured for ``target`` (and the scheduler, the
-    adapter slots and the attention head split)."""
+    """DEFAULT_PIPELINE configured for ``target`` (and the scheduler, the adapter slots and the
+    attention head split)."""
     if slots is not None and slots.rank and target == "aimc":
         raise AimccError("--lora-rank: adapter slots are digital; --target aimc has none")
-    return [
-        RaiseTransformerPass(),
-        slots or LoraSlotsPass(),
-        PartitionPass(target=target),
-        TilePass(),
-        PlacePass(),
-        head_split or HeadSplitPass(),
-        SplitPass(),
-        schedule or SchedulePass(),
-    ]
+    configured: dict[str, ModulePass] = {"partition": PartitionPass(target=target)}
+    configured.update({p.name: p for p in (slots, head_split, schedule) if p is not None})
+    return [configured.get(p.name, p) for p in parse_passes(DEFAULT_PIPELINE)]
+
+
+def pipeline_spec(passes: list[ModulePass]) -> str:
+    """The spec string of configured passes (what ``-p`` would take to run them again)."""
+    return ",".join(str(p.pipeline_pass_spec()) for p in passes)
+
+
+def parse_passes(spec: str, flag: str = "--passes") -> list[ModulePass]:
+    """A pipeline spec (xDSL's syntax: ``name{opt=value other=value},...``) -> passes."""
+    if not spec.strip():
+        return []
+    from xdsl.utils.arg_spec import parse_pipeline
+    from xdsl.utils.exceptions import ArgSpecParseError
+
+    try:
+        specs = list(parse_pipeline(spec))
+        unknown = [s.name for s in specs if s.name not in PASSES]
+        if unknown:
+            raise AimccError(f"{flag}: unknown pass '{unknown[0]}' (passes: {', '.join(PASSES)})")
+        return [PASSES[s.name].from_pass_spec(s) for s in specs]
+    except ArgSpecParseError as exc:  # the reason is the last line, under a source excerpt
+        reason = str(exc).strip().splitlines()[-1].strip()
+        raise AimccError(f"{flag} '{spec}': {reason}") from None
+    except (ValueError, TypeError) as exc:  # unknown or mistyped option
+        raise AimccError(f"{flag} '{spec}': {first_line(exc)}") from None
+
+
+def run_passes(
+    module: ModuleOp,
+    ctx: CompileContext,
+    passes: list[ModulePass],
+    seconds: dict[str, float] | None = None,
+    after_pass: Callable[[str, ModuleOp], None] | None = None,
+    stage: Stage | None = None,
+) -> None:
+    """The one pass runner (compile and opt): ``stage(name)`` before each pass, verify after
+    each (a pass that breaks the IR is named; the time goes to ``seconds["verify"]``), then
+    ``after_pass(name, module)``."""
+    seconds = {} if seconds is None else seconds
+    for p in passes:
+        if stage:
+            stage(p.name)
+        start = time.perf_counter()
+        p.apply(ctx, module)
+        checked = time.perf_counter()
+        seconds[p.name] = seconds.get(p.name, 0.0) + checked - start
+        _verify(module, p.name)
+        seconds["verify"] = seconds.get("verify", 0.0) + time.perf_counter() - checked
+        if after_pass:
+            after_pass(p.name, module)
 
 
 @dataclass
@@ -137,12 +182,16 @@ def compile_model(
     stage: Stage | None = None,
     slots: LoraSlotsPass | None = None,
     head_split: HeadSplitPass | None = None,
+    passes: list[ModulePass] | None = None,
 ) -> Compilation:
     """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage,
-    ``stage(name)`` is told when each begins (for progress).
+    ``stage(name)`` is told when each begins (for progress). ``passes`` (from a ``-p`` spec)
+    replace the configured default pipeline.
 
     The weights of the result are views of the mapped ONNX file: do not overwrite the file in
     place (``onnx.save`` to the same path) while the Compilation is still to be written."""
+    if passes is not None:
+        target = _spec_target(passes, target)  # the refusals before import check for it
     with gc_paused():
         seconds: dict[str, float] = {}
         module, weights, shapes = import_onnx(
@@ -150,18 +199,21 @@ def compile_model(
         )
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()  # for the binary, while the passes run
-        passes = pipeline(target, schedule, slots, head_split)
+        if passes is None:
+            passes = pipeline(target, schedule, slots, head_split)
         return _finish(
             module, ctx, passes, "import", target, str(path), shapes, seconds, after_pass, stage
         )
 
 
-def read_ir(path: Path, weights: WeightStore, arch: Arch) -> ModuleOp:
-    """Parse and verify textual IR whose weights (referenced by key) are in ``weights``."""
-    if not path.is_file():
+def read_ir(path: Path, weights: WeightStore, arch: Arch, text: str | None = None) -> ModuleOp:
+    """Parse and verify textual IR whose weights (referenced by key) are in ``weights``
+    (``text``: a part of the file at ``path``, for ``opt --split-input-file``)."""
+    if text is None and not path.is_file():
         raise AimccError(f"{path}: no such file")
     try:
-        module = Parser(make_context(weights, arch), path.read_text(), str(path)).parse_module()
+        text = path.read_text() if text is None else text
+        module = Parser(make_context(weights, arch), text, str(path)).parse_module()
         module.verify()
     except ParseError as exc:
         raise AimccError(f"{first_line(exc)}: {exc.msg}") from None
@@ -233,10 +285,12 @@ def compile_ir(
     schedule: SchedulePass | None = None,
     stage: Stage | None = None,
     head_split: HeadSplitPass | None = None,
+    passes: list[ModulePass] | None = None,
 ) -> Compilation:
     """Finish compiling textual IR at any stage (``aimcc opt`` output): run the passes it has
     not been through. The schedule pass always runs (the binary needs its full result).
-    ``target`` (default hybrid) applies only when partition is still to run."""
+    ``target`` (default hybrid) applies only when partition is still to run. ``passes`` (from
+    a ``-p`` spec) run instead, all of them."""
     with gc_paused():
         seconds: dict[str, float] = {}
         if stage:
@@ -257,8 +311,11 @@ def compile_ir(
         target = target or "hybrid"
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()
-        passes = pipeline(target, schedule, head_split=head_split)
-        remaining = [p for p in passes if PASS_NAMES.index(p.name) > PASS_NAMES.index(done)]
+        if passes is None:
+            passes = pipeline(target, schedule, head_split=head_split)
+            passes = [p for p in passes if PASS_NAMES.index(p.name) > PASS_NAMES.index(done)]
+        else:
+            target = _spec_target(passes, target)
         main = next((op for op in module.walk() if isinstance(op, func.FuncOp)), None)
         if main is None:
             raise AimccError(f"{path}: no function in the IR")
@@ -271,8 +328,14 @@ def compile_ir(
         source_attr = module.attributes.get(SOURCE_ATTR)
         source = source_attr.data if isinstance(source_attr, StringAttr) else str(path)
         return _finish(
-            module, ctx, remaining, done, target, source, shapes, seconds, after_pass, stage
+            module, ctx, passes, done, target, source, shapes, seconds, after_pass, stage
         )
+
+
+def _spec_target(passes: list[ModulePass], target: str) -> str:
+    """The target a ``-p`` spec partitions for (its partition pass's), else ``target``."""
+    chosen = [p.target for p in passes if isinstance(p, PartitionPass)]
+    return chosen[-1] if chosen else target
 
 
 def _arg_name(attrs: Attribute | None, index: int) -> str:
@@ -292,28 +355,15 @@ def _finish(
     after_pass: Callable[[str, ModuleOp], None] | None,
     stage: Stage | None,
 ) -> Compilation:
-    """Run ``passes`` on a module that has been through ``done``; verify; keep only the
-    weights the final IR refers to."""
+    """Verify a module that has been through ``done``, run ``passes`` on it (verifying after
+    each); keep only the weights the final IR refers to."""
     start = time.perf_counter()
     _verify(module, done)
-    checking = time.perf_counter() - start
+    seconds["verify"] = time.perf_counter() - start
     if after_pass:
         after_pass(done, module)
-    for p in passes:
-        if stage:
-            stage(p.name)
-        start = time.perf_counter()
-        p.apply(ctx, module)
-        seconds[p.name] = time.perf_counter() - start
-        if after_pass:
-            _verify(module, p.name)
-            after_pass(p.name, module)
-    if stage:
-        stage("verify")
-    start = time.perf_counter()
-    _verify(module, PASS_NAMES[-1])
+    run_passes(module, ctx, passes, seconds, after_pass, stage)
     ctx.weights.retain(referenced_keys(module))
-    seconds["verify"] = checking + time.perf_counter() - start  # after import and at the end
     return Compilation(module, ctx, target, source, shapes, seconds)
 
 
@@ -345,6 +395,4 @@ def _verify(module: ModuleOp, stage: str) -> None:
     try:
         module.verify()
     except VerifyException as exc:
-        raise AimccError(
-            f"internal error: IR after '{stage}' does not verify: {first_line(exc)}"
-        ) from None
+        raise AimccError(f"IR after '{stage}' does not verify: {first_line(exc)}") from None

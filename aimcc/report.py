@@ -389,7 +389,8 @@ def print_schedule(
 ) -> None:
     """Latency, energy, utilisation, the gap to the lower bound, the busiest layers, LoRA cost.
 
-    ``baseline`` is the same model compiled ``--target aimc`` (LoRA merged into the tiles).
+    ``baseline`` is the same model compiled ``--target aimc`` (LoRA merged into the tiles),
+    when ``--compare aimc`` asked for it.
     """
     if timeline is None:
         console.print("schedule: nothing to run on the chip", highlight=False)
@@ -417,8 +418,10 @@ def print_schedule(
     table.add_row("  critical path", _ns(s.critical_path_ns))
     table.add_row("  chain, units serial", _ns(s.chain_bound_ns))
     if comp.target == "hybrid":
-        if baseline is None:
+        if not has_lora(comp):
             table.add_row("LoRA overhead", "no LoRA adapters")
+        elif baseline is None:
+            table.add_row("LoRA overhead vs aimc", "not compiled (--compare aimc)")
         else:
             table.add_row(
                 "LoRA overhead vs aimc",

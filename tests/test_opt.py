@@ -60,7 +60,7 @@ def test_printing_without_passes_round_trips(tmp_path: Path) -> None:
     ],
 )
 def test_bad_pipelines_are_refused_before_work(passes: str, message: str) -> None:
-    from aimcc.commands.opt import parse_passes
+    from aimcc.compiler import parse_passes
 
     with pytest.raises(AimccError, match=message):
         parse_passes(passes)
@@ -88,3 +88,56 @@ def test_every_pass_is_registered() -> None:
         "split",
         "schedule",
     ]
+
+
+def test_compile_and_opt_share_one_pipeline(tmp_path: Path) -> None:
+    """`aimcc MODEL -p SPEC` with the default spec written out makes the same binary as the
+    default compile; a changed option in the spec changes it."""
+    from aimcc.compiler import DEFAULT_PIPELINE
+
+    model = model_path("lora_layer_128")
+    assert main([str(model), "-q", "-o", str(tmp_path / "a.aimcb")]) == 0
+    assert main([str(model), "-q", "-p", DEFAULT_PIPELINE, "-o", str(tmp_path / "b.aimcb")]) == 0
+    assert (tmp_path / "a.aimcb").read_bytes() == (tmp_path / "b.aimcb").read_bytes()
+    spec = DEFAULT_PIPELINE.replace("partition", "partition{target=aimc}")
+    assert main([str(model), "-q", "-p", spec, "-o", str(tmp_path / "c.aimcb")]) == 0
+    assert (tmp_path / "c.aimcb").read_bytes() != (tmp_path / "a.aimcb").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "raise,partition,tile,place"], "needs the pipeline to end with schedule"),
+        (["-p", "raise,schedule", "--target", "aimc"], "--target configures the default"),
+        (["-p", "raise,schedule", "--lora-rank", "4"], "--lora-rank configures the default"),
+        (["--target", "digital", "--compare", "aimc"], "compiled for digital"),
+    ],
+)
+def test_compile_refuses_pipelines_it_cannot_honour(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "m.aimcb"
+    assert main([str(model_path("lora_layer_128")), "-q", "-o", str(out), *args]) == 1
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_a_pass_that_breaks_the_ir_is_named() -> None:
+    """compile and opt verify after every pass through the same runner."""
+    from dataclasses import dataclass
+
+    from xdsl.dialects.builtin import StringAttr
+    from xdsl.passes import ModulePass
+
+    from aimcc.compiler import run_passes
+
+    @dataclass(frozen=True)
+    class Breaks(ModulePass):
+        name = "breaks"
+
+        def apply(self, ctx: object, op: object) -> None:
+            program = next(o for o in op.walk() if o.name == "aimc.program")
+            program.properties["tile_id"] = StringAttr("x")  # a string where an index belongs
+
+    comp = compile_model(model_path("lora_layer_128"), "hybrid")
+    with pytest.raises(AimccError, match="IR after 'breaks' does not verify"):
+        run_passes(comp.module, comp.ctx, [Breaks()])

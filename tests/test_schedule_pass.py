@@ -129,9 +129,10 @@ def test_tokens_and_clusters_options() -> None:
     assert tile.busy_ns == pytest.approx(64 * harp_token_ns(128))
 
 
-def run_cli(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+def run_cli(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
     trace, plot = tmp_path / "trace.json", tmp_path / "gantt.png"
     argv = [str(model), "-o", str(tmp_path / "m.aimcb"), "--trace", str(trace), "--plot", str(plot)]
+    argv += extra
     assert compile_command.main(argv) == 0
     with trace.open() as f:
         doc = json.load(f)
@@ -147,7 +148,9 @@ def run_cli(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_cli_reports_latency_energy_and_lora_overhead(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = run_cli(MODELS / "bert_lora.onnx", tmp_path, capsys)
+    plain = run_cli(MODELS / "bert_lora.onnx", tmp_path, capsys)
+    assert "not compiled (--compare aimc)" in plain  # the baseline only when asked for
+    out = run_cli(MODELS / "bert_lora.onnx", tmp_path, capsys, "--compare", "aimc")
     for words in ("latency (128 tokens)", "energy", "tiles busy", "clusters busy", "lower bound"):
         assert words in out
     assert "LoRA overhead vs aimc" in out and "busiest layers" in out

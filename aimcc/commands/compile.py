@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def parser() -> argparse.ArgumentParser:
-    from aimcc.compiler import PASS_NAMES
+    from aimcc.compiler import DEFAULT_PIPELINE, PASS_NAMES
     from aimcc.passes.partition import TARGETS
     from aimcc.passes.schedule import PIPELINES
 
@@ -120,6 +120,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plot", type=output_file, metavar="OUT.png", help="write the schedule's Gantt chart"
     )
+    p.add_argument(
+        "-p",
+        "--passes",
+        metavar="PIPELINE",
+        help="run this pass pipeline instead of the default "
+        f"'{DEFAULT_PIPELINE}' (xDSL's syntax, options in braces: 'aimcc opt --list-passes'); "
+        "it must end with schedule, and pass options replace the options above",
+    )
+    p.add_argument(
+        "--compare",
+        choices=["aimc"],
+        help="aimc: compile the model a second time with LoRA merged into the tiles "
+        "(--target aimc) and show the hybrid LoRA overhead against it",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary and no progress")
     add_adapter_slot_options(p)
     g = p.add_argument_group("projections kept digital by sensitivity (docs/SENSITIVITY.md)")
@@ -209,7 +223,13 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     from aimcc import report
     from aimcc.arch import load_arch
     from aimcc.atomic import atomic_write, write_text
-    from aimcc.compiler import PASS_NAMES, compile_ir, compile_model, read_weights
+    from aimcc.compiler import (
+        PASS_NAMES,
+        compile_ir,
+        compile_model,
+        parse_passes,
+        read_weights,
+    )
     from aimcc.frontend.load import parse_input_shapes
     from aimcc.passes.head_split import HeadSplitPass
     from aimcc.passes.schedule import SchedulePass
@@ -236,6 +256,9 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     if opts.head_groups < 0:
         raise AimccError(f"--head-groups {opts.head_groups}: use 0 (as many as heads) or more")
     heads = HeadSplitPass(max_groups=opts.head_groups)
+    passes = _spec_passes(opts, parse_passes) if opts.passes is not None else None
+    if opts.compare and is_ir:
+        raise AimccError("--compare aimc compiles the ONNX model again: give the .onnx file")
 
     printed: set[str] = set()
 
@@ -263,6 +286,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             scheduler,
             stage,
             heads,
+            passes,
         )
     else:
         comp = compile_model(
@@ -273,8 +297,14 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             printing,
             scheduler,
             stage,
-            adapter_slots(opts),
+            adapter_slots(opts) if passes is None else None,
             heads,
+            passes,
+        )
+    if opts.compare and comp.target != "hybrid":
+        raise AimccError(
+            f"--compare aimc compares a hybrid compile with the fully analog one; {name} was "
+            f"compiled for {comp.target}"
         )
     for stage_name in sorted(wanted - printed, key=PASS_NAMES.index):
         warn(f"--print-ir-after {stage_name}: {name} was already past {stage_name}")
@@ -304,11 +334,64 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
         update("")
         report.print_compile_summary(comp, files, process_seconds())
         baseline = None
-        if comp.target == "hybrid" and report.has_lora(comp) and not is_ir:
+        if opts.compare == "aimc":
             update(f"compiling {name} for the fully analog baseline (aimc)")
             merged = compile_model(
-                opts.model, "aimc", arch, shapes, schedule=scheduler, head_split=heads
+                opts.model,
+                "aimc",
+                arch,
+                shapes,
+                schedule=scheduler,
+                head_split=heads,
+                passes=_merged(passes),
             )
             baseline = merged.schedule
         report.print_schedule(comp, timeline, baseline)
     return 0
+
+
+def _spec_passes(opts: argparse.Namespace, parse: Callable[..., list]) -> list:
+    """The passes of ``-p SPEC``; the options that configure the default pipeline would be
+    silently ignored beside it, so they are refused."""
+    p = parser()
+    given = [
+        flag
+        for flag, dest in (
+            ("--target", "target"),
+            ("--lora-rank", "lora_rank"),
+            ("--lora-targets", "lora_targets"),
+            ("--digital-layers", "digital_layers"),
+            ("--sensitivity", "sensitivity"),
+            ("--pipeline", "pipeline"),
+            ("--clusters-per-tile", "clusters_per_tile"),
+            ("--head-groups", "head_groups"),
+        )
+        if getattr(opts, dest) != p.get_default(dest)
+    ]
+    if given:
+        raise AimccError(
+            f"{given[0]} configures the default pipeline: with -p give it as a pass option "
+            "(aimcc opt --list-passes)"
+        )
+    passes = parse(opts.passes, "-p")
+    if not passes or passes[-1].name != "schedule":
+        raise AimccError(
+            f"-p '{opts.passes}': a binary needs the pipeline to end with schedule "
+            "(for partial pipelines use 'aimcc opt')"
+        )
+    return passes
+
+
+def _merged(passes: list | None) -> list | None:
+    """The ``--compare aimc`` baseline of a ``-p`` pipeline: partition for aimc, no slots."""
+    if passes is None:
+        return None
+    from dataclasses import replace
+
+    from aimcc.passes.partition import PartitionPass
+
+    return [
+        replace(p, target="aimc") if isinstance(p, PartitionPass) else p
+        for p in passes
+        if p.name != "lora-slots"
+    ]

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aimcc.commands import Parser, add_model_options, output_file, shows_progress, status
-from aimcc.errors import AimccError, first_line
+from aimcc.errors import AimccError
 
-if TYPE_CHECKING:
-    from xdsl.passes import ModulePass
+SPLIT = re.compile(r"^// -----\s*$", re.M)  # --split-input-file's separator, as mlir-opt's
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +55,18 @@ def parser() -> argparse.ArgumentParser:
     )
     add_model_options(p)
     p.add_argument(
+        "--split-input-file",
+        action="store_true",
+        help="textual IR: treat each part between '// -----' lines as its own module; the "
+        "outputs are joined by '// -----' (as mlir-opt, for tests)",
+    )
+    p.add_argument(
+        "--verify-diagnostics",
+        action="store_true",
+        help="print the error of IR that does not parse, verify or pass, as the output of its "
+        "part, and exit 0 (for tests of the verifiers' diagnostics)",
+    )
+    p.add_argument(
         "-o", "--output", type=output_file, help="write the IR here instead of printing it"
     )
     return p
@@ -86,9 +97,18 @@ def main(argv: list[str]) -> int:
         return 0
     if opts.input is None:
         raise AimccError("opt: give the IR or ONNX model to transform (or --list-passes)")
+    from xdsl.dialects.builtin import ModuleOp
+
     from aimcc.arch import load_arch
     from aimcc.atomic import write_npz, write_text
-    from aimcc.compiler import import_onnx, read_ir, read_weights, referenced_keys
+    from aimcc.compiler import (
+        import_onnx,
+        parse_passes,
+        read_ir,
+        read_weights,
+        referenced_keys,
+        run_passes,
+    )
     from aimcc.frontend.load import parse_input_shapes
     from aimcc.ir import make_context
     from aimcc.ir.weights import WeightStore
@@ -99,27 +119,36 @@ def main(argv: list[str]) -> int:
         raise AimccError("--weights is for textual IR: an ONNX model carries its weights")
     if opts.input.suffix != ".onnx" and opts.input_shape:
         raise AimccError("--input-shape applies when importing ONNX: textual IR has static shapes")
+    if opts.split_input_file and opts.input.suffix == ".onnx":
+        raise AimccError("--split-input-file applies to textual IR")
+    outputs, keys = [], set()
     with status(shows_progress()) as update:  # ends before the IR is printed
         update(f"reading {opts.input.name}")
         if opts.input.suffix == ".onnx":
             module, weights, _ = import_onnx(opts.input, parse_input_shapes(opts.input_shape))
+            parts = [module]
         else:
             weights = read_weights(opts.weights) if opts.weights else WeightStore()
-            module = read_ir(opts.input, weights, arch)
-        ctx = make_context(weights, arch)
-        from xdsl.utils.exceptions import VerifyException
-
-        for p in passes:
-            update(f"{opts.input.name}: {p.name}")
-            p.apply(ctx, module)
+            if not opts.input.is_file():
+                raise AimccError(f"{opts.input}: no such file")
+            parts = SPLIT.split(opts.input.read_text()) if opts.split_input_file else [None]
+        for part in parts:
             try:
-                module.verify()
-            except VerifyException as exc:
-                raise AimccError(
-                    f"IR after '{p.name}' does not verify: {first_line(exc)}"
-                ) from None
-    weights.retain(referenced_keys(module))
-    text = str(module) + "\n"
+                if not isinstance(part, ModuleOp):
+                    part = read_ir(opts.input, weights, arch, part)
+                ctx = make_context(weights, arch)  # a fresh arch: place may set the chip count
+                run_passes(
+                    part, ctx, passes, stage=lambda name: update(f"{opts.input.name}: {name}")
+                )
+            except AimccError as exc:
+                if not opts.verify_diagnostics:
+                    raise
+                outputs.append(f"error: {exc}")
+                continue
+            keys |= referenced_keys(part)
+            outputs.append(str(part))
+    weights.retain(keys)
+    text = "\n// -----\n".join(outputs) + "\n"
     if opts.output:
         write_text(opts.output, text)
     else:
@@ -127,25 +156,3 @@ def main(argv: list[str]) -> int:
     if opts.save_weights:
         write_npz(opts.save_weights, dict(weights))
     return 0
-
-
-def parse_passes(spec: str) -> list[ModulePass]:
-    """A pipeline spec (xDSL's syntax: ``name{opt=value other=value},...``) -> passes."""
-    if not spec.strip():
-        return []
-    from xdsl.utils.arg_spec import parse_pipeline
-    from xdsl.utils.exceptions import ArgSpecParseError
-
-    from aimcc.passes import PASSES
-
-    try:
-        specs = list(parse_pipeline(spec))
-        unknown = [s.name for s in specs if s.name not in PASSES]
-        if unknown:
-            raise AimccError(f"--passes: unknown pass '{unknown[0]}' (passes: {', '.join(PASSES)})")
-        return [PASSES[s.name].from_pass_spec(s) for s in specs]
-    except ArgSpecParseError as exc:  # the reason is the last line, under a source excerpt
-        reason = str(exc).strip().splitlines()[-1].strip()
-        raise AimccError(f"--passes '{spec}': {reason}") from None
-    except (ValueError, TypeError) as exc:  # unknown or mistyped option
-        raise AimccError(f"--passes '{spec}': {first_line(exc)}") from None

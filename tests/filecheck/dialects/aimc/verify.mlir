@@ -1,0 +1,86 @@
+// RUN: %weights %s %t.npz
+// RUN: aimcc opt %s --weights %t.npz --split-input-file --verify-diagnostics | filecheck %s
+
+// The aimc verifiers: each part below is rejected with its diagnostic (a valid tiled layer
+// first, which prints back).
+
+builtin.module {
+  func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
+    %w = graph.weight "ok" : tensor<16x16xf32>
+    %t = aimc.program %w rows [0 : i64, 16 : i64] cols [0 : i64, 16 : i64] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    %p = aimc.mvm %x, %t : (tensor<1x4x16xf32>, !aimc.tile<16x16>) -> tensor<1x4x16xf32>
+    %y = aimc.accumulate %p grid [1 : i64, 1 : i64] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+    func.return %y : tensor<1x4x16xf32>
+  }
+}
+// CHECK:      %y = aimc.accumulate %p grid [1 : i64, 1 : i64] {layer = "l"}
+// CHECK:      // -----
+
+// -----
+builtin.module {
+  func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x8xf32> {
+    %w = graph.weight "m" : tensor<8x8xf32>
+    %y = "aimc.matmul"(%x, %w) <{layer = "l"}> : (tensor<1x4x16xf32>, tensor<8x8xf32>) -> tensor<1x4x8xf32>
+    func.return %y : tensor<1x4x8xf32>
+  }
+}
+// CHECK-NEXT: error: {{.*}}verify.mlir: IR does not verify: aimc.matmul: shapes (1, 4, 16) @ (8, 8) mismatch
+// CHECK-NEXT: // -----
+
+// -----
+builtin.module {
+  func.func @main() {
+    %w = graph.weight "outside" : tensor<16x16xf32>
+    %t = aimc.program %w rows [0 : i64, 8 : i64] cols [8 : i64, 24 : i64] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    func.return
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.program: slice [0:8, 8:24] outside 16x16
+// CHECK-NEXT: // -----
+
+// -----
+builtin.module {
+  func.func @main() {
+    %w = graph.weight "big" : tensor<16x16xf32>
+    %t = aimc.program %w rows [0 : i64, 16 : i64] cols [0 : i64, 16 : i64] : tensor<16x16xf32> -> !aimc.tile<8x8>
+    func.return
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.program: slice 16x16 does not fit a 8x8 tile
+// CHECK-NEXT: // -----
+
+// -----
+builtin.module {
+  func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
+    %w = graph.weight "cols" : tensor<16x16xf32>
+    %t = aimc.program %w rows [0 : i64, 16 : i64] cols [0 : i64, 8 : i64] : tensor<16x16xf32> -> !aimc.tile<16x8>
+    %p = aimc.mvm %x, %t : (tensor<1x4x16xf32>, !aimc.tile<16x8>) -> tensor<1x4x16xf32>
+    func.return %p : tensor<1x4x16xf32>
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.mvm: result must have the tile's column count
+// CHECK-NEXT: // -----
+
+// -----
+builtin.module {
+  func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
+    %w = graph.weight "grid" : tensor<16x16xf32>
+    %t = aimc.program %w rows [0 : i64, 16 : i64] cols [0 : i64, 16 : i64] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    %p = aimc.mvm %x, %t : (tensor<1x4x16xf32>, !aimc.tile<16x16>) -> tensor<1x4x16xf32>
+    %y = aimc.accumulate %p grid [2 : i64, 1 : i64] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+    func.return %y : tensor<1x4x16xf32>
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.accumulate: grid 2x1 needs 2 partials
+// CHECK-NEXT: // -----
+
+// -----
+builtin.module {
+  func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
+    %y = aimc.accumulate %x grid [1 : i64, 1 : i64] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+    func.return %y : tensor<1x4x16xf32>
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.accumulate: partials must come from aimc.mvm
+// CHECK-NOT:  // -----
+
