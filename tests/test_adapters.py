@@ -435,7 +435,7 @@ def test_eval_loads_the_adapter(
     bert_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`aimcc eval --adapter`: the trials run with the adapter in its slots."""
-    import aimcc.commands.eval as eval_command
+    import aimcc.evaluate as evaluate_module  # eval imports it when it runs, after argparse
 
     pm = peft_bert(r=8, lora_alpha=16, target_modules=["query", "value"])
     pm.save_pretrained(tmp_path / "adapter")
@@ -444,7 +444,7 @@ def test_eval_loads_the_adapter(
     inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
     reference = export(merged, inputs, tmp_path / "merged.onnx", "last_hidden_state")
     seen = []
-    real = eval_command.evaluate
+    real = evaluate_module.evaluate
 
     def spy(exe: Executable, *args: Any, **kw: Any) -> Any:
         exe.set_noise(NoiseSpec("ideal"))
@@ -453,7 +453,7 @@ def test_eval_loads_the_adapter(
         )
         return real(exe, *args, **kw)
 
-    monkeypatch.setattr(eval_command, "evaluate", spy)
+    monkeypatch.setattr(evaluate_module, "evaluate", spy)
     np.savez(tmp_path / "in.npz", **feeds)
     common = ["eval", str(bert_base), "--reference", str(reference), "--inputs"]
     common += [str(tmp_path / "in.npz"), "--trials", "1", "--times", "0s"]
