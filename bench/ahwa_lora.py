@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     saved = _with(stem, ".json")
     if saved.is_file():  # a run cut short: keep its finished trials (each is a whole chip)
         old = json.loads(saved.read_text())
-        if all(old.get(k) == v for k, v in key.items()):
+        # the same adapters (their fp32 accuracy), dev set and times; the command may differ
+        # (--jobs, --trials, --second-trials)
+        if all(old.get(k) == key[k] for k in ("times", "dev", "fp32")):
             pcm = {k: v[:] for k, v in old["pcm"].items()}
             log(f"resuming after {len(pcm['b'])} finished trials in {saved}")
     # trial i programs the devices of seed + i once and serves (b), (c) and, in the first
