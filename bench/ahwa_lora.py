@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         left = (time.perf_counter() - t0) / done * (len(jobs) - done)
         log(f"  pcm trial {trial} done ({done}/{len(jobs)}, ~{left:.0f} s left)")
         write_report(stem, key, pcm, opts.trials, second, len(train_data), opts.seq)
+    if opts.jobs > 1:
+        pool.close()
+        pool.join()
     log(f"wrote {stem}.{{md,json,png}}")
     return 0
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from conftest import model_path, onnxruntime_outputs, relative_error
+from conftest import model_path, node_test_array, onnxruntime_outputs, relative_error
 
 from aimcc.backends.aimcb import write_binary
 from aimcc.compiler import SOURCE_SHA256_ATTR, compile_model
@@ -154,14 +154,6 @@ def _fold_cases() -> list[Any]:
 FOLD_CASES = _fold_cases()
 
 
-def _as_array(value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
-        value = value.item()
-    if isinstance(value, onnx.TensorProto):
-        return onnx.numpy_helper.to_array(value)
-    return np.asarray(value)
-
-
 def test_fold_ops_are_library_ops() -> None:
     """numpy evaluates only ops the runtime's op library (the definition) also runs."""
     from aimcc.runtime.onnx_ops import supported_ops
@@ -182,7 +174,7 @@ def test_fold_agrees_with_op_library(case: Any) -> None:
     attrs = attrs_from_node(node)
     names = [i.name for i in case.model.graph.input]
     for inputs, _ in case.data_sets:
-        feeds = dict(zip(names, (_as_array(i) for i in inputs), strict=True))
+        feeds = dict(zip(names, (node_test_array(i) for i in inputs), strict=True))
         args = [feeds[n] if n else None for n in node.input]
         if any(a is not None and a.dtype.name not in ELEM_TYPES.values() for a in args):
             continue  # validation refuses other types before the importer runs

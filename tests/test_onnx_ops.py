@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import node_test_array
 from onnx.backend.base import Backend, BackendRep
 from onnx.backend.test.loader import load_node_model_tests
 
@@ -80,15 +81,6 @@ def _runs_on_aimcc(case: Any) -> bool:
 CASES = [c for c in load_node_model_tests() if c.model is not None and _runs_on_aimcc(c)]
 
 
-def _as_array(value: Any) -> np.ndarray:
-    """The loader leaves tensors it cannot convert (e.g. int16 data) wrapped as TensorProto."""
-    if isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
-        value = value.item()
-    if isinstance(value, onnx.TensorProto):
-        return onnx.numpy_helper.to_array(value)
-    return np.asarray(value)
-
-
 def _assert_matches(actual: np.ndarray, expected: np.ndarray) -> None:
     assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}"
     assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
@@ -104,10 +96,10 @@ def _assert_matches(actual: np.ndarray, expected: np.ndarray) -> None:
 def test_node_conformance(case: Any) -> None:
     rep = _AimccBackend.prepare(case.model)
     for inputs, expected in case.data_sets:
-        actual = rep.run([_as_array(i) for i in inputs])
+        actual = rep.run([node_test_array(i) for i in inputs])
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected, strict=True):
-            _assert_matches(a, _as_array(e))
+            _assert_matches(a, node_test_array(e))
 
 
 def test_every_supported_op_is_exercised() -> None:
