@@ -4,6 +4,7 @@ module with its weights."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import time
 import zipfile
@@ -32,6 +33,7 @@ from aimcc.passes.head_split import HeadSplitPass
 from aimcc.passes.lora_slots import LoraSlotsPass
 from aimcc.passes.partition import TARGET_ATTR, PartitionPass
 from aimcc.passes.place import precheck
+from aimcc.passes.replicate import ReplicatePass
 from aimcc.passes.schedule import SCHEDULE_ATTR, SchedulePass
 
 PASS_NAMES = ("import", *PASSES)
@@ -42,7 +44,7 @@ Stage = Callable[[str], None]
 
 # The default pipeline, in xDSL's pass-pipeline syntax (``aimcc MODEL.onnx -p SPEC`` replaces
 # it; ``aimcc opt --list-passes`` shows every option). The compile options configure these passes.
-DEFAULT_PIPELINE = "raise,lora-slots,partition,tile,place,head-split,split,schedule"
+DEFAULT_PIPELINE = "raise,lora-slots,partition,tile,place,head-split,split,replicate,schedule"
 
 
 def pipeline(
@@ -50,13 +52,24 @@ def pipeline(
     schedule: SchedulePass | None = None,
     slots: LoraSlotsPass | None = None,
     head_split: HeadSplitPass | None = None,
+    replicate: ReplicatePass | None = None,
 ) -> list[ModulePass]:
-    """DEFAULT_PIPELINE configured for ``target`` (and the scheduler, the adapter slots and the
-    attention head split)."""
+    """DEFAULT_PIPELINE configured for ``target`` (and the scheduler, the adapter slots, the
+    attention head split and the weight replication, which optimises for the scheduler's
+    strategy)."""
     if slots is not None and slots.rank and target == "aimc":
         raise AimccError("--lora-rank: adapter slots are digital; --target aimc has none")
+    if schedule is not None:
+        replicate = dataclasses.replace(
+            replicate or ReplicatePass(),
+            pipeline=schedule.pipeline,
+            clusters_per_tile=schedule.clusters_per_tile,
+            tokens=schedule.tokens,
+        )
     configured: dict[str, ModulePass] = {"partition": PartitionPass(target=target)}
-    configured.update({p.name: p for p in (slots, head_split, schedule) if p is not None})
+    configured.update(
+        {p.name: p for p in (slots, head_split, replicate, schedule) if p is not None}
+    )
     return [configured.get(p.name, p) for p in parse_passes(DEFAULT_PIPELINE)]
 
 
@@ -183,6 +196,7 @@ def compile_model(
     slots: LoraSlotsPass | None = None,
     head_split: HeadSplitPass | None = None,
     passes: list[ModulePass] | None = None,
+    replicate: ReplicatePass | None = None,
 ) -> Compilation:
     """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage,
     ``stage(name)`` is told when each begins (for progress). ``passes`` (from a ``-p`` spec)
@@ -200,7 +214,7 @@ def compile_model(
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()  # for the binary, while the passes run
         if passes is None:
-            passes = pipeline(target, schedule, slots, head_split)
+            passes = pipeline(target, schedule, slots, head_split, replicate)
         return _finish(
             module, ctx, passes, "import", target, str(path), shapes, seconds, after_pass, stage
         )
@@ -286,6 +300,7 @@ def compile_ir(
     stage: Stage | None = None,
     head_split: HeadSplitPass | None = None,
     passes: list[ModulePass] | None = None,
+    replicate: ReplicatePass | None = None,
 ) -> Compilation:
     """Finish compiling textual IR at any stage (``aimcc opt`` output): run the passes it has
     not been through. The schedule pass always runs (the binary needs its full result).
@@ -312,7 +327,7 @@ def compile_ir(
         ctx = make_context(weights, arch or load_arch())
         weights.hash_in_background()
         if passes is None:
-            passes = pipeline(target, schedule, head_split=head_split)
+            passes = pipeline(target, schedule, head_split=head_split, replicate=replicate)
             passes = [p for p in passes if PASS_NAMES.index(p.name) > PASS_NAMES.index(done)]
         else:
             target = _spec_target(passes, target)

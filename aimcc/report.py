@@ -17,7 +17,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 from rich.theme import Theme
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
 
 from aimcc.ir.aimc import AccumulateOp, ProgramOp, weight_key
 from aimcc.ir.digital import KernelOp
@@ -278,6 +278,9 @@ class PlacementStats:
     digital_weights: int = 0
     kernels: Counter[str] = field(default_factory=Counter)
     clusters: set[int] = field(default_factory=set)
+    replicated_layers: int = 0  # layers the replicate pass copied
+    copies: int = 0  # the copies it added (their tiles are counted in ``tiles``)
+    copy_tiles: int = 0
 
     @property
     def utilisation(self) -> float:
@@ -285,6 +288,8 @@ class PlacementStats:
 
 
 def placement_stats(comp: Compilation) -> PlacementStats:
+    from aimcc.passes.schedule import replica_firsts  # the compiler's side only
+
     stats = PlacementStats()
     analog_keys: set[str] = set()
     digital_keys: set[str] = set()
@@ -299,11 +304,23 @@ def placement_stats(comp: Compilation) -> PlacementStats:
             stats.analog_layers += 1
             if op.grid_shape[0] > 1:
                 stats.kernels["accumulate"] += 1
+            copies = len(replica_firsts(op))
+            if copies:  # each copy holds the same slices on tiles of its own
+                stats.replicated_layers += 1
+                stats.copies += copies
+                stats.copy_tiles += copies * len(op.partials)
+                for partial in op.partials:
+                    (r0, r1), (c0, c1) = (
+                        partial.owner.program.row_range,
+                        partial.owner.program.col_range,
+                    )
+                    stats.tile_cells_used += copies * (r1 - r0) * (c1 - c0)
         elif isinstance(op, KernelOp):
             stats.kernels[op.kind.data] += 1
             if op.cluster is not None:
                 stats.clusters.add(op.cluster.value.data)
             digital_keys.update(a.owner.key.data for a in op.args if isinstance(a.owner, WeightOp))
+    stats.tiles += stats.copy_tiles
     stats.tile_capacity = stats.tiles * tile.rows * tile.cols
     stats.analog_weights = sum(comp.ctx.weights[k].size for k in analog_keys)
     stats.digital_weights = sum(comp.ctx.weights[k].size for k in digital_keys)
@@ -322,6 +339,12 @@ def print_compile_summary(
         f"{stats.tiles} / {arch.system_tiles} ({arch.tile.rows}x{arch.tile.cols})",
     )
     table.add_row("tile utilisation", f"{stats.utilisation:.1%}" if stats.tiles else "-")
+    if stats.copies:
+        table.add_row(
+            "weight replicas",
+            f"+{stats.copies} copies of {stats.replicated_layers} layer(s) on "
+            f"{stats.copy_tiles} tiles",
+        )
     table.add_row("analog weights", _count(stats.analog_weights))
     table.add_row("digital weights", _count(stats.digital_weights))
     table.add_row(
@@ -412,6 +435,14 @@ def print_schedule(
                 f"{sum(use) / len(use):.1%} mean, {max(use):.1%} max ({len(use)} {label})",
             )
     _chip_rows(table, comp, s)
+    from aimcc.passes.replicate import UNREPLICATED_ATTR
+
+    copies = layer_copies(comp)
+    before = comp.module.attributes.get(UNREPLICATED_ATTR)
+    if copies and isinstance(before, IntegerAttr):
+        counts = Counter(len(c) + 1 for c in copies.values())
+        shape = ", ".join(f"{n} layer(s) x{k}" for k, n in sorted(counts.items()))
+        table.add_row("weight replicas", f"{shape}; {_ns(before.value.data)} without")
     busiest = max(s.units, key=lambda u: u.busy_ns)
     table.add_row("lower bound", f"{_ns(s.lower_bound_ns)} (gap {s.gap:.1%})")
     table.add_row("  busiest unit", f"{_ns(s.busy_bound_ns)} ({busiest.unit})")
@@ -429,7 +460,7 @@ def print_schedule(
                 f"{s.energy_nj / baseline.energy_nj - 1:+.1%} energy",
             )
     table.print()
-    layers = _layer_rows(s)
+    layers = _layer_rows(s, {t: layer for layer, c in copies.items() for t in c})
     shown = sorted(layers, key=lambda r: -max(r[2], r[3]))[:top]
     rows = FitTable(
         Col("layer", "right"),
@@ -490,8 +521,24 @@ def _chip_rows(table: Any, comp: Compilation, s: Schedule) -> None:
     table.add_row("  link energy", f"{energy / 1e3:.2f} uJ, {energy / s.energy_nj:.1%} of energy")
 
 
-def _layer_rows(s: Schedule) -> list[tuple[int, str, float, float, float, str]]:
-    """Per layer (tile/cluster pair): first stage, busy time per unit kind, main cluster kind."""
+def layer_copies(comp: Compilation) -> dict[int, list[int]]:
+    """Replicated analog layers: first tile -> the first tile of each copy (unit indices)."""
+    from aimcc.passes.schedule import replica_firsts
+
+    copies = {}
+    for op in comp.module.walk():
+        if isinstance(op, AccumulateOp) and replica_firsts(op):
+            first = op.partials[0].owner.program.tile_id
+            copies[first.value.data] = replica_firsts(op)
+    return copies
+
+
+def _layer_rows(
+    s: Schedule, copy_of: dict[int, int] | None = None
+) -> list[tuple[int, str, float, float, float, str]]:
+    """Per layer (tile/cluster pair): first stage, busy time per unit kind, main cluster kind;
+    the tiles of a layer's copies (``copy_of``: their unit index -> the layer's) count as the
+    layer's."""
     busy: dict[int, dict[str, float]] = {}
     first: dict[tuple[int, str], str] = {}
     kinds: dict[int, Counter[str]] = {}
@@ -500,6 +547,8 @@ def _layer_rows(s: Schedule) -> list[tuple[int, str, float, float, float, str]]:
         if kind == "link":  # chip-to-chip: its own rows in the summary
             continue
         layer = int(index.partition(".")[0])
+        if kind == "tile":
+            layer = (copy_of or {}).get(layer, layer)
         busy.setdefault(layer, {"tile": 0.0, "cluster": 0.0, "dma": 0.0})
         busy[layer][kind] += slot.end_ns - slot.start_ns
         first.setdefault((layer, kind), slot.name)  # slots come in time order

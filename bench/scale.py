@@ -1,6 +1,6 @@
 """Llama-style models of ~134M, ~374M and ~1.1B parameters: aimcc against onnxruntime.
 
-    python bench/scale.py [--sizes 134m,374m,1.1b] [--keep]
+    python bench/scale.py [--sizes 134m,374m,1.1b] [--repeat N] [--keep]
 
 Each model is built once, offline, into $AIMCC_CACHE/scale (else ~/.cache/aimcc/scale): random
 init from a transformers LlamaConfig (fixed seed), torch's dynamo exporter at opset 20, one
@@ -13,7 +13,8 @@ with default settings (binary and manifest written), `aimcc run` on ideal tiles 
 tiles (`--noise pcm`). The table gives peak RSS over the model's weight bytes (initializers),
 and the ideal outputs' relative error against onnxruntime (issue #10's targets in brackets;
 the compile targets are set for 1.1b). Wall times depend on the machine's load, which is
-printed with the progress lines.
+printed with the progress lines; --repeat N runs every measurement N times and reports the
+medians (wall and peak RSS). Each size's row is printed as JSON when it is done.
 Binaries are deleted after each size unless --keep.
 """
 
@@ -138,7 +139,16 @@ def aimcc_worker(argv: list[str]) -> dict[str, float]:
 
 
 # -- the parent ----------------------------------------------------------------------------
-def measure(kind: str, *args: str) -> dict[str, float]:
+def measure(kind: str, *args: str, repeat: int = 1) -> dict[str, float]:
+    """Run a worker in a fresh process ``repeat`` times: the medians of its result and of its
+    own peak RSS (bytes)."""
+    import statistics
+
+    runs = [_measure(kind, *args) for _ in range(repeat)]
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+def _measure(kind: str, *args: str) -> dict[str, float]:
     """Run a worker in a fresh process: its result and its own peak RSS (bytes)."""
     with subprocess.Popen(
         [sys.executable, __file__, "--worker", kind, *args], stdout=subprocess.PIPE, text=True
@@ -158,7 +168,7 @@ def progress(size: str, what: str, since: float) -> None:
     print(f"[{size}] {what} ({time.perf_counter() - since:.0f} s, load {load:.1f})", flush=True)
 
 
-def bench_size(size: str, keep: bool) -> dict[str, float]:
+def bench_size(size: str, keep: bool, repeat: int = 1) -> dict[str, float]:
     import numpy as np
 
     folder = cache_dir() / f"llama-{size}"
@@ -177,18 +187,18 @@ def bench_size(size: str, keep: bool) -> dict[str, float]:
     np.savez(work / "inputs.npz", input_ids=ids, attention_mask=np.ones_like(ids))
     row: dict[str, float] = {"parameters": meta["parameters"], "weights": weights}
     progress(size, "onnxruntime: session creation and run", start)
-    ort = measure("ort", str(model), str(work / "inputs.npz"), str(work / "ort.npz"))
+    ort = measure("ort", str(model), str(work / "inputs.npz"), str(work / "ort.npz"), repeat=repeat)
     row |= {"ort_wall": ort["seconds"], "ort_rss": ort["rss"] / weights}
     progress(size, f"compiling (onnxruntime session {ort['seconds']:.1f} s)", start)
     binary = work / "model.aimcb"
-    comp = measure("aimcc", str(model), "-q", "-o", str(binary))
+    comp = measure("aimcc", str(model), "-q", "-o", str(binary), repeat=repeat)
     row |= {"compile_wall": comp["seconds"], "compile_rss": comp["rss"] / weights}
     reference = np.load(work / "ort.npz")["logits"]
     for noise in ("ideal", "pcm"):
         progress(size, f"run {noise} (compile {comp['seconds']:.1f} s)", start)
         out = work / f"{noise}.npz"
         argv = ["run", str(binary), "--inputs", str(work / "inputs.npz"), "-o", str(out)]
-        ran = measure("aimcc", *argv, "--noise", noise)
+        ran = measure("aimcc", *argv, "--noise", noise, repeat=repeat)
         logits = np.load(out)["logits"]
         error = float(np.linalg.norm(logits - reference) / np.linalg.norm(reference))
         row |= {f"run_{noise}": ran["rss"] / weights, f"{noise}_wall": ran["seconds"]}
@@ -196,6 +206,7 @@ def bench_size(size: str, keep: bool) -> dict[str, float]:
     if not keep:
         shutil.rmtree(work)
     progress(size, "done", start)
+    print(json.dumps({"size": size, "repeat": repeat, **row}), flush=True)
     return row
 
 
@@ -207,6 +218,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="134m,374m,1.1b", help="comma-separated: 134m,374m,1.1b")
     p.add_argument("--keep", action="store_true", help="keep binaries and outputs in the cache")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each measurement (medians)")
     p.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     opts = p.parse_args()
     if opts.worker:
@@ -225,12 +237,17 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"scale: unknown size {unknown[0]} (use {', '.join(SIZES)})")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
-    rows = {size: bench_size(size, opts.keep) for size in sizes}
+    if opts.repeat < 1:
+        raise SystemExit(f"scale: --repeat {opts.repeat}: use 1 or more")
+    rows = {size: bench_size(size, opts.keep, opts.repeat) for size in sizes}
     from rich.console import Console
     from rich.table import Table
 
     table = Table(
-        "", *rows, title=f"batch 1 x {SEQ} tokens; peak RSS / weight bytes", title_justify="left"
+        "",
+        *rows,
+        title=f"batch 1 x {SEQ} tokens; peak RSS / weight bytes; medians of {opts.repeat} run(s)",
+        title_justify="left",
     )
     lines = [
         ("parameters", lambda r: f"{r['parameters'] / 1e6:.0f}M"),

@@ -27,7 +27,7 @@ def test_stage_by_stage_through_text_equals_the_compiler(tmp_path: Path) -> None
         "--weights",
         tmp_path / "w.npz",
         "-p",
-        "partition{target=hybrid},tile,place,head-split",
+        "partition{target=hybrid},tile,place,head-split,split,replicate",
         "-o",
         tmp_path / "placed.mlir",
     )
@@ -86,6 +86,7 @@ def test_every_pass_is_registered() -> None:
         "place",
         "head-split",
         "split",
+        "replicate",
         "schedule",
     ]
 

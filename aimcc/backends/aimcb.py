@@ -97,6 +97,7 @@ def lower_program(comp: Compilation) -> dict[str, Any]:
             instructions.append(
                 _analog_instruction(op, operand, slot(op.result), tiles, len(instructions))
             )
+            _replicas(op, instructions[-1], comp.schedule)
         elif isinstance(op, func.ReturnOp):
             outputs = [
                 {
@@ -156,6 +157,21 @@ def _analog_instruction(
         "tile": [tile_type.rows.data, tile_type.cols.data],
         "tiles": ids,
     }
+
+
+def _replicas(acc: AccumulateOp, ins: dict[str, Any], found: Schedule | None) -> None:
+    """A replicated layer's copies (the replicate pass): each copy's tiles, in the order of
+    the layer's own, and the chunk of tokens dealt to the copies in turn (the schedule's)."""
+    from aimcc.passes.schedule import replica_firsts  # the compiler's side only
+
+    firsts = replica_firsts(acc)
+    if not firsts:
+        return
+    first = ins["tiles"][0]
+    if found is None or first not in found.chunk_per_layer:
+        raise AimccError(f"backend: replicated layer on tile {first} has no scheduled chunk")
+    ins["replicas"] = [[f + i for i in range(len(ins["tiles"]))] for f in firsts]
+    ins["chunk"] = found.chunk_per_layer[first]
 
 
 def _schedule_section(found: Schedule) -> dict[str, Any]:

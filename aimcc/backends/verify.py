@@ -165,7 +165,12 @@ def _verify(program: Any, tensors: dict[str, np.ndarray]) -> Arch:
             for j, slot in enumerate(_list(ins["outs"], f"{at}.outs")):
                 define(slot, f"{at}.outs[{j}]")
         else:
-            _dict(ins, at, {"op", "weight", "x", "out", "grid", "tile", "tiles", "layer"})
+            _dict(
+                ins,
+                at,
+                {"op", "weight", "x", "out", "grid", "tile", "tiles", "layer"},
+                frozenset({"replicas", "chunk"}),
+            )
             _expect(ins["layer"] is None or isinstance(ins["layer"], str), f"{at}.layer: a name")
             _analog(ins, at, arch, tensors, operand)
             define(ins["out"], f"{at}.out")
@@ -230,6 +235,16 @@ def _analog(ins: dict, at: str, arch: Arch, tensors: dict, operand: Any) -> None
     )
     ids = _list(ins["tiles"], f"{at}.tiles")
     _expect(len(ids) == grid[0] * grid[1], f"{at}: {len(ids)} tiles for a grid of {list(grid)}")
+    _expect(("replicas" in ins) == ("chunk" in ins), f"{at}: replicas need a chunk and back")
+    if "replicas" in ins:  # copies of the layer (the replicate pass), tokens dealt by chunk
+        _int(ins["chunk"], f"{at}.chunk", 1)
+        copies = _list(ins["replicas"], f"{at}.replicas")
+        _expect(bool(copies), f"{at}.replicas is empty")
+        for j, copy in enumerate(copies):
+            _expect(
+                len(_list(copy, f"{at}.replicas[{j}]")) == len(ids),
+                f"{at}.replicas[{j}] has {len(copy)} tiles, the layer {len(ids)}",
+            )
 
 
 def _tiles(tiles: Any, analog_at: dict[int, dict], arch: Arch, tensors: dict) -> None:
@@ -245,6 +260,12 @@ def _tiles(tiles: Any, analog_at: dict[int, dict], arch: Arch, tensors: dict) ->
         index = _int(tile["instruction"], f"{at}.instruction")
         _expect(index in analog_at, f"{at} belongs to instruction {index}, not an analog one")
         by_instruction.setdefault(index, []).append(tile)
+    for index, ins in analog_at.items():
+        for j, copy in enumerate(ins.get("replicas", ())):
+            for tid in copy:
+                tid = _int(tid, f"instruction {index}.replicas[{j}]", 0, arch.system_tiles - 1)
+                _expect(tid not in seen, f"instruction {index}: replica tile {tid} used twice")
+                seen.add(tid)
     for index, ins in analog_at.items():
         mine = by_instruction.get(index, [])
         _expect(

@@ -104,6 +104,14 @@ def parser() -> argparse.ArgumentParser:
         "per head, as clusters allow; 1: attention on one cluster); docs/SCHEDULING.md",
     )
     p.add_argument(
+        "--replicate",
+        default="auto",
+        metavar="auto|off|N",
+        help="copy the analog layers that hold up the pipeline onto spare tiles, each copy "
+        "taking a share of the tokens: auto (as the cost model finds faster; default), off, "
+        "or at most N copies of a layer",
+    )
+    p.add_argument(
         "--chips",
         type=int,
         default=None,
@@ -232,6 +240,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     )
     from aimcc.frontend.load import parse_input_shapes
     from aimcc.passes.head_split import HeadSplitPass
+    from aimcc.passes.replicate import ReplicatePass, copies_limit
     from aimcc.passes.schedule import SchedulePass
 
     name = Path(opts.model).name
@@ -256,6 +265,8 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
     if opts.head_groups < 0:
         raise AimccError(f"--head-groups {opts.head_groups}: use 0 (as many as heads) or more")
     heads = HeadSplitPass(max_groups=opts.head_groups)
+    copies_limit(opts.replicate, "--replicate")
+    replicate = ReplicatePass(replicas=opts.replicate)
     passes = _spec_passes(opts, parse_passes) if opts.passes is not None else None
     if opts.compare and is_ir:
         raise AimccError("--compare aimc compiles the ONNX model again: give the .onnx file")
@@ -287,6 +298,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             stage,
             heads,
             passes,
+            replicate,
         )
     else:
         comp = compile_model(
@@ -300,6 +312,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             adapter_slots(opts) if passes is None else None,
             heads,
             passes,
+            replicate,
         )
     if opts.compare and comp.target != "hybrid":
         raise AimccError(
@@ -344,6 +357,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
                 schedule=scheduler,
                 head_split=heads,
                 passes=_merged(passes),
+                replicate=replicate,
             )
             baseline = merged.schedule
         report.print_schedule(comp, timeline, baseline)
@@ -365,6 +379,7 @@ def _spec_passes(opts: argparse.Namespace, parse: Callable[..., list]) -> list:
             ("--pipeline", "pipeline"),
             ("--clusters-per-tile", "clusters_per_tile"),
             ("--head-groups", "head_groups"),
+            ("--replicate", "replicate"),
         )
         if getattr(opts, dest) != p.get_default(dest)
     ]

@@ -85,6 +85,8 @@ class Stage:
     lora_xa K R; lora_b_add R N; matmul K N; qk/av S D [H] with deps (queries, keys) /
     (probabilities, values); softmax N [H]; norms, activations, add, bias_add, gather N;
     accumulate N P (partial sums); elementwise elements (per token) [ops per element].
+    ``replicas``: other tiles holding copies of an analog stage's weights (the replicate
+    pass); its chunks are dealt round robin to ``unit`` and the replicas.
     """
 
     name: str
@@ -92,6 +94,7 @@ class Stage:
     dims: dict[str, int]
     deps: tuple[str, ...]
     unit: str
+    replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

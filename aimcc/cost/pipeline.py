@@ -152,9 +152,29 @@ def replay(
     return sim.result(strategy, chunk_per_layer)
 
 
+def critical(
+    stages: Sequence[Stage],
+    tokens: int,
+    arch: Arch,
+    *,
+    strategy: str,
+    clusters_per_tile: int,
+    chunk_per_layer: dict[int, int],
+) -> tuple[float, dict[str, float], int]:
+    """One simulation of a decision (as :func:`replay`, without the report): its makespan,
+    each stage's time on a critical chain of the timeline, and the tasks simulated."""
+    layers = _check(stages, arch, clusters_per_tile)
+    sim = _Simulator(stages, layers, tokens, arch, clusters_per_tile)
+    on_chain = sim.critical_ns(strategy, chunk_per_layer)
+    makespan = sim.makespan(strategy, chunk_per_layer)
+    named = {s.name: ns for s, ns in zip(stages, on_chain, strict=True)}
+    return makespan, named, sim.tasks_handled
+
+
 def _check(stages: Sequence[Stage], arch: Arch, lanes: int) -> dict[str, int]:
     """Validate the stage list; return each stage's layer."""
     layers: dict[str, int] = {}
+    held = {s.unit for s in stages if s.kind == ANALOG}  # tiles; a replica holds its own
     for s in stages:
         unit_kind, _, index = s.unit.partition(":")
         want = "tile" if s.kind == ANALOG else "cluster"
@@ -162,6 +182,14 @@ def _check(stages: Sequence[Stage], arch: Arch, lanes: int) -> dict[str, int]:
             raise AimccError(f"stage '{s.name}': unknown kind '{s.kind}'")
         if unit_kind != want or not index.isdigit():
             raise AimccError(f"stage '{s.name}' ({s.kind}): unit '{s.unit}' must be '{want}:<n>'")
+        for replica in s.replicas:
+            kind, _, at = replica.partition(":")
+            if s.kind != ANALOG or kind != "tile" or not at.isdigit() or replica in held:
+                raise AimccError(
+                    f"stage '{s.name}' ({s.kind}): replica '{replica}' must be a 'tile:<n>' of "
+                    "no other stage (analog stages only)"
+                )
+            held.add(replica)
         if s.name in layers:
             raise AimccError(f"stage '{s.name}': name used twice")
         for dep in s.deps:
@@ -192,9 +220,10 @@ def tcdm_need(stages: Sequence[Stage], t: int, arch: Arch) -> int:
     2411.17367."""
     parts = [tcdm_parts(s, t, arch) for s in stages]
     resident = sum(p[0] for p in parts)
+    buffers = sorted((p[2] for p in parts), reverse=True)[:2]  # the two largest chunk buffers
     best = 0
-    for i, (_, work, io) in enumerate(parts):
-        other = max((p[2] for j, p in enumerate(parts) if j != i), default=0)
+    for _, work, io in parts:  # the largest buffer of another stage
+        other = buffers[0] if io != buffers[0] else (buffers[1] if len(buffers) > 1 else 0)
         best = max(best, work + io + other)
     return resident + best
 
@@ -419,12 +448,22 @@ class _Simulator:
             for dep, whole in self.deps[position]:
                 via = position if whole else self.join[position]
                 self.join[dep] = min(self.join[dep], via)
-        # The units a stage's chunks go to in turn: cluster stages deal chunks to the lanes.
+        # The units a stage's chunks go to in turn: cluster stages deal chunks to the lanes,
+        # a replicated analog stage to its tiles and their replicas.
         self.lane_units = []
         for s, chunked in zip(stages, self.chunked, strict=True):
             spread = lanes if chunked and s.unit.startswith("cluster") else 1
             names = [s.unit, *(f"{s.unit}.{lane}" for lane in range(1, spread))]
+            if chunked and s.replicas:
+                names = [s.unit, *s.replicas]
             self.lane_units.append([self._unit(name) for name in names])
+        # ``cross`` locks a layer's units together; a replica's tiles are a layer of their own
+        self.replica_lock = {
+            self.unit_ids[r]: -2 - self.unit_ids[r]
+            for s in stages
+            for r in s.replicas
+            if r in self.unit_ids
+        }
         # A transfer runs on the DMA core of the cluster it goes to, else of the one it leaves.
         self.dma_of = {
             self.unit_ids[name]: self._unit("dma:" + name.partition(":")[2])
@@ -506,7 +545,7 @@ class _Simulator:
             if strategy == "serial":
                 start, end = _serial_schedule(g)
             elif strategy == "cross":  # the units of a layer share one lock
-                start, end = _list_schedule(g, g.layer)
+                start, end = _list_schedule(g, self._locks(g))
             else:
                 if strategy == "intra":
                     g = self._with_layer_barriers(g)
@@ -515,6 +554,45 @@ class _Simulator:
             self._timelines[key] = _Timeline(start, end, makespan)
             self.tasks_handled += len(g.dur)
         return self._timelines[key]
+
+    def _locks(self, g: _Graph) -> list[int]:
+        """``cross``: the lock of each task, its layer's (a replica's tiles: their own)."""
+        if not self.replica_lock:
+            return g.layer
+        return [self.replica_lock.get(u, layer) for u, layer in zip(g.unit, g.layer, strict=True)]
+
+    def critical_ns(self, strategy: str, chunk_per_layer: Mapping[int, int]) -> list[float]:
+        """Per stage: the time its tasks spend on one critical chain of the timeline, walked
+        back from the last task to end: each task started when a dependency ended, else the
+        task before it on its unit (or lock; for ``serial`` any task)."""
+        g = self.graph(chunk_per_layer)
+        timeline = self.timeline(strategy, chunk_per_layer)
+        start, end = timeline.start, timeline.end
+        if strategy == "intra":
+            g = self._with_layer_barriers(g)
+        locks = self._locks(g) if strategy == "cross" else [0] * len(g.dur)
+        ended: dict[tuple[str, int, float], int] = {}
+        for t in range(len(g.dur)):
+            if g.unit[t] >= 0:
+                ended[("unit", g.unit[t], end[t])] = t
+                ended[("lock", locks[t], end[t])] = t
+                ended[("any", 0, end[t])] = t
+        critical = [0.0] * len(self.stages)
+        real = [t for t in range(len(g.dur)) if g.unit[t] >= 0]
+        task = max(real, key=end.__getitem__, default=None)
+        seen: set[int] = set()
+        while task is not None and task not in seen:
+            seen.add(task)
+            if g.unit[task] >= 0 and g.dest[task] < 0:
+                critical[g.stage[task]] += g.dur[task]
+            at = start[task]
+            if at <= 0.0:
+                break
+            found = [p for p in g.preds[task] if end[p] == at]
+            keys = (("unit", g.unit[task], at), ("lock", locks[task], at), ("any", 0, at))
+            found += [ended[key] for key in keys if key in ended]
+            task = next((t for t in found if t not in seen), None)
+        return critical
 
     def _build(self, chunk_per_layer: Mapping[int, int]) -> _Graph:
         """Chunks of every stage, and transfers wherever a result changes unit."""
@@ -658,7 +736,8 @@ class _Simulator:
         tiles: dict[str, int] = {}  # a layer's tiles run in parallel, each draws power
         for s in self.stages:
             if s.kind == ANALOG:
-                tiles[s.unit] = max(tiles.get(s.unit, 1), s.dims.get("tiles", 1))
+                for unit in (s.unit, *s.replicas):
+                    tiles[unit] = max(tiles.get(unit, 1), s.dims.get("tiles", 1))
         link_nj: dict[str, float] = defaultdict(float)
         for task, energy in g.link_nj.items():
             link_nj[self.units[g.unit[task]]] += energy

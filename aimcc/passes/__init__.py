@@ -7,6 +7,7 @@ from aimcc.passes.lora_slots import LoraSlotsPass
 from aimcc.passes.partition import PartitionPass
 from aimcc.passes.place import PlacePass
 from aimcc.passes.raise_transformer import RaiseTransformerPass
+from aimcc.passes.replicate import ReplicatePass
 from aimcc.passes.schedule import SchedulePass
 from aimcc.passes.split import SplitPass
 from aimcc.passes.tile import TilePass
@@ -22,6 +23,7 @@ PASSES: dict[str, type[ModulePass]] = {
         PlacePass,
         HeadSplitPass,
         SplitPass,
+        ReplicatePass,
         SchedulePass,
     )
 }

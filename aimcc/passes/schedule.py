@@ -55,6 +55,10 @@ SPLIT_DIM = {
     "matmul": "N",
     "elementwise": "elements",
 }
+# Replicas of an analog layer (the replicate pass decides them): the first tile of each copy
+# beside the original; copy j holds the layer's slices, in the order of its partials, on the
+# tiles from its first on. Chunk k of the layer's tokens runs on copy k mod (replicas + 1).
+REPLICAS_ATTR = "replicas"
 # Head split of an attention kernel (the head-split pass decides it): the kernel parameter
 # holding one cluster per group of heads; heads H*j/g .. H*(j+1)/g run on cluster j.
 HEAD_CLUSTERS = "head_clusters"
@@ -147,6 +151,14 @@ def column_split(op: Operation) -> int:
     """The column split the split pass recorded on a kernel or accumulation (1: none)."""
     attr = op.attributes.get(SPLIT_ATTR)
     return attr.value.data if isinstance(attr, IntegerAttr) else 1
+
+
+def replica_firsts(op: Operation) -> list[int]:
+    """The first tile of each replica the replicate pass recorded on an accumulation."""
+    attr = op.attributes.get(REPLICAS_ATTR)
+    if not isinstance(attr, ArrayAttr):
+        return []
+    return [a.value.data for a in attr.data if isinstance(a, IntegerAttr)]
 
 
 def head_clusters(op: Operation) -> list[int]:
@@ -300,13 +312,19 @@ class _StageBuilder:
         return tuple(names)
 
     def add(
-        self, hint: str, kind: str, dims: dict[str, int], deps: tuple[str, ...], unit: str
+        self,
+        hint: str,
+        kind: str,
+        dims: dict[str, int],
+        deps: tuple[str, ...],
+        unit: str,
+        replicas: tuple[str, ...] = (),
     ) -> str:
         name, n = hint, 1
         while name in self.names:
             name, n = f"{hint}#{n}", n + 1
         self.names.add(name)
-        self.stages.append(Stage(name, kind, dims, deps, unit))
+        self.stages.append(Stage(name, kind, dims, deps, unit, replicas))
         return name
 
     def analog(self, acc: AccumulateOp) -> None:
@@ -327,6 +345,9 @@ class _StageBuilder:
         x, hint = mvm.x, acc.result.name_hint or f"layer{tile}"
         n = shape_of(acc.result)[-1]
         analog: list[str] = []
+        replicas = tuple(f"tile:{first}" for first in replica_firsts(acc))
+        if replicas and len(by_chip) > 1:
+            raise AimccError(f"schedule: layer {hint} spans chips and cannot be replicated")
         for i, tiles in enumerate(by_chip.values()):
             # the first chip's share stands for the layer's output; another chip's tiles
             # produce their columns' partials (what crosses the link)
@@ -338,6 +359,7 @@ class _StageBuilder:
                 {**dims, **self.rows(shape_of(x))},
                 self.deps(x),
                 f"tile:{tiles[0]}",
+                replicas,
             )
             self.owner[name] = acc
             analog.append(name)

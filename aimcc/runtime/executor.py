@@ -55,6 +55,11 @@ class AnalogLayer:
     first use and kept until the noise model or the read changes: ideal tiles are views of the
     weight; quant and PCM tiles are computed from it (PCM programs the layer, keyed by the
     seed and the layer's index, on first use), after which the weight's pages are released.
+
+    A replicated layer (the replicate pass) has ``copies`` copies of its weight on tiles of
+    their own: chunk k of ``chunk`` tokens runs on copy k mod copies. Ideal and quant copies
+    compute the same numbers, so only PCM copies (each its own devices, keyed by the copy
+    too) are told apart.
     """
 
     def __init__(
@@ -65,6 +70,8 @@ class AnalogLayer:
         index: int,
         layer: str | None = None,
         release: Callable[[], None] = lambda: None,
+        copies: int = 1,
+        chunk: int = 1,
     ):
         self.name = name
         self.weight = weight
@@ -72,46 +79,86 @@ class AnalogLayer:
         self.index = index  # among the program's analog layers: part of its devices' key
         self.layer = layer  # the layer's name from the ONNX file
         self.release = release  # drops the weight's mapped pages (read again when needed)
+        self.copies, self.chunk = copies, chunk
         self.noisy = True  # False: ideal tiles whatever the noise model (set_noise's ``only``)
         self._state = (NoiseSpec("ideal"), 0, 0)  # noise, seed, read
-        self._programmed: ProgrammedLayer | None = None
-        self._tiles: TileWeights | None = None
+        self._programmed: dict[int, ProgrammedLayer] = {}  # per copy
+        self._tiles: dict[int, TileWeights] = {}
 
     def set_state(self, spec: NoiseSpec, seed: int, read: int, reprogram: bool) -> None:
         """Tiles for ``spec`` (and PCM devices of ``seed``, at read number ``read``) from the
         next use on; ``reprogram`` False keeps the programmed devices."""
         if reprogram:
-            self._programmed = None
-        self._tiles = None
+            self._programmed = {}
+        self._tiles = {}
         self._state = (spec, seed, read)
+
+    def key(self, copy: int = 0) -> tuple[int, ...]:
+        """The path of a copy's random streams under a key: the layer, then the copy (the
+        first copy has the path of an unreplicated layer)."""
+        return (self.index, copy) if copy else (self.index,)
 
     @property
     def programmed(self) -> ProgrammedLayer | None:
         """The PCM devices (programmed on first use), or None for other tile models."""
+        return self.programmed_copy(0)
+
+    def programmed_copy(self, copy: int) -> ProgrammedLayer | None:
+        """The PCM devices of one copy (programmed on first use), None for other models."""
         spec, seed, _ = self._state
         if spec.model != "pcm":
             return None
-        if self._programmed is None:
-            self._programmed = ProgrammedLayer.program(self.weight, self.arch, (seed, self.index))
-        return self._programmed
+        if copy not in self._programmed:
+            self._programmed[copy] = ProgrammedLayer.program(
+                self.weight, self.arch, (seed, *self.key(copy))
+            )
+        return self._programmed[copy]
 
     @property
     def tiles(self) -> TileWeights:
         """The tiles of the current noise model and read (made on first use)."""
-        if self._tiles is None:
+        return self.tiles_of(0)
+
+    def tiles_of(self, copy: int) -> TileWeights:
+        """One copy's tiles of the current noise model and read (made on first use)."""
+        if copy not in self._tiles:
             spec, _, read = self._state
             if spec.model == "ideal":
-                self._tiles = TileWeights.ideal(self.weight, self.arch)
-                return self._tiles
+                self._tiles[copy] = TileWeights.ideal(self.weight, self.arch)
+                return self._tiles[copy]
             if spec.model == "quant":
                 tiles = TileWeights.from_weight(self.weight, self.arch)
             else:
-                programmed = self.programmed
+                programmed = self.programmed_copy(copy)
                 assert programmed is not None
                 tiles = programmed.at_time(spec.t_inference_s, read, spec.compensation)
-            self.release()  # the tiles hold what the MVMs read
-            self._tiles = tiles
-        return self._tiles
+            if len(self._tiles) + 1 >= (self.copies if spec.model == "pcm" else 1):
+                self.release()  # the tiles hold what the MVMs read
+            self._tiles[copy] = tiles
+        return self._tiles[copy]
+
+    def matmul(
+        self,
+        x: torch.Tensor,
+        spec: NoiseSpec,
+        run_key: int,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x[..., K] -> y[..., N] through the tiles (each PCM copy on its chunks)."""
+        if spec.model != "pcm" or self.copies == 1:
+            noise = keyed_generator((run_key,), *self.key()) if spec.model == "pcm" else None
+            return analog_matmul(x, self.tiles, self.arch, spec, noise, bias)
+        rows = x.reshape(-1, x.shape[-1])
+        owner = torch.arange(rows.shape[0]) // self.chunk % self.copies
+        y = torch.empty((rows.shape[0], self.weight.shape[1]), dtype=x.dtype)
+        for copy in range(self.copies):
+            mine = (owner == copy).nonzero().squeeze(1)
+            if len(mine):
+                noise = keyed_generator((run_key,), *self.key(copy))
+                y[mine] = analog_matmul(
+                    rows[mine], self.tiles_of(copy), self.arch, spec, noise, bias
+                )
+        return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 @dataclass
@@ -512,6 +559,8 @@ class Executable:
             len(self.layers),
             ins.get("layer"),
             lambda: release_pages(array),
+            1 + len(ins.get("replicas", ())),
+            ins.get("chunk", 1),
         )
         self.layers.append(layer)
         x, out, bias = ins["x"], ins["out"], None
@@ -520,10 +569,7 @@ class Executable:
 
         def step(env: list[Any]) -> None:
             spec = self.spec if layer.noisy else IDEAL
-            noise = None
-            if spec.model == "pcm":
-                noise = keyed_generator((self._run_key,), layer.index)
-            env[out] = analog_matmul(env[x], layer.tiles, self.arch, spec, noise, bias)
+            env[out] = layer.matmul(env[x], spec, self._run_key, bias)
             if self.stream and spec.model == "ideal":
                 layer.release()  # ideal tiles are views of the weight: read again next run
 
