@@ -22,7 +22,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from aimcc.arch import Arch, load_arch
 from aimcc.cost import Schedule
 from aimcc.errors import AimccError, first_line
-from aimcc.ir import CompileContext, make_context
+from aimcc.ir import CompileContext, make_context, verify_message
 from aimcc.ir.aimc import MatmulOp, ProgramOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, NodeOp, TensorRefAttr, WeightOp
@@ -218,7 +218,7 @@ def read_ir(path: Path, weights: WeightStore, arch: Arch, text: str | None = Non
     except ParseError as exc:
         raise AimccError(f"{first_line(exc)}: {exc.msg}") from None
     except VerifyException as exc:
-        raise AimccError(f"{path}: IR does not verify: {first_line(exc)}") from None
+        raise AimccError(f"{path}: IR does not verify: {verify_message(module, exc)}") from None
     except UnicodeDecodeError:
         raise AimccError(f"{path}: not textual IR (not UTF-8 text)") from None
     missing = sorted(referenced_keys(module) - set(weights))
@@ -395,4 +395,6 @@ def _verify(module: ModuleOp, stage: str) -> None:
     try:
         module.verify()
     except VerifyException as exc:
-        raise AimccError(f"IR after '{stage}' does not verify: {first_line(exc)}") from None
+        raise AimccError(
+            f"IR after '{stage}' does not verify: {verify_message(module, exc)}"
+        ) from None

@@ -12,14 +12,14 @@ builtin.module {
     %proj_base_layer_bias = graph.weight "proj.base_layer.bias" : tensor<16xf32>
     %val_1 = graph.weight "val_2" : tensor<16x4xf32>
     %val_2 = graph.weight "val_3" : tensor<4x16xf32>
-    %y = "nn.linear"(%x, %val, %proj_base_layer_bias, %val_1, %val_2) <{lora_scale = 2.000000e+00 : f32, layer = "proj", operandSegmentSizes = array<i32: 1, 1, 1, 1, 1>}> : (tensor<1x16x16xf32>, tensor<16x16xf32>, tensor<16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
+    %y = nn.linear %x, %val bias %proj_base_layer_bias lora(%val_1, %val_2) {lora_scale = 2.000000e+00 : f32, layer = "proj"} : (tensor<1x16x16xf32>, tensor<16x16xf32>, tensor<16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
     func.return %y : tensor<1x16x16xf32>
   }
 }
 
 // HYBRID:       builtin.module attributes {aimc.target = "hybrid"} {
 // HYBRID-NOT:   nn.linear
-// HYBRID:       %y = "aimc.matmul"(%x, %val) <{layer = "proj"}> : (tensor<1x16x16xf32>, tensor<16x16xf32>) -> tensor<1x16x16xf32>
+// HYBRID:       %y = aimc.matmul %x, %val {layer = "proj"} : (tensor<1x16x16xf32>, tensor<16x16xf32>) -> tensor<1x16x16xf32>
 // HYBRID-NEXT:  %y_1 = "digital.kernel"(%x, %y, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}}> : (tensor<1x16x16xf32>, tensor<1x16x16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
 // HYBRID-NEXT:  %y_2 = "digital.kernel"(%y_1, %proj_base_layer_bias) <{kind = "bias_add", params = {layer = "proj"}}> : (tensor<1x16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
 // HYBRID-NEXT:  func.return %y_2
@@ -27,7 +27,7 @@ builtin.module {
 // The adapter merged into a new analog weight: no lora kernel.
 // AIMC:         builtin.module attributes {aimc.target = "aimc"} {
 // AIMC:         %y = graph.weight "val_0_lora" : tensor<16x16xf32>
-// AIMC-NEXT:    %y_1 = "aimc.matmul"(%x, %y) <{layer = "proj"}> : (tensor<1x16x16xf32>, tensor<16x16xf32>) -> tensor<1x16x16xf32>
+// AIMC-NEXT:    %y_1 = aimc.matmul %x, %y {layer = "proj"} : (tensor<1x16x16xf32>, tensor<16x16xf32>) -> tensor<1x16x16xf32>
 // AIMC-NOT:     kind = "lora"
 // AIMC-NEXT:    %y_2 = "digital.kernel"(%y_1, %proj_base_layer_bias) <{kind = "bias_add", params = {layer = "proj"}}>
 // AIMC-NEXT:    func.return %y_2

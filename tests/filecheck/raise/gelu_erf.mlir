@@ -26,7 +26,7 @@ builtin.module {
 }
 
 // CHECK-NOT:   graph.node
-// CHECK:       %y = "nn.activation"(%x) <{kind = "gelu_erf"}> : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+// CHECK:       %y = nn.activation "gelu_erf" %x : tensor<1x4x16xf32>
 // CHECK-NEXT:  func.return %y : tensor<1x4x16xf32>
 
 // OTHER-NOT:   nn.activation

@@ -24,6 +24,6 @@ builtin.module {
 
 // CHECK:       func.func @main(%x: tensor<1x16x16xf32> {onnx.name = "x"})
 // CHECK-NOT:   graph.node
-// CHECK:       %y = "nn.linear"(%x, %val, %proj_base_layer_bias, %val_1, %val_2) <{lora_scale = 2.000000e+00 : f32, layer = "proj", operandSegmentSizes = array<i32: 1, 1, 1, 1, 1>}> : (tensor<1x16x16xf32>, tensor<16x16xf32>, tensor<16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
+// CHECK:       %y = nn.linear %x, %val bias %proj_base_layer_bias lora(%val_1, %val_2) {lora_scale = 2.000000e+00 : f32, layer = "proj"} : (tensor<1x16x16xf32>, tensor<16x16xf32>, tensor<16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
 // CHECK-NOT:   graph.node
 // CHECK-NEXT:  func.return %y : tensor<1x16x16xf32>
