@@ -1,16 +1,15 @@
-// RUN: %weights %s %t.npz
-// RUN: aimcc opt %s --weights %t.npz -p "lora-slots{rank=2}" | filecheck %s --check-prefix=SLOT
-// RUN: aimcc opt %s --weights %t.npz -p "lora-slots{digital=proj}" | filecheck %s --check-prefix=DIGITAL
-// RUN: aimcc opt %s --weights %t.npz -p lora-slots | filecheck %s --check-prefix=NONE
-// RUN: not aimcc opt %s --weights %t.npz -p "lora-slots{rank=2 targets=other}" 2>&1 | filecheck %s --check-prefix=NOMATCH
+// RUN: aimcc opt %s -p "lora-slots{rank=2}" | filecheck %s --check-prefix=SLOT
+// RUN: aimcc opt %s -p "lora-slots{digital=proj}" | filecheck %s --check-prefix=DIGITAL
+// RUN: aimcc opt %s -p lora-slots | filecheck %s --check-prefix=NONE
+// RUN: not aimcc opt %s -p "lora-slots{rank=2 targets=other}" 2>&1 | filecheck %s --check-prefix=NOMATCH
 
 // A plain linear gets an empty rank-2 adapter slot (new A/B weights, scale 1), or the digital
 // mark; without options the pass changes nothing; a target pattern that names no layer is refused.
 
 builtin.module {
   func.func @main(%x: tensor<1x16x16xf32> {onnx.name = "x"}) -> (tensor<1x16x16xf32> {onnx.name = "y"}) {
-    %val = graph.weight "val_0" : tensor<16x16xf32>
-    %proj_base_layer_bias = graph.weight "proj.base_layer.bias" : tensor<16xf32>
+    %val = graph.weight "val_0" : tensor<16x16xf32> = dense<1.000000e-02>
+    %proj_base_layer_bias = graph.weight "proj.base_layer.bias" : tensor<16xf32> = dense<1.000000e-02>
     %y = nn.linear %x, %val bias %proj_base_layer_bias {layer = "proj"} : (tensor<1x16x16xf32>, tensor<16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
     func.return %y : tensor<1x16x16xf32>
   }

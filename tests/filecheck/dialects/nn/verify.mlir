@@ -1,15 +1,14 @@
-// RUN: %weights %s %t.npz
-// RUN: aimcc opt %s --weights %t.npz --split-input-file --verify-diagnostics | filecheck %s
+// RUN: aimcc opt %s --split-input-file --verify-diagnostics | filecheck %s
 
 // The nn verifiers: shapes of linear (weight, input, bias, LoRA A/B), attention, norms,
 // the activation kinds, embedding and rope.
 
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>, %ids: tensor<1x4xi64>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "ok_w" : tensor<16x8xf32>
-    %b = graph.weight "ok_b" : tensor<8xf32>
-    %g = graph.weight "ok_g" : tensor<16xf32>
-    %t = graph.weight "ok_t" : tensor<10x16xf32>
+    %w = graph.weight "ok_w" : tensor<16x8xf32> = dense<1.000000e-02>
+    %b = graph.weight "ok_b" : tensor<8xf32> = dense<1.000000e-02>
+    %g = graph.weight "ok_g" : tensor<16xf32> = dense<1.000000e-02>
+    %t = graph.weight "ok_t" : tensor<10x16xf32> = dense<1.000000e-02>
     %e = nn.embedding %t[%ids] : (tensor<10x16xf32>, tensor<1x4xi64>) -> tensor<1x4x16xf32>
     %n = nn.layer_norm %e, %g, %g {epsilon = 1.000000e-05 : f32} : tensor<1x4x16xf32>, tensor<16xf32>, tensor<16xf32>
     %r = nn.rms_norm %n, %g {epsilon = 1.000000e-05 : f32} : tensor<1x4x16xf32>, tensor<16xf32>
@@ -28,7 +27,7 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x12xf32>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "k_w" : tensor<16x8xf32>
+    %w = graph.weight "k_w" : tensor<16x8xf32> = dense<1.000000e-02>
     %y = nn.linear %x, %w {layer = "l"} : (tensor<1x4x12xf32>, tensor<16x8xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
@@ -39,8 +38,8 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "b_w" : tensor<16x8xf32>
-    %b = graph.weight "b_b" : tensor<16xf32>
+    %w = graph.weight "b_w" : tensor<16x8xf32> = dense<1.000000e-02>
+    %b = graph.weight "b_b" : tensor<16xf32> = dense<1.000000e-02>
     %y = nn.linear %x, %w bias %b {layer = "l"} : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<16xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
@@ -51,9 +50,9 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "l_w" : tensor<16x8xf32>
-    %a = graph.weight "l_a" : tensor<16x2xf32>
-    %b = graph.weight "l_b" : tensor<4x8xf32>
+    %w = graph.weight "l_w" : tensor<16x8xf32> = dense<1.000000e-02>
+    %a = graph.weight "l_a" : tensor<16x2xf32> = dense<1.000000e-02>
+    %b = graph.weight "l_b" : tensor<4x8xf32> = dense<1.000000e-02>
     %y = nn.linear %x, %w lora(%a, %b) {layer = "l", lora_scale = 1.0 : f32} : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<16x2xf32>, tensor<4x8xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
@@ -64,9 +63,9 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "s_w" : tensor<16x8xf32>
-    %a = graph.weight "s_a" : tensor<16x2xf32>
-    %b = graph.weight "s_b" : tensor<2x8xf32>
+    %w = graph.weight "s_w" : tensor<16x8xf32> = dense<1.000000e-02>
+    %a = graph.weight "s_a" : tensor<16x2xf32> = dense<1.000000e-02>
+    %b = graph.weight "s_b" : tensor<2x8xf32> = dense<1.000000e-02>
     %y = nn.linear %x, %w lora(%a, %b) {layer = "l"} : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<16x2xf32>, tensor<2x8xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
@@ -109,8 +108,8 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
-    %g = graph.weight "ln_g" : tensor<8xf32>
-    %b = graph.weight "ln_b" : tensor<16xf32>
+    %g = graph.weight "ln_g" : tensor<8xf32> = dense<1.000000e-02>
+    %b = graph.weight "ln_b" : tensor<16xf32> = dense<1.000000e-02>
     %y = nn.layer_norm %x, %g, %b {epsilon = 1.000000e-05 : f32} : tensor<1x4x16xf32>, tensor<8xf32>, tensor<16xf32>
     func.return %y : tensor<1x4x16xf32>
   }
@@ -121,7 +120,7 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%ids: tensor<1x4xi64>) -> tensor<1x4x8xf32> {
-    %t = graph.weight "emb" : tensor<10x16xf32>
+    %t = graph.weight "emb" : tensor<10x16xf32> = dense<1.000000e-02>
     %y = nn.embedding %t[%ids] : (tensor<10x16xf32>, tensor<1x4xi64>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
