@@ -11,6 +11,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from xdsl.dialects import func
@@ -23,10 +24,11 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from aimcc.arch import Arch, load_arch
 from aimcc.cost import Schedule
 from aimcc.errors import AimccError, first_line
-from aimcc.ir import CompileContext, make_context
+from aimcc.ir import CompileContext, make_context, verify_message
 from aimcc.ir.aimc import MatmulOp, ProgramOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, NodeOp, TensorRefAttr, WeightOp
+from aimcc.ir.text import ARCH_ATTR, absorb_inline_weights, arch_attr, module_arch
 from aimcc.ir.weights import WeightStore
 from aimcc.passes import PASSES
 from aimcc.passes.head_split import HeadSplitPass
@@ -220,21 +222,23 @@ def compile_model(
         )
 
 
-def read_ir(path: Path, weights: WeightStore, arch: Arch, text: str | None = None) -> ModuleOp:
-    """Parse and verify textual IR whose weights (referenced by key) are in ``weights``
-    (``text``: a part of the file at ``path``, for ``opt --split-input-file``)."""
+def read_ir(path: Path, weights: WeightStore, text: str | None = None) -> ModuleOp:
+    """Parse and verify textual IR; its inline weights join ``weights``, which must hold the
+    ones it names by key only (``text``: a part of the file at ``path``, for
+    ``opt --split-input-file``)."""
     if text is None and not path.is_file():
         raise AimccError(f"{path}: no such file")
     try:
         text = path.read_text() if text is None else text
-        module = Parser(make_context(weights, arch), text, str(path)).parse_module()
+        module = Parser(make_context(weights), text, str(path)).parse_module()
         module.verify()
     except ParseError as exc:
         raise AimccError(f"{first_line(exc)}: {exc.msg}") from None
     except VerifyException as exc:
-        raise AimccError(f"{path}: IR does not verify: {first_line(exc)}") from None
+        raise AimccError(f"{path}: IR does not verify: {verify_message(module, exc)}") from None
     except UnicodeDecodeError:
         raise AimccError(f"{path}: not textual IR (not UTF-8 text)") from None
+    absorb_inline_weights(module, weights, str(path))
     missing = sorted(referenced_keys(module) - set(weights))
     if missing:
         raise AimccError(
@@ -294,7 +298,7 @@ def compile_ir(
     path: Path,
     weights: WeightStore,
     target: str | None = None,
-    arch: Arch | None = None,
+    arch: Arch | Callable[[ModuleOp], Arch] | None = None,
     after_pass: Callable[[str, ModuleOp], None] | None = None,
     schedule: SchedulePass | None = None,
     stage: Stage | None = None,
@@ -305,13 +309,16 @@ def compile_ir(
     """Finish compiling textual IR at any stage (``aimcc opt`` output): run the passes it has
     not been through. The schedule pass always runs (the binary needs its full result).
     ``target`` (default hybrid) applies only when partition is still to run. ``passes`` (from
-    a ``-p`` spec) run instead, all of them."""
+    a ``-p`` spec) run instead, all of them. ``arch``: the architecture, or how to find it from
+    the module (default: the one it records, :func:`aimcc.ir.text.module_arch`)."""
     with gc_paused():
         seconds: dict[str, float] = {}
         if stage:
             stage("load")
         start = time.perf_counter()
-        module = read_ir(path, weights, arch or load_arch())
+        module = read_ir(path, weights)
+        if not isinstance(arch, Arch):
+            arch = (arch or partial(module_arch, where=str(path)))(module)
         seconds["load"] = time.perf_counter() - start
         done = ir_stage(module)
         if target is not None and PASS_NAMES.index(done) >= PASS_NAMES.index("partition"):
@@ -324,7 +331,7 @@ def compile_ir(
         if PASS_NAMES.index(done) >= PASS_NAMES.index("partition"):
             target = ir_target(module)
         target = target or "hybrid"
-        ctx = make_context(weights, arch or load_arch())
+        ctx = make_context(weights, arch)
         weights.hash_in_background()
         if passes is None:
             passes = pipeline(target, schedule, head_split=head_split, replicate=replicate)
@@ -370,8 +377,9 @@ def _finish(
     after_pass: Callable[[str, ModuleOp], None] | None,
     stage: Stage | None,
 ) -> Compilation:
-    """Verify a module that has been through ``done``, run ``passes`` on it (verifying after
-    each); keep only the weights the final IR refers to."""
+    """Record the architecture on a module that has been through ``done``, verify it, run
+    ``passes`` on it (verifying after each); keep only the weights the final IR refers to."""
+    module.attributes[ARCH_ATTR] = arch_attr(ctx.arch)
     start = time.perf_counter()
     _verify(module, done)
     seconds["verify"] = time.perf_counter() - start
@@ -410,4 +418,6 @@ def _verify(module: ModuleOp, stage: str) -> None:
     try:
         module.verify()
     except VerifyException as exc:
-        raise AimccError(f"IR after '{stage}' does not verify: {first_line(exc)}") from None
+        raise AimccError(
+            f"IR after '{stage}' does not verify: {verify_message(module, exc)}"
+        ) from None

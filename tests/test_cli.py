@@ -269,7 +269,8 @@ def test_ir_binary_runs_like_the_direct_one(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["{ir}"], "textual IR needs --weights"),
+        (["{ir}"], "is not in the weight store (3 missing): pass --weights FILE.npz"),
+        (["{ir}", "--weights", "{w}", "--arch", "hermes-256"], "records the architecture"),
         (["{ir}", "--weights", "{w}", "--input-shape", "x=1x2"], "textual IR has static shapes"),
         (["{ir}", "--weights", "{w}", "--target", "aimc"], "--target aimc has no effect"),
         (["{model}", "--weights", "{w}"], "--weights is for textual IR"),

@@ -33,11 +33,11 @@ builtin.module {
   func.func @main(%x: tensor<1x16x600xf32>) -> tensor<1x16x2x32xf32> {
     %w = graph.weight "w" : tensor<600x64xf32>
     %s = graph.weight "s" : tensor<4xi64>
-    %t0 = aimc.program %w rows [0 : i64, 512 : i64] cols [0 : i64, 64 : i64] {tile_id = 0 : i64} : tensor<600x64xf32> -> !aimc.tile<512x512>
-    %t1 = aimc.program %w rows [512 : i64, 600 : i64] cols [0 : i64, 64 : i64] {tile_id = 1 : i64} : tensor<600x64xf32> -> !aimc.tile<512x512>
+    %t0 = aimc.program %w rows [0, 512] cols [0, 64] {tile_id = 0 : i64} : tensor<600x64xf32> -> !aimc.tile<512x512>
+    %t1 = aimc.program %w rows [512, 600] cols [0, 64] {tile_id = 1 : i64} : tensor<600x64xf32> -> !aimc.tile<512x512>
     %p0 = aimc.mvm %x, %t0 : (tensor<1x16x600xf32>, !aimc.tile<512x512>) -> tensor<1x16x64xf32>
     %p1 = aimc.mvm %x, %t1 : (tensor<1x16x600xf32>, !aimc.tile<512x512>) -> tensor<1x16x64xf32>
-    %y = aimc.accumulate %p0, %p1 grid [2 : i64, 1 : i64] : (tensor<1x16x64xf32>, tensor<1x16x64xf32>) -> tensor<1x16x64xf32>
+    %y = aimc.accumulate %p0, %p1 grid [2, 1] : (tensor<1x16x64xf32>, tensor<1x16x64xf32>) -> tensor<1x16x64xf32>
     %v = "digital.kernel"(%y, %s) <{kind = "onnx.Reshape", params = {}, cluster = 0 : i64}> : (tensor<1x16x64xf32>, tensor<4xi64>) -> tensor<1x16x2x32xf32>
     %g = "digital.kernel"(%v) <{kind = "gelu_erf", params = {}, cluster = 0 : i64}> : (tensor<1x16x2x32xf32>) -> tensor<1x16x2x32xf32>
     func.return %g : tensor<1x16x2x32xf32>

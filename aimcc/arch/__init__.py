@@ -160,6 +160,13 @@ def preset_names() -> list[str]:
 
 def load_arch(name_or_path: str = DEFAULT_ARCH, overrides: list[str] | None = None) -> Arch:
     """Load a preset by name or a TOML file by path, then apply ``section.key=value`` overrides."""
+    raw, path = _read_toml(name_or_path)
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return _build(Arch, raw, str(path))
+
+
+def _read_toml(name_or_path: str) -> tuple[dict[str, Any], Path]:
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = PRESET_DIR / f"{name_or_path}.toml"
@@ -178,9 +185,50 @@ def load_arch(name_or_path: str = DEFAULT_ARCH, overrides: list[str] | None = No
         raise AimccError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise AimccError(f"{path}: not valid TOML: {exc}") from None
+    return raw, path
+
+
+def arch_changes(arch: Arch) -> tuple[str | None, dict[str, Any]]:
+    """``arch`` as a preset and the values that differ from it, by dotted key (what
+    ``--arch PRESET --set KEY=VALUE`` would give): the preset named as the arch is, if there is
+    one, else none and every value. The preset's file keeps the sources of its numbers."""
+    preset = arch.name if arch.name in preset_names() else None
+    base = _flatten(load_arch(preset).to_dict()) if preset else {}
+    values = _flatten(arch.to_dict())
+    return preset, {k: v for k, v in values.items() if k not in base or base[k] != v}
+
+
+def arch_from_changes(
+    preset: str | None, values: dict[str, Any], overrides: list[str] | None = None, where: str = ""
+) -> Arch:
+    """The inverse of :func:`arch_changes`, then ``--set`` overrides; checked as a file is."""
+    try:
+        raw = _read_toml(preset)[0] if preset is not None else {}
+    except AimccError as exc:
+        raise AimccError(f"{where}: {exc}") from None
+    for key, value in values.items():
+        *sections, leaf = key.split(".")
+        table = raw
+        for section in sections:
+            table = table.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise AimccError(f"{where}: '{key}' is not an architecture value")
+        if preset is not None and leaf not in table:
+            raise AimccError(f"{where}: no key '{key}' in the architecture")
+        table[leaf] = value
     for item in overrides or []:
         _apply_override(raw, item)
-    return _build(Arch, raw, str(path))
+    return _build(Arch, raw, where)
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def arch_from_dict(raw: dict[str, Any]) -> Arch:

@@ -178,9 +178,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     """--arch, --set and --input-shape: how a model is compiled, for every command that does."""
     p.add_argument(
         "--arch",
-        default=DEFAULT_ARCH,
         help=f"architecture preset ({', '.join(preset_names())}) or a .toml file "
-        f"(default {DEFAULT_ARCH})",
+        f"(default {DEFAULT_ARCH}; textual IR: the one it records)",
     )
     p.add_argument(
         "--set",

@@ -40,13 +40,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "model",
         help="the ONNX model to compile (external data files are read too), or textual IR "
-        "(.mlir, from 'aimcc opt') with its --weights",
+        "(.mlir, from 'aimcc opt'; with --weights if it names weights by key)",
     )
     p.add_argument(
         "--weights",
         type=Path,
         metavar="W.npz",
-        help="textual IR only: the weight store it refers to ('aimcc opt --save-weights')",
+        help="textual IR only: the store of the weights it names by key ('aimcc opt "
+        "--save-weights'; small weights are inline)",
     )
     p.add_argument(
         "--target",
@@ -228,8 +229,10 @@ def write_outputs(
 
 
 def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
+    from xdsl.dialects.builtin import ModuleOp
+
     from aimcc import report
-    from aimcc.arch import load_arch
+    from aimcc.arch import DEFAULT_ARCH, Arch, load_arch
     from aimcc.atomic import atomic_write, write_text
     from aimcc.compiler import (
         PASS_NAMES,
@@ -239,20 +242,17 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
         read_weights,
     )
     from aimcc.frontend.load import parse_input_shapes
+    from aimcc.ir.text import module_arch
+    from aimcc.ir.weights import WeightStore
     from aimcc.passes.head_split import HeadSplitPass
     from aimcc.passes.replicate import ReplicatePass, copies_limit
     from aimcc.passes.schedule import SchedulePass
 
     name = Path(opts.model).name
-    arch = load_arch(opts.arch, opts.overrides)
+    arch = load_arch(opts.arch or DEFAULT_ARCH, opts.overrides)
     is_ir = Path(opts.model).suffix != ".onnx"
     if is_ir and opts.input_shape:
         raise AimccError("--input-shape applies to ONNX models: textual IR has static shapes")
-    if is_ir and opts.weights is None:
-        raise AimccError(
-            f"{opts.model}: textual IR needs --weights W.npz (written by 'aimcc opt "
-            "--save-weights'); ONNX models end in .onnx"
-        )
     if not is_ir and opts.weights is not None:
         raise AimccError("--weights is for textual IR: an ONNX model carries its weights")
     if opts.chips is not None:
@@ -288,11 +288,16 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
                 "--lora-rank, --lora-targets and --digital-layers apply to ONNX models "
                 "(in textual IR run the pass: aimcc opt -p 'lora-slots{rank=8}')"
             )
+
+        def ir_arch(module: ModuleOp) -> Arch:  # the one the IR records, --set, --chips
+            found = module_arch(module, opts.arch, opts.overrides, opts.model)
+            return found.with_chips(opts.chips) if opts.chips is not None else found
+
         comp = compile_ir(
             Path(opts.model),
-            read_weights(opts.weights),
+            read_weights(opts.weights) if opts.weights else WeightStore(),
             opts.target,
-            arch,
+            ir_arch,
             printing,
             scheduler,
             stage,

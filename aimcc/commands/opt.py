@@ -2,10 +2,12 @@
 
     aimcc opt model.onnx -p raise --save-weights w.npz -o raised.mlir
     aimcc opt raised.mlir --weights w.npz -p "partition{target=aimc},tile{rows=256 cols=256}"
+    aimcc opt test.mlir -p tile        # small weights inline: no --weights
 
 The tool for pass authors: textual IR in, a pipeline of passes with options, IR out. An ONNX
-input is imported first; textual IR refers to weights by key, so passes that read weight values
-need the store (``--weights``, written by ``--save-weights``).
+input is imported first. Textual IR carries its small weights inline (up to --inline-weights
+bytes) and refers to larger ones by key, whose values are in the store beside it
+(``--weights``, written by ``--save-weights``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from aimcc.commands import Parser, add_model_options, output_file, shows_progress, status
 from aimcc.errors import AimccError
+from aimcc.ir.text import INLINE_BYTES
 
 SPLIT = re.compile(r"^// -----\s*$", re.M)  # --split-input-file's separator, as mlir-opt's
 
@@ -46,12 +49,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--list-passes", action="store_true", help="print every pass with its options and exit"
     )
-    p.add_argument("--weights", type=Path, help=".npz weight store the textual IR refers to")
+    p.add_argument(
+        "--weights", type=Path, help=".npz store of the weights the textual IR names by key"
+    )
     p.add_argument(
         "--save-weights",
         type=output_file,
         metavar="OUT.npz",
-        help="write the weights the output refers to",
+        help="write the weights the output names by key (the larger than --inline-weights)",
+    )
+    p.add_argument(
+        "--inline-weights",
+        type=int,
+        default=INLINE_BYTES,
+        metavar="BYTES",
+        help=f"print the value of every weight of at most BYTES bytes in the IR (default "
+        f"{INLINE_BYTES}; 0: none, so every weight is named by key)",
     )
     add_model_options(p)
     p.add_argument(
@@ -99,7 +112,7 @@ def main(argv: list[str]) -> int:
         raise AimccError("opt: give the IR or ONNX model to transform (or --list-passes)")
     from xdsl.dialects.builtin import ModuleOp
 
-    from aimcc.arch import load_arch
+    from aimcc.arch import DEFAULT_ARCH, load_arch
     from aimcc.atomic import write_npz, write_text
     from aimcc.compiler import (
         import_onnx,
@@ -111,16 +124,19 @@ def main(argv: list[str]) -> int:
     )
     from aimcc.frontend.load import parse_input_shapes
     from aimcc.ir import make_context
+    from aimcc.ir.text import ARCH_ATTR, arch_attr, inlined, module_arch
     from aimcc.ir.weights import WeightStore
 
-    arch = load_arch(opts.arch, opts.overrides)
-    passes = parse_passes(opts.passes)  # bad options fail before any work
+    arch = load_arch(opts.arch or DEFAULT_ARCH, opts.overrides)  # bad options fail before
+    passes = parse_passes(opts.passes)  # any work
     if opts.input.suffix == ".onnx" and opts.weights:
         raise AimccError("--weights is for textual IR: an ONNX model carries its weights")
     if opts.input.suffix != ".onnx" and opts.input_shape:
         raise AimccError("--input-shape applies when importing ONNX: textual IR has static shapes")
     if opts.split_input_file and opts.input.suffix == ".onnx":
         raise AimccError("--split-input-file applies to textual IR")
+    if opts.inline_weights < 0:
+        raise AimccError(f"--inline-weights {opts.inline_weights}: give a size in bytes, 0 or more")
     outputs, keys = [], set()
     with status(shows_progress()) as update:  # ends before the IR is printed
         update(f"reading {opts.input.name}")
@@ -135,7 +151,9 @@ def main(argv: list[str]) -> int:
         for part in parts:
             try:
                 if not isinstance(part, ModuleOp):
-                    part = read_ir(opts.input, weights, arch, part)
+                    part = read_ir(opts.input, weights, part)
+                    arch = module_arch(part, opts.arch, opts.overrides, str(opts.input))
+                part.attributes[ARCH_ATTR] = arch_attr(arch)
                 ctx = make_context(weights, arch)  # a fresh arch: place may set the chip count
                 run_passes(
                     part, ctx, passes, stage=lambda name: update(f"{opts.input.name}: {name}")
@@ -145,8 +163,9 @@ def main(argv: list[str]) -> int:
                     raise
                 outputs.append(f"error: {exc}")
                 continue
-            keys |= referenced_keys(part)
-            outputs.append(str(part))
+            with inlined(part, weights, opts.inline_weights) as inline:
+                outputs.append(str(part))
+            keys |= referenced_keys(part) - inline  # the weights it names by key only
     weights.retain(keys)
     text = "\n// -----\n".join(outputs) + "\n"
     if opts.output:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import Builtin
+from xdsl.dialects.builtin import Builtin, ModuleOp
 from xdsl.dialects.func import Func
+from xdsl.utils.exceptions import VerifyException
 
 from aimcc.arch import Arch, load_arch
 from aimcc.cost import Schedule
@@ -32,3 +33,19 @@ def make_context(weights: WeightStore | None = None, arch: Arch | None = None) -
     for dialect in (Builtin, Func, Graph, NN, AIMC, Digital):
         ctx.load_dialect(dialect)
     return ctx
+
+
+def verify_message(module: ModuleOp, exc: VerifyException) -> str:
+    """One line saying why ``module`` does not verify, naming the op.
+
+    Our verifiers name their op; a failed IRDL constraint (e.g. a result type that must be the
+    input's) does not, and spreads over lines: find the op, and join the lines."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines()) or "invalid IR"
+    for op in module.walk():
+        if text.startswith(f"{op.name}:") or text.startswith(f"{op.name} "):
+            return text
+        try:
+            op.verify(verify_nested_ops=False)
+        except VerifyException:
+            return f"{op.name}: {text}"
+    return text

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, StringAttr, TensorType, i64
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    IntAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    i64,
+)
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
     IRDLOperation,
@@ -47,8 +54,19 @@ class TileType(ParametrizedAttribute, TypeAttribute):
         printer.print_string(f"<{self.rows.data}x{self.cols.data}>")
 
 
-def _ints(values: Sequence[int]) -> ArrayAttr[IntegerAttr]:
-    return ArrayAttr([IntegerAttr(v, i64) for v in values])
+def _ints(values: Sequence[int]) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i64, values)
+
+
+def _pair(op: IRDLOperation, name: str, attr: DenseArrayBase) -> tuple[int, int]:
+    """The two integers of an ``array<i64: a, b>`` property (the verifier checks the count)."""
+    values = attr.get_values()
+    if len(values) != 2:
+        raise VerifyException(f"{op.name}: {name} must be 2 integers, got {len(values)}")
+    return values[0], values[1]
+
+
+I64_ARRAY = DenseArrayBase.constr(i64)
 
 
 @irdl_op_definition
@@ -61,6 +79,9 @@ class MatmulOp(IRDLOperation):
     weight = operand_def(TensorType)
     layer = opt_prop_def(StringAttr)  # the layer's name (nn.linear's), kept to the binary
     result = result_def(TensorType)
+
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$x `,` $weight attr-dict `:` functional-type(operands, results)"
 
     def __init__(
         self, x: SSAValue, weight: SSAValue, result_type: Attribute, layer: str | None = None
@@ -84,8 +105,8 @@ class ProgramOp(IRDLOperation):
     name = "aimc.program"
 
     weight = operand_def(TensorType)
-    rows = prop_def(ArrayAttr[IntegerAttr])
-    cols = prop_def(ArrayAttr[IntegerAttr])
+    rows = prop_def(I64_ARRAY)  # [first, end) of the weight's rows, printed `rows [0, 512]`
+    cols = prop_def(I64_ARRAY)
     tile_id = opt_prop_def(IntegerAttr)
     result = result_def(TileType)
 
@@ -105,11 +126,11 @@ class ProgramOp(IRDLOperation):
 
     @property
     def row_range(self) -> tuple[int, int]:
-        return self.rows.data[0].value.data, self.rows.data[1].value.data
+        return _pair(self, "rows", self.rows)
 
     @property
     def col_range(self) -> tuple[int, int]:
-        return self.cols.data[0].value.data, self.cols.data[1].value.data
+        return _pair(self, "cols", self.cols)
 
     def verify_(self) -> None:
         (r0, r1), (c0, c1) = self.row_range, self.col_range
@@ -166,7 +187,7 @@ class AccumulateOp(IRDLOperation):
     name = "aimc.accumulate"
 
     partials = var_operand_def(TensorType)
-    grid = prop_def(ArrayAttr[IntegerAttr])
+    grid = prop_def(I64_ARRAY)
     layer = opt_prop_def(StringAttr)
     result = result_def(TensorType)
 
@@ -187,10 +208,12 @@ class AccumulateOp(IRDLOperation):
 
     @property
     def grid_shape(self) -> tuple[int, int]:
-        return self.grid.data[0].value.data, self.grid.data[1].value.data
+        return _pair(self, "grid", self.grid)
 
     def verify_(self) -> None:
         nr, nc = self.grid_shape
+        if nr < 1 or nc < 1:
+            raise VerifyException(f"aimc.accumulate: grid {nr}x{nc} must be at least 1x1")
         if len(self.partials) != nr * nc:
             raise VerifyException(f"aimc.accumulate: grid {nr}x{nc} needs {nr * nc} partials")
         if not all(isinstance(p.owner, MvmOp) for p in self.partials):

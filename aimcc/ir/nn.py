@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
-from xdsl.dialects.builtin import Float32Type, FloatAttr, StringAttr, TensorType, UnitAttr
+from xdsl.dialects.builtin import (
+    Float32Type,
+    FloatAttr,
+    FunctionType,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+)
 from xdsl.ir import Attribute, Dialect, SSAValue
 from xdsl.irdl import (
     AttrSizedOperandSegments,
     IRDLOperation,
+    ParsePropInAttrDict,
+    VarConstraint,
+    base,
     irdl_op_definition,
     operand_def,
     opt_operand_def,
@@ -17,6 +28,8 @@ from xdsl.irdl import (
     result_def,
     traits_def,
 )
+from xdsl.parser import Parser
+from xdsl.printer import Printer
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
@@ -54,6 +67,9 @@ class LinearOp(IRDLOperation):
 
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
     traits = traits_def(Pure())
+    # %y = nn.linear %x, %w bias %b lora(%a, %b) {lora_scale = 2.0 : f32, layer = "proj"}
+    #      : (x, w, b, a, b types) -> type   (a custom format: two optional groups of operands
+    # whose types follow in one list are ambiguous to the declarative format)
 
     def __init__(
         self,
@@ -73,6 +89,63 @@ class LinearOp(IRDLOperation):
             props["digital"] = UnitAttr()
         super().__init__(
             operands=[x, weight, bias, a, b], result_types=[result_type], properties=props
+        )
+
+    @classmethod
+    def parse(cls, parser: Parser) -> LinearOp:
+        names = [parser.parse_unresolved_operand()]
+        parser.parse_punctuation(",")
+        names.append(parser.parse_unresolved_operand())
+        has_bias = parser.parse_optional_keyword("bias") is not None
+        if has_bias:
+            names.append(parser.parse_unresolved_operand())
+        has_lora = parser.parse_optional_keyword("lora") is not None
+        if has_lora:
+            parser.parse_punctuation("(")
+            names.append(parser.parse_unresolved_operand())
+            parser.parse_punctuation(",")
+            names.append(parser.parse_unresolved_operand())
+            parser.parse_punctuation(")")
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        at = parser.pos
+        typ = parser.parse_function_type()
+        if len(typ.inputs) != len(names) or len(typ.outputs) != 1:
+            parser.raise_error(
+                f"nn.linear: {len(names)} operands and one result, but the type is {typ}", at
+            )
+        values = iter(parser.resolve_operands(names, typ.inputs.data, at))
+        x, weight = next(values), next(values)
+        bias = next(values) if has_bias else None
+        a, b = (next(values), next(values)) if has_lora else (None, None)
+        props = {k: v for k, v in attrs.items() if k in cls.get_irdl_definition().properties}
+        others = {k: v for k, v in attrs.items() if k not in props}
+        return cls.build(
+            operands=[x, weight, bias, a, b],
+            result_types=[typ.outputs.data[0]],
+            properties=props,
+            attributes=others,
+        )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.x)
+        printer.print_string(", ")
+        printer.print_operand(self.weight)
+        if self.bias is not None:
+            printer.print_string(" bias ")
+            printer.print_operand(self.bias)
+        if self.lora_a is not None and self.lora_b is not None:
+            printer.print_string(" lora(")
+            printer.print_operand(self.lora_a)
+            printer.print_string(", ")
+            printer.print_operand(self.lora_b)
+            printer.print_string(")")
+        props = {k: v for k, v in self.properties.items() if k != "operandSegmentSizes"}
+        printer.print_op_attributes({**props, **self.attributes})
+        printer.print_string(" : ")
+        printer.print_attribute(
+            FunctionType.from_lists([o.type for o in self.operands], [self.result.type])
         )
 
     @property
@@ -134,6 +207,11 @@ class AttentionOp(IRDLOperation):
     result = result_def(TensorType)
 
     traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$q `,` $kt `,` $v (`mask` $mask^)? attr-dict `:` `(` type($q) `,` type($kt) `,` "
+        "type($v) (`,` type($mask)^)? `)` `->` type($result)"
+    )
 
     def __init__(
         self,
@@ -161,13 +239,18 @@ class LayerNormOp(IRDLOperation):
 
     name = "nn.layer_norm"
 
-    x = operand_def(TensorType)
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    x = operand_def(T)
     gamma = operand_def(TensorType)
     beta = opt_operand_def(TensorType)
     epsilon = prop_def(FloatAttr)
-    result = result_def(TensorType)
+    result = result_def(T)
 
     traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$x `,` $gamma (`,` $beta^)? attr-dict `:` type($x) `,` type($gamma) (`,` type($beta)^)?"
+    )
 
     def __init__(self, x: SSAValue, gamma: SSAValue, beta: SSAValue | None, epsilon: float):
         super().__init__(
@@ -187,12 +270,15 @@ class RmsNormOp(IRDLOperation):
 
     name = "nn.rms_norm"
 
-    x = operand_def(TensorType)
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    x = operand_def(T)
     gamma = operand_def(TensorType)
     epsilon = prop_def(FloatAttr)
-    result = result_def(TensorType)
+    result = result_def(T)
 
     traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$x `,` $gamma attr-dict `:` type($x) `,` type($gamma)"
 
     def __init__(self, x: SSAValue, gamma: SSAValue, epsilon: float):
         super().__init__(
@@ -214,11 +300,13 @@ class ActivationOp(IRDLOperation):
 
     name = "nn.activation"
 
-    x = operand_def(TensorType)
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    x = operand_def(T)
     kind = prop_def(StringAttr)
-    result = result_def(TensorType)
+    result = result_def(T)
 
     traits = traits_def(Pure())
+    assembly_format = "$kind $x attr-dict `:` type($x)"
 
     def __init__(self, x: SSAValue, kind: str):
         super().__init__(operands=[x], result_types=[x.type], properties={"kind": StringAttr(kind)})
@@ -238,6 +326,7 @@ class EmbeddingOp(IRDLOperation):
     result = result_def(TensorType)
 
     traits = traits_def(Pure())
+    assembly_format = "$table `[` $ids `]` attr-dict `:` functional-type(operands, results)"
 
     def __init__(self, table: SSAValue, ids: SSAValue, result_type: Attribute):
         super().__init__(operands=[table, ids], result_types=[result_type])
@@ -254,12 +343,14 @@ class RopeOp(IRDLOperation):
 
     name = "nn.rope"
 
-    x = operand_def(TensorType)
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    x = operand_def(T)
     cos = operand_def(TensorType)
     sin = operand_def(TensorType)
-    result = result_def(TensorType)
+    result = result_def(T)
 
     traits = traits_def(Pure())
+    assembly_format = "$x `,` $cos `,` $sin attr-dict `:` type($x) `,` type($cos) `,` type($sin)"
 
     def __init__(self, x: SSAValue, cos: SSAValue, sin: SSAValue, result_type: Attribute):
         super().__init__(operands=[x, cos, sin], result_types=[result_type])

@@ -34,6 +34,14 @@ class WeightStore(Mapping[str, np.ndarray]):
         self._arrays[key] = array
         return key
 
+    def put(self, key: str, array: np.ndarray) -> None:
+        """Store ``array`` under exactly ``key`` (a weight read from text), which must be new."""
+        if key in self._arrays:
+            raise KeyError(f"weight '{key}' is already stored")
+        array = array.view()
+        array.flags.writeable = False
+        self._arrays[key] = array
+
     def __getitem__(self, key: str) -> np.ndarray:
         return self._arrays[key]
 

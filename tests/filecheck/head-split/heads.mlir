@@ -7,7 +7,7 @@
 // other groups go to free clusters): one group per head by default, at most max_groups, and
 // a group count that divides the heads (3 -> 2).
 
-builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
+builtin.module attributes {aimc.arch = {preset = "paper-512"}, aimc.target = "hybrid", aimc.chips = "automatic"} {
   func.func @main(%q: tensor<1x4x16x8xf32>, %kt: tensor<1x4x8x16xf32>, %v: tensor<1x4x16x8xf32>) -> tensor<1x4x16x8xf32> {
     %a = "digital.kernel"(%q, %kt, %v) <{kind = "attention", params = {scale = 0.353553385 : f32}, cluster = 0 : i64}> : (tensor<1x4x16x8xf32>, tensor<1x4x8x16xf32>, tensor<1x4x16x8xf32>) -> tensor<1x4x16x8xf32>
     func.return %a : tensor<1x4x16x8xf32>

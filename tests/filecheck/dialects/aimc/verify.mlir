@@ -1,26 +1,25 @@
-// RUN: %weights %s %t.npz
-// RUN: aimcc opt %s --weights %t.npz --split-input-file --verify-diagnostics | filecheck %s
+// RUN: aimcc opt %s --split-input-file --verify-diagnostics | filecheck %s
 
 // The aimc verifiers: each part below is rejected with its diagnostic (a valid tiled layer
 // first, which prints back).
 
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
-    %w = graph.weight "ok" : tensor<16x16xf32>
-    %t = aimc.program %w rows [0 : i64, 16 : i64] cols [0 : i64, 16 : i64] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    %w = graph.weight "ok" : tensor<16x16xf32> = dense<1.000000e-02>
+    %t = aimc.program %w rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
     %p = aimc.mvm %x, %t : (tensor<1x4x16xf32>, !aimc.tile<16x16>) -> tensor<1x4x16xf32>
-    %y = aimc.accumulate %p grid [1 : i64, 1 : i64] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+    %y = aimc.accumulate %p grid [1, 1] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
     func.return %y : tensor<1x4x16xf32>
   }
 }
-// CHECK:      %y = aimc.accumulate %p grid [1 : i64, 1 : i64] {layer = "l"}
+// CHECK:      %y = aimc.accumulate %p grid [1, 1] {layer = "l"}
 // CHECK:      // -----
 
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "m" : tensor<8x8xf32>
-    %y = "aimc.matmul"(%x, %w) <{layer = "l"}> : (tensor<1x4x16xf32>, tensor<8x8xf32>) -> tensor<1x4x8xf32>
+    %w = graph.weight "m" : tensor<8x8xf32> = dense<1.000000e-02>
+    %y = aimc.matmul %x, %w {layer = "l"} : (tensor<1x4x16xf32>, tensor<8x8xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
 }
@@ -30,8 +29,8 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main() {
-    %w = graph.weight "outside" : tensor<16x16xf32>
-    %t = aimc.program %w rows [0 : i64, 8 : i64] cols [8 : i64, 24 : i64] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    %w = graph.weight "outside" : tensor<16x16xf32> = dense<1.000000e-02>
+    %t = aimc.program %w rows [0, 8] cols [8, 24] : tensor<16x16xf32> -> !aimc.tile<16x16>
     func.return
   }
 }
@@ -41,8 +40,8 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main() {
-    %w = graph.weight "big" : tensor<16x16xf32>
-    %t = aimc.program %w rows [0 : i64, 16 : i64] cols [0 : i64, 16 : i64] : tensor<16x16xf32> -> !aimc.tile<8x8>
+    %w = graph.weight "big" : tensor<16x16xf32> = dense<1.000000e-02>
+    %t = aimc.program %w rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<8x8>
     func.return
   }
 }
@@ -52,8 +51,8 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
-    %w = graph.weight "cols" : tensor<16x16xf32>
-    %t = aimc.program %w rows [0 : i64, 16 : i64] cols [0 : i64, 8 : i64] : tensor<16x16xf32> -> !aimc.tile<16x8>
+    %w = graph.weight "cols" : tensor<16x16xf32> = dense<1.000000e-02>
+    %t = aimc.program %w rows [0, 16] cols [0, 8] : tensor<16x16xf32> -> !aimc.tile<16x8>
     %p = aimc.mvm %x, %t : (tensor<1x4x16xf32>, !aimc.tile<16x8>) -> tensor<1x4x16xf32>
     func.return %p : tensor<1x4x16xf32>
   }
@@ -64,10 +63,10 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
-    %w = graph.weight "grid" : tensor<16x16xf32>
-    %t = aimc.program %w rows [0 : i64, 16 : i64] cols [0 : i64, 16 : i64] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    %w = graph.weight "grid" : tensor<16x16xf32> = dense<1.000000e-02>
+    %t = aimc.program %w rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
     %p = aimc.mvm %x, %t : (tensor<1x4x16xf32>, !aimc.tile<16x16>) -> tensor<1x4x16xf32>
-    %y = aimc.accumulate %p grid [2 : i64, 1 : i64] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+    %y = aimc.accumulate %p grid [2, 1] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
     func.return %y : tensor<1x4x16xf32>
   }
 }
@@ -77,7 +76,42 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
-    %y = aimc.accumulate %x grid [1 : i64, 1 : i64] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+    %w = graph.weight "grid0" : tensor<16x16xf32> = dense<1.000000e-02>
+    %t = aimc.program %w rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    %p = aimc.mvm %x, %t : (tensor<1x4x16xf32>, !aimc.tile<16x16>) -> tensor<1x4x16xf32>
+    %y = aimc.accumulate %p grid [-1, -1] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+    func.return %y : tensor<1x4x16xf32>
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.accumulate: grid -1x-1 must be at least 1x1
+// CHECK-NEXT: // -----
+
+// -----
+builtin.module {
+  func.func @main() {
+    %w = graph.weight "three" : tensor<16x16xf32> = dense<1.000000e-02>
+    %t = aimc.program %w rows [0, 8, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    func.return
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.program: rows must be 2 integers, got 3
+// CHECK-NEXT: // -----
+
+// -----
+builtin.module {
+  func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
+    %w = graph.weight "i32" : tensor<16x16xf32> = dense<1.000000e-02>
+    %t = "aimc.program"(%w) <{rows = array<i32: 0, 16>, cols = array<i64: 0, 16>}> : (tensor<16x16xf32>) -> !aimc.tile<16x16>
+    func.return %x : tensor<1x4x16xf32>
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.program: {{.*}}i64{{.*}}
+// CHECK-NEXT: // -----
+
+// -----
+builtin.module {
+  func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
+    %y = aimc.accumulate %x grid [1, 1] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
     func.return %y : tensor<1x4x16xf32>
   }
 }

@@ -1,25 +1,34 @@
-// RUN: %weights %s %t.npz
-// RUN: aimcc opt %s --weights %t.npz --split-input-file --verify-diagnostics | filecheck %s
+// RUN: aimcc opt %s --split-input-file --verify-diagnostics | filecheck %s
 
 // The nn verifiers: shapes of linear (weight, input, bias, LoRA A/B), attention, norms,
 // the activation kinds, embedding and rope.
 
 builtin.module {
-  func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "ok_w" : tensor<16x8xf32>
-    %b = graph.weight "ok_b" : tensor<8xf32>
-    %y = "nn.linear"(%x, %w, %b) <{layer = "l", operandSegmentSizes = array<i32: 1, 1, 1, 0, 0>}> : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+  func.func @main(%x: tensor<1x4x16xf32>, %ids: tensor<1x4xi64>) -> tensor<1x4x8xf32> {
+    %w = graph.weight "ok_w" : tensor<16x8xf32> = dense<1.000000e-02>
+    %b = graph.weight "ok_b" : tensor<8xf32> = dense<1.000000e-02>
+    %g = graph.weight "ok_g" : tensor<16xf32> = dense<1.000000e-02>
+    %t = graph.weight "ok_t" : tensor<10x16xf32> = dense<1.000000e-02>
+    %e = nn.embedding %t[%ids] : (tensor<10x16xf32>, tensor<1x4xi64>) -> tensor<1x4x16xf32>
+    %n = nn.layer_norm %e, %g, %g {epsilon = 1.000000e-05 : f32} : tensor<1x4x16xf32>, tensor<16xf32>, tensor<16xf32>
+    %r = nn.rms_norm %n, %g {epsilon = 1.000000e-05 : f32} : tensor<1x4x16xf32>, tensor<16xf32>
+    %a = nn.activation "gelu_tanh" %r : tensor<1x4x16xf32>
+    %y = nn.linear %a, %w bias %b {layer = "l"} : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
 }
-// CHECK:      %y = "nn.linear"(%x, %w, %b) <{layer = "l", operandSegmentSizes = array<i32: 1, 1, 1, 0, 0>}>
+// CHECK:      %e = nn.embedding %t[%ids] : (tensor<10x16xf32>, tensor<1x4xi64>) -> tensor<1x4x16xf32>
+// CHECK-NEXT: %n = nn.layer_norm %e, %g, %g {epsilon = 1.000000e-05 : f32} : tensor<1x4x16xf32>, tensor<16xf32>, tensor<16xf32>
+// CHECK-NEXT: %r = nn.rms_norm %n, %g {epsilon = 1.000000e-05 : f32} : tensor<1x4x16xf32>, tensor<16xf32>
+// CHECK-NEXT: %a = nn.activation "gelu_tanh" %r : tensor<1x4x16xf32>
+// CHECK-NEXT: %y = nn.linear %a, %w bias %b {layer = "l"} : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
 // CHECK:      // -----
 
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x12xf32>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "k_w" : tensor<16x8xf32>
-    %y = "nn.linear"(%x, %w) <{layer = "l", operandSegmentSizes = array<i32: 1, 1, 0, 0, 0>}> : (tensor<1x4x12xf32>, tensor<16x8xf32>) -> tensor<1x4x8xf32>
+    %w = graph.weight "k_w" : tensor<16x8xf32> = dense<1.000000e-02>
+    %y = nn.linear %x, %w {layer = "l"} : (tensor<1x4x12xf32>, tensor<16x8xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
 }
@@ -29,9 +38,9 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "b_w" : tensor<16x8xf32>
-    %b = graph.weight "b_b" : tensor<16xf32>
-    %y = "nn.linear"(%x, %w, %b) <{layer = "l", operandSegmentSizes = array<i32: 1, 1, 1, 0, 0>}> : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<16xf32>) -> tensor<1x4x8xf32>
+    %w = graph.weight "b_w" : tensor<16x8xf32> = dense<1.000000e-02>
+    %b = graph.weight "b_b" : tensor<16xf32> = dense<1.000000e-02>
+    %y = nn.linear %x, %w bias %b {layer = "l"} : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<16xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
 }
@@ -41,10 +50,10 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "l_w" : tensor<16x8xf32>
-    %a = graph.weight "l_a" : tensor<16x2xf32>
-    %b = graph.weight "l_b" : tensor<4x8xf32>
-    %y = "nn.linear"(%x, %w, %a, %b) <{layer = "l", lora_scale = 1.0 : f32, operandSegmentSizes = array<i32: 1, 1, 0, 1, 1>}> : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<16x2xf32>, tensor<4x8xf32>) -> tensor<1x4x8xf32>
+    %w = graph.weight "l_w" : tensor<16x8xf32> = dense<1.000000e-02>
+    %a = graph.weight "l_a" : tensor<16x2xf32> = dense<1.000000e-02>
+    %b = graph.weight "l_b" : tensor<4x8xf32> = dense<1.000000e-02>
+    %y = nn.linear %x, %w lora(%a, %b) {layer = "l", lora_scale = 1.0 : f32} : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<16x2xf32>, tensor<4x8xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
 }
@@ -54,10 +63,10 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x8xf32> {
-    %w = graph.weight "s_w" : tensor<16x8xf32>
-    %a = graph.weight "s_a" : tensor<16x2xf32>
-    %b = graph.weight "s_b" : tensor<2x8xf32>
-    %y = "nn.linear"(%x, %w, %a, %b) <{layer = "l", operandSegmentSizes = array<i32: 1, 1, 0, 1, 1>}> : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<16x2xf32>, tensor<2x8xf32>) -> tensor<1x4x8xf32>
+    %w = graph.weight "s_w" : tensor<16x8xf32> = dense<1.000000e-02>
+    %a = graph.weight "s_a" : tensor<16x2xf32> = dense<1.000000e-02>
+    %b = graph.weight "s_b" : tensor<2x8xf32> = dense<1.000000e-02>
+    %y = nn.linear %x, %w lora(%a, %b) {layer = "l"} : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<16x2xf32>, tensor<2x8xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
 }
@@ -67,7 +76,7 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%q: tensor<1x4x16x8xf32>, %kt: tensor<1x4x4x16xf32>, %v: tensor<1x4x16x8xf32>) -> tensor<1x4x16x8xf32> {
-    %a = "nn.attention"(%q, %kt, %v) <{scale = 0.5 : f32}> : (tensor<1x4x16x8xf32>, tensor<1x4x4x16xf32>, tensor<1x4x16x8xf32>) -> tensor<1x4x16x8xf32>
+    %a = nn.attention %q, %kt, %v {scale = 5.000000e-01 : f32} : (tensor<1x4x16x8xf32>, tensor<1x4x4x16xf32>, tensor<1x4x16x8xf32>) -> tensor<1x4x16x8xf32>
     func.return %a : tensor<1x4x16x8xf32>
   }
 }
@@ -77,7 +86,7 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
-    %y = "nn.activation"(%x) <{kind = "relu"}> : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+    %y = nn.activation "relu" %x : tensor<1x4x16xf32>
     func.return %y : tensor<1x4x16xf32>
   }
 }
@@ -85,11 +94,23 @@ builtin.module {
 // CHECK-NEXT: // -----
 
 // -----
+// Elementwise ops (activation, norms, rope) give a result of the input's type; their custom
+// format cannot even spell another, the generic one can.
+builtin.module {
+  func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x8xf32> {
+    %y = "nn.activation"(%x) <{kind = "silu"}> : (tensor<1x4x16xf32>) -> tensor<1x4x8xf32>
+    func.return %y : tensor<1x4x8xf32>
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: nn.activation: result 'result' at position 0 does not verify: attribute tensor<1x4x16xf32> expected from variable 'T', but got tensor<1x4x8xf32>
+// CHECK-NEXT: // -----
+
+// -----
 builtin.module {
   func.func @main(%x: tensor<1x4x16xf32>) -> tensor<1x4x16xf32> {
-    %g = graph.weight "ln_g" : tensor<8xf32>
-    %b = graph.weight "ln_b" : tensor<16xf32>
-    %y = "nn.layer_norm"(%x, %g, %b) <{epsilon = 1.0e-05 : f32}> : (tensor<1x4x16xf32>, tensor<8xf32>, tensor<16xf32>) -> tensor<1x4x16xf32>
+    %g = graph.weight "ln_g" : tensor<8xf32> = dense<1.000000e-02>
+    %b = graph.weight "ln_b" : tensor<16xf32> = dense<1.000000e-02>
+    %y = nn.layer_norm %x, %g, %b {epsilon = 1.000000e-05 : f32} : tensor<1x4x16xf32>, tensor<8xf32>, tensor<16xf32>
     func.return %y : tensor<1x4x16xf32>
   }
 }
@@ -99,8 +120,8 @@ builtin.module {
 // -----
 builtin.module {
   func.func @main(%ids: tensor<1x4xi64>) -> tensor<1x4x8xf32> {
-    %t = graph.weight "emb" : tensor<10x16xf32>
-    %y = "nn.embedding"(%t, %ids) : (tensor<10x16xf32>, tensor<1x4xi64>) -> tensor<1x4x8xf32>
+    %t = graph.weight "emb" : tensor<10x16xf32> = dense<1.000000e-02>
+    %y = nn.embedding %t[%ids] : (tensor<10x16xf32>, tensor<1x4xi64>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
 }
