@@ -376,7 +376,10 @@ def _facts(title: str) -> FitTable:
 
 
 def layer_tiles(comp: Compilation) -> dict[int, list[int]]:
-    """Every analog layer's tiles, keyed by its first tile (the schedule's unit ``tile:i``)."""
+    """Every analog layer's tiles, keyed by its first tile (the schedule's unit ``tile:i``),
+    and every copy's (the replicate pass), keyed by the copy's first tile."""
+    from aimcc.passes.schedule import replica_firsts
+
     layers = {}
     for op in comp.module.walk():
         if isinstance(op, AccumulateOp):
@@ -385,6 +388,8 @@ def layer_tiles(comp: Compilation) -> dict[int, list[int]]:
                 program = partial.owner.program  # an aimc.mvm reads its tile's aimc.program
                 ids.append(program.tile_id.value.data)
             layers[ids[0]] = sorted(set(ids))
+            for first in replica_firsts(op):
+                layers[first] = list(range(first, first + len(ids)))
     return layers
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import model_path
 
@@ -143,3 +144,18 @@ def test_a_pass_that_breaks_the_ir_is_named() -> None:
     comp = compile_model(model_path("lora_layer_128"), "hybrid")
     with pytest.raises(AimccError, match="IR after 'breaks' does not verify"):
         run_passes(comp.module, comp.ctx, [Breaks()])
+
+
+def test_a_filecheck_file_is_a_complete_test_case(tmp_path: Path) -> None:
+    """tile.mlir (weights inline, aimc.arch recorded) compiles to a binary with no --weights and
+    runs to numpy's answer: y = x @ W + 2 * (x @ A) @ B + bias, every weight 0.01."""
+    from aimcc.runtime import load
+
+    source = Path(__file__).parent / "filecheck" / "tile" / "tile.mlir"
+    binary = tmp_path / "tile.aimcb"
+    assert main(["compile", str(source), "-q", "-o", str(binary)]) == 0
+    x = np.random.default_rng(0).standard_normal((1, 16, 16)).astype(np.float32)
+    w, a, b, bias = (np.full(s, 0.01, np.float32) for s in ((16, 16), (16, 4), (4, 16), (16,)))
+    want = x @ w + 2.0 * (x @ a) @ b + bias
+    got = load(binary).run({"x": x})["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -30,7 +30,8 @@ from aimcc.compiler import compile_model
 from aimcc.cost import Schedule, Slot
 from aimcc.cost.gantt import COLOUR_OF, gantt_figure, gantt_rows
 from aimcc.evaluate import EvalResult, Metric, drift_figure, time_axis
-from aimcc.ir.aimc import ProgramOp
+from aimcc.ir.aimc import AccumulateOp, ProgramOp
+from aimcc.passes.schedule import replica_firsts
 from aimcc.report import Col, FitTable, shorten, shorten_distinct
 
 OUTPUTS = (
@@ -228,6 +229,10 @@ def test_gantt_has_every_tile_and_cluster_and_fixed_colours() -> None:
     comp = _compiled("lora_layer_512x128", "tile.rows=128", "tile.cols=128")
     tiles = sorted(op.tile_id.value.data for op in comp.module.walk() if isinstance(op, ProgramOp))
     assert len(tiles) == 4
+    copies = [
+        f for o in comp.module.walk() if isinstance(o, AccumulateOp) for f in replica_firsts(o)
+    ]
+    tiles += [f + i for f in copies for i in range(4)]  # the replicate pass's copies, if any
     rows = gantt_rows(comp.schedule, report.layer_tiles(comp))
     labels = [label for label, _ in rows]
     assert [lab for lab in labels if lab.startswith("tile")] == [f"tile {t}" for t in tiles]

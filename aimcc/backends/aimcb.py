@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import mmap
 import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +39,7 @@ from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, TensorRefAttr, WeightOp
 from aimcc.ir.types import dtype_of, shape_of
-from aimcc.ir.weights import tensor_digest
+from aimcc.ir.weights import map_file, release, tensor_digest
 
 MAGIC = b"AIMCB\0\r\n"
 FORMAT_VERSION = 1
@@ -267,6 +266,7 @@ def write_binary(
         for key, array in arrays.items():
             f.seek(data_start + table[key]["offset"])
             f.write(array.view(np.uint8).data)
+            release(array)  # pages of a mapped model file: read again only if used again
         f.truncate(size)  # the gaps and the tail read as zeros
         for key, digest in digests.items():
             table[key]["sha256"] = digest.result()
@@ -326,7 +326,7 @@ def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
         data_start = _aligned(_PREFIX.size + header_len)
         blob = np.zeros(0, np.uint8)
         if size:
-            blob = np.frombuffer(_Mapping(f.fileno(), size, access=mmap.ACCESS_COPY), np.uint8)
+            blob = map_file(f.fileno(), size)
         tensors: dict[str, np.ndarray] = {}
         end = data_start  # tensors lie in the tensor area, in key order, aligned, not overlapping
         for key in sorted(table):
@@ -341,26 +341,9 @@ def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
     return program, tensors
 
 
-class _Mapping(mmap.mmap):
-    """A binary's private map: the only memory :func:`release_pages` drops."""
-
-
-def release_pages(array: np.ndarray) -> None:
-    """Drop the resident pages of a tensor from :func:`read_binary` (whole pages inside it);
-    the next access reads them again from the file (the page cache). The map is private and
-    the runtime never writes weights, so nothing is lost. Other arrays (not from a binary's
-    map): nothing happens."""
-    blob = array
-    while isinstance(blob.base, np.ndarray):
-        blob = blob.base
-    owner = blob.base.obj if isinstance(blob.base, memoryview) else blob.base
-    if not isinstance(owner, _Mapping) or array.nbytes == 0:
-        return
-    start = array.ctypes.data - blob.ctypes.data
-    low = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
-    high = (start + array.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
-    if high > low:
-        owner.madvise(mmap.MADV_DONTNEED, low, high - low)
+# Drop the resident pages of a tensor from :func:`read_binary` (the runtime never writes
+# weights): the next access reads them again from the page cache.
+release_pages = release
 
 
 def _tensor(

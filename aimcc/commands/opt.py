@@ -20,7 +20,6 @@ from pathlib import Path
 
 from aimcc.commands import Parser, add_model_options, output_file, shows_progress, status
 from aimcc.errors import AimccError
-from aimcc.ir.text import INLINE_BYTES
 
 SPLIT = re.compile(r"^// -----\s*$", re.M)  # --split-input-file's separator, as mlir-opt's
 
@@ -61,10 +60,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--inline-weights",
         type=int,
-        default=INLINE_BYTES,
         metavar="BYTES",
-        help=f"print the value of every weight of at most BYTES bytes in the IR (default "
-        f"{INLINE_BYTES}; 0: none, so every weight is named by key)",
+        help="print the value of every weight of at most BYTES bytes in the IR (default 1 KiB, "
+        "aimcc.ir.text.INLINE_BYTES; 0: none, every weight is named by key)",
     )
     add_model_options(p)
     p.add_argument(
@@ -124,7 +122,7 @@ def main(argv: list[str]) -> int:
     )
     from aimcc.frontend.load import parse_input_shapes
     from aimcc.ir import make_context
-    from aimcc.ir.text import ARCH_ATTR, arch_attr, inlined, module_arch
+    from aimcc.ir.text import ARCH_ATTR, INLINE_BYTES, arch_attr, inlined, module_arch
     from aimcc.ir.weights import WeightStore
 
     arch = load_arch(opts.arch or DEFAULT_ARCH, opts.overrides)  # bad options fail before
@@ -135,6 +133,8 @@ def main(argv: list[str]) -> int:
         raise AimccError("--input-shape applies when importing ONNX: textual IR has static shapes")
     if opts.split_input_file and opts.input.suffix == ".onnx":
         raise AimccError("--split-input-file applies to textual IR")
+    if opts.inline_weights is None:
+        opts.inline_weights = INLINE_BYTES
     if opts.inline_weights < 0:
         raise AimccError(f"--inline-weights {opts.inline_weights}: give a size in bytes, 0 or more")
     outputs, keys = [], set()

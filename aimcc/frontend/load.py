@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import mmap
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from aimcc.frontend.proto import (
 )
 from aimcc.frontend.validate import check_graph
 from aimcc.frontend.wire import WireError, split_payloads
+from aimcc.ir.weights import map_file
 from aimcc.runtime.onnx_meta import ELEM_TYPES
 
 DEFAULT_BATCH = 1
@@ -62,7 +62,8 @@ def load_onnx(path: str | Path) -> LoadedModel:
         raise AimccError(f"{path}: no such file")
     with path.open("rb") as f:
         try:
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            whole = map_file(f.fileno())
+            mapped = whole.base.obj  # the FileMap
         except ValueError:  # an empty file cannot be mapped
             raise AimccError(f"{path}: not an ONNX model (the file is empty)") from None
     try:
@@ -83,7 +84,7 @@ def load_onnx(path: str | Path) -> LoadedModel:
         if span is None:
             continue
         if tensor.data_type in _PLAIN_DTYPES:
-            lifted[tensor.name] = _payload(path, mapped, span, tensor)
+            lifted[tensor.name] = _payload(path, whole, span, tensor)
         else:  # packed or not a numpy type: onnx decodes it
             tensor.raw_data = mapped[span[0] : span[1]]
     external = [t for t in proto.graph.initializer if t.data_location == TensorProto.EXTERNAL]
@@ -111,7 +112,7 @@ def load_onnx(path: str | Path) -> LoadedModel:
 def _external(path: Path, tensors: list) -> dict[str, np.ndarray]:
     """External data as views of its files, each mapped once (copy-on-write, like the model
     file): nothing is read until used, nothing copied."""
-    maps: dict[Path, mmap.mmap] = {}
+    maps: dict[Path, np.ndarray] = {}  # the file's bytes (map_file)
     arrays = {}
     base = path.parent.resolve()
     for tensor in tensors:
@@ -137,7 +138,7 @@ def _external(path: Path, tensors: list) -> dict[str, np.ndarray]:
         if file not in maps:
             try:
                 with file.open("rb") as f:
-                    maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+                    maps[file] = map_file(f.fileno())
             except (OSError, ValueError) as exc:
                 raise AimccError(f"{where}: {first_line(exc)}") from None
         if offset + need > len(maps[file]):
@@ -145,13 +146,13 @@ def _external(path: Path, tensors: list) -> dict[str, np.ndarray]:
                 f"{where}: {info['location']} has {len(maps[file])} bytes, the tensor needs "
                 f"{need} at offset {offset}"
             )
-        view = np.frombuffer(maps[file], dtype, count=need // dtype.itemsize, offset=offset)
+        view = maps[file][offset : offset + need].view(dtype)
         arrays[tensor.name] = view.reshape(tuple(tensor.dims))
     return arrays
 
 
 def _payload(
-    path: Path, mapped: mmap.mmap, span: tuple[int, int], tensor: TensorProto
+    path: Path, mapped: np.ndarray, span: tuple[int, int], tensor: TensorProto
 ) -> np.ndarray:
     """The initializer's raw_data as an array viewing the mapping, checked as the checker would."""
     dtype, shape = _PLAIN_DTYPES[tensor.data_type], tuple(tensor.dims)
@@ -168,7 +169,7 @@ def _payload(
         )
     if need == 0:
         return np.zeros(shape, dtype)
-    return np.frombuffer(mapped, dtype, count=need // dtype.itemsize, offset=start).reshape(shape)
+    return mapped[start:end].view(dtype).reshape(shape)
 
 
 def _structure(proto: ModelProto, lifted: dict[str, np.ndarray]) -> ModelProto:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import Builtin, ModuleOp
@@ -25,6 +26,9 @@ class CompileContext(Context):
     weights: WeightStore = field(default_factory=WeightStore)
     arch: Arch = field(default_factory=load_arch)
     schedule: Schedule | None = None  # what the schedule pass computed (its summary is in the IR)
+    # A search done before (replicate's): (stages, tokens, strategy, clusters per tile, result);
+    # the schedule pass takes it when it would search the same again
+    searched: tuple[Any, ...] | None = None
 
 
 def make_context(weights: WeightStore | None = None, arch: Arch | None = None) -> CompileContext:

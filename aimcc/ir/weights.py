@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import re
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,11 +59,12 @@ class WeightStore(Mapping[str, np.ndarray]):
 
     def hash_in_background(self) -> None:
         """Start hashing every stored tensor on a second thread (hashlib releases the GIL, so
-        this overlaps the passes' Python); :meth:`digest` then finds the work done."""
+        this overlaps the passes' Python); :meth:`digest` then finds the work done. Pages of
+        a mapped model file that hashing read are released after (:func:`release`)."""
         pool = ThreadPoolExecutor(1, thread_name_prefix="aimcc-digest")
         for key, array in self._arrays.items():
             if key not in self._digests:
-                self._digests[key] = pool.submit(tensor_digest, array)
+                self._digests[key] = pool.submit(_digest_and_release, array)
         pool.shutdown(wait=False)
 
     def digest(self, key: str) -> str:
@@ -74,3 +76,38 @@ class WeightStore(Mapping[str, np.ndarray]):
 def tensor_digest(array: np.ndarray) -> str:
     """sha256 (hex) of an array's bytes in C order: the checksum of a tensor in a binary."""
     return hashlib.sha256(np.ascontiguousarray(array).view(np.uint8).data).hexdigest()
+
+
+def _digest_and_release(array: np.ndarray) -> str:
+    digest = tensor_digest(array)
+    release(array)
+    return digest
+
+
+class FileMap(mmap.mmap):
+    """A file's private (copy-on-write) map that arrays view and nothing writes to (a model's
+    weights, a binary's tensors): the only memory :func:`release` drops."""
+
+
+def map_file(fileno: int, size: int = 0) -> np.ndarray:
+    """The whole file as bytes of a :class:`FileMap` (slice and view it: :func:`release`
+    finds the pages of a slice)."""
+    return np.frombuffer(FileMap(fileno, size, access=mmap.ACCESS_COPY), np.uint8)
+
+
+def release(array: np.ndarray) -> None:
+    """Drop the resident pages of an array viewing a :class:`FileMap` (whole pages inside
+    it); the next access reads them again from the file (the page cache). The map is private
+    and nothing writes to it, so nothing is lost; the process's RSS then holds only what is
+    in use. Other arrays: nothing happens."""
+    blob = array
+    while isinstance(blob.base, np.ndarray):
+        blob = blob.base
+    owner = blob.base.obj if isinstance(blob.base, memoryview) else blob.base
+    if not isinstance(owner, FileMap) or array.nbytes == 0:
+        return
+    start = array.ctypes.data - blob.ctypes.data
+    low = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    high = (start + array.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if high > low:
+        owner.madvise(mmap.MADV_DONTNEED, low, high - low)

@@ -41,7 +41,7 @@ from aimcc.ir.aimc import AccumulateOp, ProgramOp
 from aimcc.passes.schedule import PIPELINES, REPLICAS_ATTR, replica_firsts, stage_builder
 
 UNREPLICATED_ATTR = "aimc.unreplicated_ns"
-# Tasks the search may simulate (~5 us of Python each), at least three simulations' worth
+# Tasks the search may simulate (~5 us of Python each): bounds compile time on big models
 SEARCH_BUDGET = 100_000
 GAIN = 1e-3  # a copy is kept when it cuts the latency by more than this fraction
 LOOKAHEAD = 1  # copies kept tentatively without a gain before they are dropped
@@ -113,6 +113,7 @@ class ReplicatePass(ModulePass):
             strategy=self.pipeline,
             clusters_per_tile=self.clusters_per_tile,
         )
+        ctx.searched = (stages, tokens, self.pipeline, self.clusters_per_tile, found)
         if found.strategy == "serial":
             return
         search = _Search(stages, tokens, arch, found.strategy, self.clusters_per_tile,
@@ -186,7 +187,7 @@ class _Search:
         }
         top = max(work.values())
         best_ns, best_chain = self.simulate(self.stages)
-        budget = max(SEARCH_BUDGET, 4 * self.tasks)  # big models: a few steps at least
+        budget = SEARCH_BUDGET
         chained = [n for n in eligible if best_chain.get(n, 0.0) > 0.0]  # the others wait
         best: tuple[dict[str, list[int]], list[int]] = ({n: [] for n in eligible}, free)
         m = max(have.values()) + 1

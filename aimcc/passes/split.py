@@ -13,18 +13,22 @@ mapping decision. Along tokens, the schedule's chunk size is the split (it follo
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
+from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
-from aimcc.cost.model import ANALOG, tcdm_parts
+from aimcc.cost.model import ANALOG, Stage, tcdm_parts
 from aimcc.cost.pipeline import cluster_overflow
 from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
+from aimcc.ir.aimc import AccumulateOp
+from aimcc.ir.digital import KernelOp
 from aimcc.passes.schedule import (
     SPLIT_ATTR,
     SPLIT_DIM,
+    _StageBuilder,
     column_split,
     splittable,
     stage_builder,
@@ -42,42 +46,80 @@ class SplitPass(ModulePass):
         # only when even one token does not fit and nothing splits further.
         rows = arch.cluster.compute_cores
         done: set[str] = set()
+        builder = stage_builder(op, arch)
+        if builder is None:
+            return
+        tokens = builder.tokens
+        # The stages of each op, in program order; a decision re-derives only its op's stages
+        # (a unit's TCDM depends on the kinds and dims of its stages, not on the others').
+        by_op: dict[Operation, list[Stage]] = {}
+        for stage in builder.stages:
+            by_op.setdefault(builder.owner[stage.name], []).append(stage)
+        verdicts: dict[tuple[object, ...], tuple[int, str]] = {}
+
+        def overflow(stages: list[Stage], t: int | None) -> tuple[int, str]:
+            key = (t, *((s.name, s.kind, *s.dims.items()) for s in stages))
+            if key not in verdicts:
+                verdicts[key] = cluster_overflow(stages, tokens, arch, *(() if t is None else (t,)))
+            return verdicts[key]
+
         while True:
-            builder = stage_builder(op, arch)
-            if builder is None:
-                return
-            by_unit = defaultdict(list)
-            for s in builder.stages:
-                if s.kind != ANALOG:
-                    by_unit[s.unit.partition(".")[0]].append(s)
+            by_unit: dict[str, list[Stage]] = defaultdict(list)
+            owner: dict[str, Operation] = {}
+            for o, stages in by_op.items():
+                for s in stages:
+                    owner[s.name] = o
+                    if s.kind != ANALOG:
+                        by_unit[s.unit.partition(".")[0]].append(s)
             failing = next(
                 (
-                    (unit, stages, *cluster_overflow(stages, builder.tokens, arch, rows))
+                    (unit, stages)
                     for unit, stages in by_unit.items()
-                    if unit not in done and cluster_overflow(stages, builder.tokens, arch, rows)[0]
+                    if unit not in done and overflow(stages, rows)[0]
                 ),
                 None,
             )
             if failing is None:
                 return
-            unit, stages, need, what = failing
+            unit, stages = failing
             options = []
             for s in stages:
-                owner = builder.owner[s.name]
-                parts = column_split(owner)
+                o = owner[s.name]
+                parts = column_split(o)
                 limit = min(s.dims.get(SPLIT_DIM.get(s.kind, "N"), 1), arch.system_clusters)
-                if splittable(owner) and s.kind in SPLIT_DIM and parts < limit:
+                if splittable(o) and s.kind in SPLIT_DIM and parts < limit:
                     width = tcdm_parts(s, 1, arch)[2]
-                    options.append((width, s.name, owner, min(2 * parts, limit)))
-            if not options and not cluster_overflow(stages, builder.tokens, arch)[0]:
+                    options.append((width, s.name, o, min(2 * parts, limit)))
+            if not options and not overflow(stages, None)[0]:
                 done.add(unit)  # one token fits: smaller chunks, not a refusal
                 continue
             if not options:
-                need, what = cluster_overflow(stages, builder.tokens, arch)
+                need, what = overflow(stages, None)
                 kinds = ", ".join(sorted({s.kind for s in stages}))
                 raise AimccError(
                     f"{unit}: {what} needs {need} B of TCDM, the cluster has {capacity} B, and "
                     f"none of its kernels splits further by columns ({kinds})"
                 )
-            _, _, owner, parts = max(options, key=lambda o: o[:2])
-            owner.attributes[SPLIT_ATTR] = IntegerAttr(parts, i64)
+            _, _, chosen, parts = max(options, key=lambda o: o[:2])
+            chosen.attributes[SPLIT_ATTR] = IntegerAttr(parts, i64)
+            by_op[chosen] = _restaged(chosen, by_op[chosen], builder)
+
+
+def _restaged(op: Operation, before: list[Stage], builder: _StageBuilder) -> list[Stage]:
+    """The stages of ``op`` after its split changed, named as the whole module's stage list
+    names them (part j of a stage named n: n/j)."""
+    fresh = type(builder)(builder.arch, builder.compiled, builder.seq, builder.tokens)
+    if isinstance(op, AccumulateOp):
+        fresh.analog(op)
+    else:
+        assert isinstance(op, KernelOp)
+        fresh.kernel(op)
+    names = {s.name: s.name for s in fresh.stages}
+    for old, new in zip(before, fresh.stages, strict=False):  # the unsplit stages come first
+        if "/" not in old.name and "/" not in new.name:
+            names[new.name] = old.name
+    for s in fresh.stages:
+        base, _, part = s.name.partition("/")
+        if part:
+            names[s.name] = f"{names.get(base, base)}/{part}"
+    return [replace(s, name=names[s.name]) for s in fresh.stages]

@@ -1,9 +1,9 @@
 """Write a weight store (.npz) for the `graph.weight` ops of a textual IR test file.
 
-Textual IR names its weights by key (the store lives beside the module, issue #11 item 4), so a
-lit test makes its store from the IR itself: every `graph.weight "key" : tensor<AxBxf32>` gets
-deterministic values (seeded by the key); a line `// WEIGHT key = v` gives a constant instead
-(for passes that match values, e.g. the 0.5 of a GELU).
+Tests normally carry their weights inline (`graph.weight "key" : tensor<4xf32> = dense<...>`,
+aimcc/ir/text.py) and need no store. This is for a test that wants distinct pseudo-random values
+in weights too large to write out: every `graph.weight "key" : tensor<AxBxf32>` without a value
+gets deterministic values (seeded by the key); a line `// WEIGHT key = v` gives a constant.
 
     python weights.py IN.mlir OUT.npz
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-WEIGHT = re.compile(r'graph\.weight "([^"]+)" : tensor<([0-9x]*?)x?(f16|f32|f64|i64|i32|i1)>')
+WEIGHT = re.compile(r'graph\.weight "([^"]+)" : tensor<([0-9x]*?)x?(f16|f32|f64|i64|i32|i1)>$', re.M)
 FIXED = re.compile(r"^// WEIGHT (\S+) = (\S+)$", re.M)
 DTYPES = {
     "f16": np.float16,
