@@ -20,6 +20,7 @@ from rich.theme import Theme
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from aimcc.ir.aimc import AccumulateOp, ProgramOp, weight_key
+from aimcc.ir.cluster import CallOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import WeightOp
 
@@ -299,8 +300,8 @@ def placement_stats(comp: Compilation) -> PlacementStats:
             stats.analog_layers += 1
             if op.grid_shape[0] > 1:
                 stats.kernels["accumulate"] += 1
-        elif isinstance(op, KernelOp):
-            stats.kernels[op.kind.data] += 1
+        elif isinstance(op, KernelOp | CallOp):
+            stats.kernels[op.kind.data if isinstance(op, KernelOp) else op.callee.data] += 1
             if op.cluster is not None:
                 stats.clusters.add(op.cluster.value.data)
             digital_keys.update(a.owner.key.data for a in op.args if isinstance(a.owner, WeightOp))
@@ -381,7 +382,11 @@ def plot_schedule(comp: Compilation, out: str | Path | IO[bytes]) -> None:
 
 
 def has_lora(comp: Compilation) -> bool:
-    return any(isinstance(op, KernelOp) and op.kind.data == "lora" for op in comp.module.walk())
+    return any(
+        (isinstance(op, KernelOp) and op.kind.data == "lora")
+        or (isinstance(op, CallOp) and op.callee.data == "lora")
+        for op in comp.module.walk()
+    )
 
 
 def print_schedule(

@@ -83,8 +83,10 @@ def test_every_pass_is_registered() -> None:
         "lora-slots",
         "partition",
         "tile",
+        "fuse-bias",
         "place",
         "head-split",
+        "lower-cluster",
         "split",
         "schedule",
     ]

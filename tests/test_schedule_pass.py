@@ -15,7 +15,7 @@ from aimcc.commands import compile as compile_command
 from aimcc.compiler import compile_model
 from aimcc.ir import make_context
 from aimcc.ir.aimc import AccumulateOp, MvmOp
-from aimcc.ir.digital import KernelOp
+from aimcc.ir.cluster import CallOp
 from aimcc.passes.schedule import SCHEDULE_ATTR, SchedulePass, module_stages, recorded_schedule
 
 MODELS = Path(__file__).parent.parent / "examples" / "models"
@@ -187,7 +187,7 @@ def test_model_without_linear_layers_is_scheduled(tmp_path: Path) -> None:
     quantize_dynamic(str(MODELS / "bert.onnx"), str(quantized), weight_type=QuantType.QInt8)
     comp = compile_model(quantized, "hybrid")
     assert comp.schedule is not None and comp.schedule.makespan_ns > 0
-    assert {op.cluster.value.data for op in comp.module.walk() if isinstance(op, KernelOp)} == {0}
+    assert {op.cluster.value.data for op in comp.module.walk() if isinstance(op, CallOp)} == {0}
 
 
 @pytest.mark.parametrize("model", ["bert_lora", "gpt2", "llama"])

@@ -1,7 +1,7 @@
 // RUN: %weights %s %t.npz
-// RUN: aimcc opt %s --weights %t.npz -p schedule | filecheck %s --check-prefix=AUTO
-// RUN: aimcc opt %s --weights %t.npz -p "schedule{pipeline=serial}" | filecheck %s --check-prefix=SERIAL
-// RUN: aimcc opt %s --weights %t.npz -p "schedule{pipeline=cross tokens=8}" | filecheck %s --check-prefix=CROSS
+// RUN: aimcc opt %s --weights %t.npz -p lower-cluster,schedule | filecheck %s --check-prefix=AUTO
+// RUN: aimcc opt %s --weights %t.npz -p "lower-cluster,schedule{pipeline=serial}" | filecheck %s --check-prefix=SERIAL
+// RUN: aimcc opt %s --weights %t.npz -p "lower-cluster,schedule{pipeline=cross tokens=8}" | filecheck %s --check-prefix=CROSS
 
 // The schedule of one placed LoRA layer on 4 tiles, recorded as the module attribute
 // aimc.schedule (the ops are unchanged). auto picks intra here: the tiles' second chunk
@@ -21,7 +21,7 @@ builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
     %y_5 = aimc.mvm %x, %y_4 : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
     %y_6 = aimc.program %val rows [8 : i64, 16 : i64] cols [8 : i64, 16 : i64] {tile_id = 3 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
     %y_7 = aimc.mvm %x, %y_6 : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
-    %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2 : i64, 2 : i64] {layer = "proj"} : (tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>) -> tensor<1x16x16xf32>
+    %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2 : i64, 2 : i64] {layer = "proj", cluster = 0 : i64} : (tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>) -> tensor<1x16x16xf32>
     %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<1x16x16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
     %y_10 = "digital.kernel"(%y_9, %proj_base_layer_bias) <{kind = "bias_add", params = {layer = "proj"}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
     func.return %y_10 : tensor<1x16x16xf32>
