@@ -35,7 +35,7 @@ def test_same_inputs_give_identical_bytes(binary: Path, tmp_path: Path) -> None:
 def test_layout_is_self_describing(binary: Path) -> None:
     raw = binary.read_bytes()
     magic, version, flags, header_len, digest = struct.unpack_from("<8sIIQ32s", raw)
-    assert magic == MAGIC and version == 1 and flags == 0
+    assert magic == MAGIC and version == 2 and flags == 0
     header = raw[56 : 56 + header_len]
     assert hashlib.sha256(header).digest() == digest
     doc = json.loads(header)

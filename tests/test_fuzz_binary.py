@@ -67,7 +67,7 @@ def _mutations(rng: random.Random) -> Iterator[tuple[str, Callable[[Doc, bytes],
         return rng.choice(list(seq))
 
     def kernels(d: Doc) -> list[Doc]:
-        return [i for i in d["program"]["instructions"] if i["op"] == "kernel"]
+        return [i for i in d["program"]["instructions"] if i["op"] == "call"]
 
     def analog(d: Doc) -> list[Doc]:
         return [i for i in d["program"]["instructions"] if i["op"] == "analog"]

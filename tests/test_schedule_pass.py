@@ -16,6 +16,7 @@ from aimcc.compiler import compile_model
 from aimcc.ir import make_context
 from aimcc.ir.aimc import AccumulateOp, MvmOp
 from aimcc.ir.cluster import CallOp
+from aimcc.passes.lower_cluster import LowerClusterPass
 from aimcc.passes.schedule import SCHEDULE_ATTR, SchedulePass, module_stages, recorded_schedule
 
 MODELS = Path(__file__).parent.parent / "examples" / "models"
@@ -36,7 +37,7 @@ builtin.module {
     %t1 = aimc.program %w rows [512 : i64, 600 : i64] cols [0 : i64, 64 : i64] {tile_id = 1 : i64} : tensor<600x64xf32> -> !aimc.tile<512x512>
     %p0 = aimc.mvm %x, %t0 : (tensor<1x16x600xf32>, !aimc.tile<512x512>) -> tensor<1x16x64xf32>
     %p1 = aimc.mvm %x, %t1 : (tensor<1x16x600xf32>, !aimc.tile<512x512>) -> tensor<1x16x64xf32>
-    %y = aimc.accumulate %p0, %p1 grid [2 : i64, 1 : i64] : (tensor<1x16x64xf32>, tensor<1x16x64xf32>) -> tensor<1x16x64xf32>
+    %y = aimc.accumulate %p0, %p1 grid [2 : i64, 1 : i64] {cluster = 0 : i64} : (tensor<1x16x64xf32>, tensor<1x16x64xf32>) -> tensor<1x16x64xf32>
     %v = "digital.kernel"(%y, %s) <{kind = "onnx.Reshape", params = {}, cluster = 0 : i64}> : (tensor<1x16x64xf32>, tensor<4xi64>) -> tensor<1x16x2x32xf32>
     %g = "digital.kernel"(%v) <{kind = "gelu_erf", params = {}, cluster = 0 : i64}> : (tensor<1x16x2x32xf32>) -> tensor<1x16x2x32xf32>
     func.return %g : tensor<1x16x2x32xf32>
@@ -48,6 +49,7 @@ builtin.module {
 def test_pass_on_hand_written_placed_module() -> None:
     arch = load_arch("paper-512")
     module = Parser(make_context(arch=arch), PLACED).parse_module()
+    LowerClusterPass().apply(make_context(arch=arch), module)
     assert SCHEDULE_ATTR not in module.attributes
     stages, tokens = module_stages(module, arch)
     assert tokens == 16
@@ -59,7 +61,7 @@ def test_pass_on_hand_written_placed_module() -> None:
     ]
     assert stages[0].dims == {"K": 600, "N": 64, "tiles": 2}
     assert stages[1].dims == {"N": 64, "P": 2}
-    assert stages[2].dims == {"N": 32}  # per token: 2 x 32 elements, rows of 32
+    assert stages[2].dims == {"N": 64}  # per token: 2 x 32 elements
     SchedulePass(pipeline="serial").apply(make_context(arch=arch), module)
     attr = module.attributes[SCHEDULE_ATTR]
     assert isinstance(attr, DictionaryAttr)

@@ -214,12 +214,13 @@ class KernelAttr(ParametrizedAttribute):
         )
 
     # --- cost ---------------------------------------------------------------------------
-    def stage(self, chunked: bool) -> tuple[str, dict[str, int]]:
-        """The cost model's stage kind and dims of one token (``chunked``: the schedule cuts
-        the call into chunks of tokens) or of all of its rows at once (dim ``T``)."""
+    def stage(self, per: int | None) -> tuple[str, dict[str, int]]:
+        """The cost model's stage kind and dims: of one of ``per`` tokens the call's work is
+        spread over (the schedule cuts it into chunks of tokens), or with ``per`` None of all
+        of its rows at once (dim ``T``)."""
         d, kind, h = self.dim_map, self.kind.data, self.repeat.value.data
         tokens = self.tokens
-        rows = {} if chunked else {"T": tokens}
+        rows = {} if per else {"T": tokens}
         if kind in ("lora_xa", "lora_b_add", "matmul"):
             dims = {k: v for k, v in d.items() if k not in ("T", "M")}
             if h > 1:  # batched: the blocks' rows run once
@@ -233,7 +234,7 @@ class KernelAttr(ParametrizedAttribute):
             return kind, {"N": d["N"] * h, "P": d["P"], **rows}
         if kind == "gather":
             return kind, {"N": d["D"], **rows}
-        out = math.prod(self.args()[-1][2]) * h // max(tokens, 1)  # output elements per token
+        out = math.prod(self.args()[-1][2]) * h // max(per or tokens, 1)  # per token
         if kind in _COST_KINDS:
             return kind, {"N": out, **rows}
         return "elementwise", {"elements": out, "ops": _ELEMENT_OPS.get(kind, 1), **rows}
@@ -242,7 +243,7 @@ class KernelAttr(ParametrizedAttribute):
         """Cycles of one call on ``tokens`` tokens (the cost model's cluster unit cost)."""
         from aimcc.cost.model import Stage, cluster_cycles
 
-        kind, dims = self.stage(chunked=True)
+        kind, dims = self.stage(per=self.tokens)
         return cluster_cycles(Stage(self.symbol, kind, {**dims, "T": tokens}, (), "cluster"),
                               tokens, arch)  # type: ignore[arg-type]  # fmt: skip
 

@@ -353,11 +353,14 @@ class _StageBuilder:
         return tuple(names)
 
     def kernel_stage(self, kernel: KernelAttr) -> tuple[str, dict[str, int]]:
-        """The kernel's stage: chunked when its tokens are the sequence's (the keys of qk/av
-        then follow a rescheduled sequence length)."""
-        chunked = kernel.tokens in (self.compiled, self.seq)
-        kind, dims = kernel.stage(chunked)
-        if chunked and kind in SEQUENCE_MIXING and dims["S"] == self.seq:
+        """The kernel's stage: chunked when its tokens are the sequence's, or rows of each
+        token of it (the keys of qk/av then follow a rescheduled sequence length)."""
+        tokens = kernel.tokens
+        per = tokens if tokens in (self.compiled, self.seq) else None
+        if per is None and tokens % self.compiled == 0:
+            per = self.compiled
+        kind, dims = kernel.stage(per)
+        if per and kind in SEQUENCE_MIXING and dims["S"] == self.seq:
             dims["S"] = self.tokens * self.seq // self.compiled
         return kind, dims
 

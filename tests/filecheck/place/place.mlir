@@ -1,7 +1,8 @@
 // RUN: %weights %s %t.npz
 // RUN: aimcc opt %s --weights %t.npz -p place | filecheck %s
 
-// Tiles numbered in program order; the layer's kernels run on the cluster of its first tile.
+// Tiles numbered in program order; the layer's partial sums and kernels run on the cluster of
+// its first tile, recorded on each op.
 
 builtin.module attributes {aimc.target = "hybrid"} {
   func.func @main(%x: tensor<1x16x16xf32> {onnx.name = "x"}) -> (tensor<1x16x16xf32> {onnx.name = "y"}) {
@@ -29,5 +30,6 @@ builtin.module attributes {aimc.target = "hybrid"} {
 // CHECK:       %y_2 = aimc.program %val rows [0 : i64, 8 : i64] cols [8 : i64, 16 : i64] {tile_id = 1 : i64}
 // CHECK:       %y_4 = aimc.program %val rows [8 : i64, 16 : i64] cols [0 : i64, 8 : i64] {tile_id = 2 : i64}
 // CHECK:       %y_6 = aimc.program %val rows [8 : i64, 16 : i64] cols [8 : i64, 16 : i64] {tile_id = 3 : i64}
-// CHECK:       %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}>
+// CHECK:       %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2 : i64, 2 : i64] {layer = "proj", cluster = 0 : i64}
+// CHECK-NEXT:  %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}>
 // CHECK-NEXT:  %y_10 = "digital.kernel"(%y_9, %proj_base_layer_bias) <{kind = "bias_add", params = {layer = "proj"}, cluster = 0 : i64}>

@@ -3,8 +3,8 @@
 // RUN: aimcc opt %s --weights %t.npz -p "lower-cluster,schedule{pipeline=serial}" | filecheck %s --check-prefix=SERIAL
 // RUN: aimcc opt %s --weights %t.npz -p "lower-cluster,schedule{pipeline=cross tokens=8}" | filecheck %s --check-prefix=CROSS
 
-// The schedule of one placed LoRA layer on 4 tiles, recorded as the module attribute
-// aimc.schedule (the ops are unchanged). auto picks intra here: the tiles' second chunk
+// The schedule of one placed, lowered LoRA layer on 4 tiles (bias not fused: its call is a
+// stage), recorded as the module attribute aimc.schedule (the ops are unchanged). auto picks intra here: the tiles' second chunk
 // overlaps the cluster's LoRA and bias of the first; serial runs one chunk of all 16 tokens.
 
 builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
@@ -30,7 +30,7 @@ builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
 
 // AUTO:        builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic", aimc.schedule = {strategy = "intra", clusters_per_tile = 1 : i64, tokens = 16 : i64, chunks = {"0" = 8 : i64}, makespan_ns = 8878 : i64, energy_pj = 2538923 : i64, busy_bound_ns = 8480 : i64, critical_path_ns = 4638 : i64, chain_bound_ns = 8878 : i64}} {
 // AUTO:        %y = aimc.program %val rows [0 : i64, 8 : i64] cols [0 : i64, 8 : i64] {tile_id = 0 : i64}
-// AUTO:        "digital.kernel"(%y_9, %proj_base_layer_bias) <{kind = "bias_add", params = {layer = "proj"}, cluster = 0 : i64}>
+// AUTO:        "cluster.call"(%y_9, %proj_base_layer_bias) <{callee = "bias_add"
 
 // SERIAL:      aimc.schedule = {strategy = "serial", clusters_per_tile = 1 : i64, tokens = 16 : i64, chunks = {"0" = 16 : i64}, makespan_ns = 9156 : i64, energy_pj = 2476800 : i64, busy_bound_ns = 8480 : i64, critical_path_ns = 9004 : i64, chain_bound_ns = 9004 : i64}
 
