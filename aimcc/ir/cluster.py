@@ -122,9 +122,7 @@ class KernelAttr(ParametrizedAttribute):
         if self.repeat.value.data < 1 or unit < 1:
             raise VerifyException("cluster.kernel: repeat and unit must be positive")
         if along and (along not in self.dim_map or self.dim_map[along] % unit):
-            raise VerifyException(
-                f"cluster.kernel: no dim '{along}' of whole {unit}-element tokens"
-            )
+            raise VerifyException(f"cluster.kernel: no dim '{along}' of {unit}-element tokens")
 
     # --- what the kernel is -------------------------------------------------------------
     @property

@@ -28,10 +28,10 @@ builtin.module attributes {aimc.target = "hybrid"} {
 
 // CHECK-NOT:   graph.weight "proj.base_layer.bias"
 // CHECK-NOT:   graph.weight "plain.bias"
-// CHECK:       %y_8 = aimc.accumulate %y_1 grid [1 : i64, 1 : i64] {layer = "proj", bias = #graph.ref<"proj.base_layer.bias">}
-// CHECK-NEXT:  %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora"
+// CHECK:       %[[ACC:.*]] = aimc.accumulate %{{.*}} grid [1 : i64, 1 : i64] {layer = "proj", bias = #graph.ref<"proj.base_layer.bias">}
+// CHECK-NEXT:  %[[LORA:.*]] = "digital.kernel"(%x, %[[ACC]], %val_1, %val_2) <{kind = "lora"
 // CHECK-NEXT:  %p = aimc.program
-// CHECK-NEXT:  %p_1 = aimc.mvm %y_9, %p
+// CHECK-NEXT:  %p_1 = aimc.mvm %[[LORA]], %p
 // CHECK-NEXT:  %p_2 = aimc.accumulate %p_1 grid [1 : i64, 1 : i64] {layer = "plain", bias = #graph.ref<"plain.bias">}
 // CHECK-NEXT:  %z = "digital.kernel"(%p_2, %b) <{kind = "bias_add", params = {}}>
-// CHECK-NEXT:  func.return %y_9, %z
+// CHECK-NEXT:  func.return %[[LORA]], %z
