@@ -27,7 +27,7 @@ def test_stage_by_stage_through_text_equals_the_compiler(tmp_path: Path) -> None
         "--weights",
         tmp_path / "w.npz",
         "-p",
-        "partition{target=hybrid},tile,place,head-split",
+        "partition{target=hybrid},tile,fuse-bias,place,head-split,lower-cluster,split",
         "-o",
         tmp_path / "placed.mlir",
     )
