@@ -173,10 +173,10 @@ def lora_slots(exe: Executable) -> list[Slot]:
     """The binary's LoRA slots, named by the layer the compiler recorded or, failing that, by
     the bias added after them (peft's ``<module>.base_layer.bias``)."""
     instructions = exe.program["instructions"]
-    bias_of = {
-        ins["args"][0]: ins["args"][1]
+    bias_of = {  # the analog layer's output a LoRA adds to -> the bias fused into its tiles
+        ins["out"]: ins["bias"]
         for ins in instructions
-        if ins.get("kind") == "bias_add" and isinstance(ins["args"][1], str)
+        if ins["op"] == "analog" and isinstance(ins.get("bias"), str)
     }
     slots = []
     for i, ins in enumerate(instructions):
@@ -184,8 +184,8 @@ def lora_slots(exe: Executable) -> list[Slot]:
             continue
         _, _, a, b = ins["args"]
         name = ins["params"].get("layer") or ins.get("layer")
-        if not name and ins["outs"][0] in bias_of:
-            name = bias_of[ins["outs"][0]].removesuffix(".bias").removesuffix(".base_layer")
+        if not name and ins["args"][1] in bias_of:
+            name = bias_of[ins["args"][1]].removesuffix(".bias").removesuffix(".base_layer")
         slots.append(Slot(i, name or f"lora{len(slots)}", a, b, float(ins["params"]["scale"])))
     if len({s.name for s in slots}) != len(slots):
         raise AimccError(f"{exe.where}: LoRA slots with the same layer name")
@@ -288,17 +288,18 @@ class TrainProgram:
         weight = self.exe._resolve(ins["weight"])
         assert isinstance(weight, torch.Tensor)
         x, out = ins["x"], ins["out"]
+        bias = self.exe._resolve(ins["bias"]) if ins.get("bias") is not None else 0.0
         if not self.analog:
             w = weight.float()
 
             def exact(env: list[Any]) -> None:
-                env[out] = torch.matmul(env[x], w)
+                env[out] = torch.matmul(env[x], w) + bias
 
             return exact
         tiles = TrainTiles(weight, self.exe.arch)
 
         def noisy(env: list[Any]) -> None:
-            env[out] = train_matmul(env[x], tiles, self.noise, self.generator)
+            env[out] = train_matmul(env[x], tiles, self.noise, self.generator) + bias
 
         return noisy
 

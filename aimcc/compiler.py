@@ -25,7 +25,8 @@ from aimcc.arch import Arch, load_arch
 from aimcc.cost import Schedule
 from aimcc.errors import AimccError, first_line
 from aimcc.ir import CompileContext, make_context, verify_message
-from aimcc.ir.aimc import MatmulOp, ProgramOp
+from aimcc.ir.aimc import AccumulateOp, MatmulOp, ProgramOp
+from aimcc.ir.cluster import CallOp, ViewOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, NodeOp, TensorRefAttr, WeightOp
 from aimcc.ir.text import ARCH_ATTR, absorb_inline_weights, arch_attr, module_arch
@@ -46,7 +47,10 @@ Stage = Callable[[str], None]
 
 # The default pipeline, in xDSL's pass-pipeline syntax (``aimcc MODEL.onnx -p SPEC`` replaces
 # it; ``aimcc opt --list-passes`` shows every option). The compile options configure these passes.
-DEFAULT_PIPELINE = "raise,lora-slots,partition,tile,place,head-split,split,replicate,schedule"
+DEFAULT_PIPELINE = (
+    "raise,lora-slots,partition,tile,fuse-bias,place,head-split,lower-cluster,split,replicate,"
+    "schedule"
+)
 
 
 def pipeline(
@@ -267,8 +271,8 @@ def read_weights(path: Path) -> WeightStore:
 def ir_stage(module: ModuleOp) -> str:
     """The last stage textual IR has been through (a name in PASS_NAMES), from what it holds:
     nn ops or ONNX nodes beside aimc/digital ops mean raise ran but not partition; analog
-    matmuls mean partition but not tile; unplaced tiles or kernels, tile but not place; the
-    schedule attribute, schedule."""
+    matmuls mean partition but not tile; unplaced tiles or kernels, tile but not place;
+    cluster calls, lower-cluster; the schedule attribute, schedule."""
     dialects = {op.name.split(".")[0] for op in module.walk()}
     if not dialects & {"nn", "aimc", "digital"}:
         return "import"
@@ -282,7 +286,9 @@ def ir_stage(module: ModuleOp) -> str:
         for op in module.walk()
     ):
         return "tile"
-    return "place" if SCHEDULE_ATTR not in module.attributes else "schedule"
+    if SCHEDULE_ATTR in module.attributes:
+        return "schedule"
+    return "lower-cluster" if "cluster" in dialects else "place"
 
 
 def ir_target(module: ModuleOp) -> str:
@@ -409,8 +415,10 @@ def referenced_keys(module: ModuleOp) -> set[str]:
     for op in module.walk():
         if isinstance(op, WeightOp):
             keys.add(op.key.data)
-        elif isinstance(op, NodeOp | KernelOp):
+        elif isinstance(op, NodeOp | KernelOp | CallOp | ViewOp):
             keys.update(a.key.data for a in op.params.data.values() if isinstance(a, TensorRefAttr))
+        elif isinstance(op, AccumulateOp) and op.bias is not None:
+            keys.add(op.bias.key.data)  # a bias fused into the tiles
     return keys
 
 

@@ -20,6 +20,7 @@ from rich.theme import Theme
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
 
 from aimcc.ir.aimc import AccumulateOp, ProgramOp, weight_key
+from aimcc.ir.cluster import CallOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import WeightOp
 
@@ -315,8 +316,8 @@ def placement_stats(comp: Compilation) -> PlacementStats:
                         partial.owner.program.col_range,
                     )
                     stats.tile_cells_used += copies * (r1 - r0) * (c1 - c0)
-        elif isinstance(op, KernelOp):
-            stats.kernels[op.kind.data] += 1
+        elif isinstance(op, KernelOp | CallOp):
+            stats.kernels[op.kind.data if isinstance(op, KernelOp) else op.callee.data] += 1
             if op.cluster is not None:
                 stats.clusters.add(op.cluster.value.data)
             digital_keys.update(a.owner.key.data for a in op.args if isinstance(a.owner, WeightOp))
@@ -409,7 +410,11 @@ def plot_schedule(comp: Compilation, out: str | Path | IO[bytes]) -> None:
 
 
 def has_lora(comp: Compilation) -> bool:
-    return any(isinstance(op, KernelOp) and op.kind.data == "lora" for op in comp.module.walk())
+    return any(
+        (isinstance(op, KernelOp) and op.kind.data == "lora")
+        or (isinstance(op, CallOp) and op.callee.data == "lora")
+        for op in comp.module.walk()
+    )
 
 
 def print_schedule(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import model_path
 
-from aimcc.backends.aimcb import MAGIC, read_binary, write_binary
+from aimcc.backends.aimcb import FORMAT_VERSION, MAGIC, read_binary, write_binary
 from aimcc.compiler import compile_model
 from aimcc.errors import AimccError
 from aimcc.runtime import load
@@ -35,7 +35,7 @@ def test_same_inputs_give_identical_bytes(binary: Path, tmp_path: Path) -> None:
 def test_layout_is_self_describing(binary: Path) -> None:
     raw = binary.read_bytes()
     magic, version, flags, header_len, digest = struct.unpack_from("<8sIIQ32s", raw)
-    assert magic == MAGIC and version == 1 and flags == 0
+    assert magic == MAGIC and version == 2 and flags == 0
     header = raw[56 : 56 + header_len]
     assert hashlib.sha256(header).digest() == digest
     doc = json.loads(header)
@@ -75,11 +75,24 @@ def test_forged_header_with_valid_checksum_is_refused(binary: Path, tmp_path: Pa
     doc["program"]["instructions"][0] = {"op": "exec", "code": "import os"}
     header = json.dumps(doc, separators=(",", ":")).encode()
     header += b" " * (header_len - len(header))  # same length: tensors stay where they were
-    prefix = struct.pack("<8sIIQ32s", MAGIC, 1, 0, len(header), hashlib.sha256(header).digest())
+    digest = hashlib.sha256(header).digest()
+    prefix = struct.pack("<8sIIQ32s", MAGIC, FORMAT_VERSION, 0, len(header), digest)
     forged = tmp_path / "forged.aimcb"
     forged.write_bytes(prefix + header + raw[56 + header_len :])
     with pytest.raises(AimccError, match=r"unknown op 'exec'"):
         load(forged)
+
+
+def test_an_older_format_is_refused_with_a_reason(binary: Path, tmp_path: Path) -> None:
+    """Version 1 binaries (kernels without their RISC-V calls, biases as kernels) are refused
+    in one line that says what to do, before anything is read."""
+    raw = bytearray(binary.read_bytes())
+    struct.pack_into("<I", raw, 8, 1)
+    old = tmp_path / "old.aimcb"
+    old.write_bytes(bytes(raw))
+    with pytest.raises(AimccError, match=r"format version 1, this aimcc reads 2 \(an older") as e:
+        load(old)
+    assert "compile the model again" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_write_is_atomic(tmp_path: Path) -> None:

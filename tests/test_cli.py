@@ -229,7 +229,9 @@ def test_list_passes_gives_options_and_defaults(capsys: pytest.CaptureFixture[st
 # -- compile finishes textual IR at any stage ---------------------------------------------
 
 
-@pytest.mark.parametrize("stage", ["import", "raise", "partition", "tile", "place", "schedule"])
+@pytest.mark.parametrize(
+    "stage", ["import", "raise", "partition", "tile", "place", "lower-cluster", "schedule"]
+)
 def test_compile_textual_ir_from_any_stage(stage: str, tmp_path: Path) -> None:
     """opt -> IR text -> compile gives the binary a direct compile gives, byte for byte."""
     from aimcc.passes import PASSES

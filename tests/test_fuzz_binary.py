@@ -67,7 +67,7 @@ def _mutations(rng: random.Random) -> Iterator[tuple[str, Callable[[Doc, bytes],
         return rng.choice(list(seq))
 
     def kernels(d: Doc) -> list[Doc]:
-        return [i for i in d["program"]["instructions"] if i["op"] == "kernel"]
+        return [i for i in d["program"]["instructions"] if i["op"] == "call"]  # cluster calls
 
     def analog(d: Doc) -> list[Doc]:
         return [i for i in d["program"]["instructions"] if i["op"] == "analog"]
@@ -97,16 +97,34 @@ def _mutations(rng: random.Random) -> Iterator[tuple[str, Callable[[Doc, bytes],
 
     def alias(d: Doc, a: bytes) -> None:
         ks = kernels(d)
+        if len(ks) < 2:  # one call after the analog layer: it writes the layer's slot
+            ks[0]["outs"] = [analog(d)[0]["out"]]
+            return
         i, j = sorted(rng.sample(range(len(ks)), 2))
         ks[j]["outs"] = list(ks[i]["outs"])
 
     def use_before_def(d: Doc, a: bytes) -> None:
         ks = kernels(d)
-        ins = ks[rng.randrange(len(ks) - 1)]
         later = ks[-1]["outs"][0]
+        if len(ks) < 2:  # the analog layer before it reads the call's output
+            analog(d)[0]["x"] = later
+            return
+        ins = ks[rng.randrange(len(ks) - 1)]
         ints = [n for n, v in enumerate(ins["args"]) if isinstance(v, int)]
         if ints:
             ins["args"][ints[0]] = later
+
+    def riscv_kernel(d: Doc, a: bytes) -> None:
+        k = pick(pick([i for i in kernels(d) if i["kernels"]])["kernels"])
+        rng.choice(
+            [
+                lambda: k.update(kind=rng.choice(["exec", "gelu", 7])),
+                lambda: k["dims"].update({pick(k["dims"]): rng.choice([-1, 0, "8", 2**70])}),
+                lambda: k["dims"].update(Q=4),
+                lambda: k.update(repeat=0),
+                lambda: k.pop("along"),
+            ]
+        )()
 
     def slots(d: Doc, a: bytes) -> None:
         d["program"]["slots"] = rng.choice([10**12, -3, 0, "9"])
@@ -155,7 +173,7 @@ def _mutations(rng: random.Random) -> Iterator[tuple[str, Callable[[Doc, bytes],
         for f in (
             neg_offset, overlap, dtype, tensor_shape, slot_range, alias, use_before_def, slots,
             kind, params, structure, tile_range, tile_id, grid, input_spec, arch, extra_field,
-            output_value,
+            output_value, riscv_kernel,
         )
     )  # fmt: skip
 

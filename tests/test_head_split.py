@@ -13,10 +13,10 @@ import torch
 from test_riscv_kernels import _HARNESS, CC, HAVE_QEMU, _run_interpreter, _run_qemu
 
 from aimcc.backends import riscv as rv
-from aimcc.backends.manifest import kernel_manifest, kernel_plan, split_call
+from aimcc.backends.manifest import kernel_manifest
 from aimcc.compiler import compile_model
 from aimcc.ir.aimc import AccumulateOp, ProgramOp
-from aimcc.ir.digital import KernelOp
+from aimcc.ir.cluster import CallOp
 from aimcc.passes.head_split import HeadSplitPass
 from aimcc.passes.schedule import head_clusters
 from aimcc.runtime.kernels import KERNEL_IMPLS
@@ -56,8 +56,8 @@ def bert_lora() -> tuple:
     return split, whole
 
 
-def _attentions(comp) -> list[KernelOp]:
-    return [o for o in comp.module.walk() if isinstance(o, KernelOp) and o.kind.data == "attention"]
+def _attentions(comp) -> list[CallOp]:
+    return [o for o in comp.module.walk() if isinstance(o, CallOp) and o.callee.data == "attention"]
 
 
 def test_split_uses_the_qkv_clusters_and_cuts_latency(bert_lora) -> None:
@@ -112,9 +112,9 @@ def test_riscv_kernels_of_the_groups_match_numpy(bert_lora, tmp_path: Path) -> N
     split, _ = bert_lora
     op = _attentions(split)[0]
     tcdm = split.arch.cluster.tcdm_kib * 1024
-    calls = [split_call(c, tcdm) for c in kernel_plan(split, op).calls]
-    assert [c.piece.kind for c in calls] == ["qk", "add", "softmax", "av"]
-    sigs = [c.piece for c in calls]  # pieces of queries that fit the TCDM
+    calls = [k.piece(tcdm) for k in op.part_kernels]  # (piece, pieces, fits)
+    assert [c[0].kind.data for c in calls] == ["qk", "add", "softmax", "av"]
+    sigs = [c[0].signature for c in calls]  # pieces of queries that fit the TCDM
     if HAVE_QEMU:
         kernels = [rv.generate_kernel(sig) for sig in sigs]
         sources = []
@@ -141,7 +141,7 @@ def test_riscv_kernels_of_the_groups_match_numpy(bert_lora, tmp_path: Path) -> N
 
     def run(i, *args):
         """Call ``i`` over all queries, piece by piece (rows of the per-query operands)."""
-        sig, pieces = sigs[i], calls[i].pieces
+        sig, pieces = sigs[i], calls[i][1]
         rows = args[0].shape[0] // pieces
         per_query = [a.shape[0] == args[0].shape[0] and a.ndim == 2 for a in args]
         per_query[0] = True

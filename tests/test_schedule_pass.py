@@ -15,7 +15,8 @@ from aimcc.commands import compile as compile_command
 from aimcc.compiler import compile_model
 from aimcc.ir import make_context
 from aimcc.ir.aimc import AccumulateOp, MvmOp
-from aimcc.ir.digital import KernelOp
+from aimcc.ir.cluster import CallOp
+from aimcc.passes.lower_cluster import LowerClusterPass
 from aimcc.passes.replicate import ReplicatePass
 from aimcc.passes.schedule import SCHEDULE_ATTR, SchedulePass, module_stages, recorded_schedule
 
@@ -37,7 +38,7 @@ builtin.module {
     %t1 = aimc.program %w rows [512, 600] cols [0, 64] {tile_id = 1 : i64} : tensor<600x64xf32> -> !aimc.tile<512x512>
     %p0 = aimc.mvm %x, %t0 : (tensor<1x16x600xf32>, !aimc.tile<512x512>) -> tensor<1x16x64xf32>
     %p1 = aimc.mvm %x, %t1 : (tensor<1x16x600xf32>, !aimc.tile<512x512>) -> tensor<1x16x64xf32>
-    %y = aimc.accumulate %p0, %p1 grid [2, 1] : (tensor<1x16x64xf32>, tensor<1x16x64xf32>) -> tensor<1x16x64xf32>
+    %y = aimc.accumulate %p0, %p1 grid [2, 1] {cluster = 0 : i64} : (tensor<1x16x64xf32>, tensor<1x16x64xf32>) -> tensor<1x16x64xf32>
     %v = "digital.kernel"(%y, %s) <{kind = "onnx.Reshape", params = {}, cluster = 0 : i64}> : (tensor<1x16x64xf32>, tensor<4xi64>) -> tensor<1x16x2x32xf32>
     %g = "digital.kernel"(%v) <{kind = "gelu_erf", params = {}, cluster = 0 : i64}> : (tensor<1x16x2x32xf32>) -> tensor<1x16x2x32xf32>
     func.return %g : tensor<1x16x2x32xf32>
@@ -49,6 +50,7 @@ builtin.module {
 def test_pass_on_hand_written_placed_module() -> None:
     arch = load_arch("paper-512")
     module = Parser(make_context(arch=arch), PLACED).parse_module()
+    LowerClusterPass().apply(make_context(arch=arch), module)
     assert SCHEDULE_ATTR not in module.attributes
     stages, tokens = module_stages(module, arch)
     assert tokens == 16
@@ -60,7 +62,7 @@ def test_pass_on_hand_written_placed_module() -> None:
     ]
     assert stages[0].dims == {"K": 600, "N": 64, "tiles": 2}
     assert stages[1].dims == {"N": 64, "P": 2}
-    assert stages[2].dims == {"N": 32}  # per token: 2 x 32 elements, rows of 32
+    assert stages[2].dims == {"N": 64}  # per token: 2 x 32 elements
     SchedulePass(pipeline="serial").apply(make_context(arch=arch), module)
     attr = module.attributes[SCHEDULE_ATTR]
     assert isinstance(attr, DictionaryAttr)
@@ -189,7 +191,7 @@ def test_model_without_linear_layers_is_scheduled(tmp_path: Path) -> None:
     quantize_dynamic(str(MODELS / "bert.onnx"), str(quantized), weight_type=QuantType.QInt8)
     comp = compile_model(quantized, "hybrid")
     assert comp.schedule is not None and comp.schedule.makespan_ns > 0
-    assert {op.cluster.value.data for op in comp.module.walk() if isinstance(op, KernelOp)} == {0}
+    assert {op.cluster.value.data for op in comp.module.walk() if isinstance(op, CallOp)} == {0}
 
 
 @pytest.mark.parametrize("model", ["bert_lora", "gpt2", "llama"])

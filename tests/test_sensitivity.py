@@ -16,7 +16,7 @@ from aimcc.commands import parse_time
 from aimcc.commands import random_inputs as random_feeds
 from aimcc.errors import AimccError
 from aimcc.ir.aimc import ProgramOp
-from aimcc.ir.digital import KernelOp
+from aimcc.ir.cluster import CallOp
 from aimcc.runtime.analog import NoiseSpec
 from aimcc.runtime.executor import load
 from aimcc.sensitivity import (
@@ -114,7 +114,7 @@ def test_cli_pareto_and_budget_never_exceeded(
 
     opts = parser().parse_args([str(onnx_path), "--sensitivity", str(out), "--keep-digital", "1"])
     comp = compile_model(onnx_path, slots=adapter_slots(opts))
-    matmuls = [o for o in comp.module.walk() if isinstance(o, KernelOp) and o.kind.data == "matmul"]
+    matmuls = [o for o in comp.module.walk() if isinstance(o, CallOp) and o.callee.data == "matmul"]
     assert [o.params.data["layer"].data for o in matmuls] == [FRAGILE]
     assert sum(isinstance(o, ProgramOp) for o in comp.module.walk()) == 3
     body = json.loads(out.read_text())

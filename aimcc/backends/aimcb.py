@@ -36,13 +36,14 @@ from xdsl.ir import Attribute, SSAValue
 from aimcc.atomic import atomic_write, write_text
 from aimcc.errors import AimccError
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
+from aimcc.ir.cluster import CallOp, KernelAttr, ViewOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, TensorRefAttr, WeightOp
 from aimcc.ir.types import dtype_of, shape_of
 from aimcc.ir.weights import map_file, release, tensor_digest
 
 MAGIC = b"AIMCB\0\r\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: cluster calls with their kernels, views, fused biases
 _PREFIX = struct.Struct("<8sIIQ32s")
 ALIGN = 64
 if TYPE_CHECKING:
@@ -81,15 +82,27 @@ def lower_program(comp: Compilation) -> dict[str, Any]:
     tiles: list[dict[str, Any]] = []
     outputs: list[dict[str, Any]] = []
     for op in main.body.block.ops:
-        if isinstance(op, KernelOp):
+        if isinstance(op, CallOp):
             instructions.append(
                 {
-                    "op": "kernel",
-                    "kind": op.kind.data,
+                    "op": "call",
+                    "kind": op.callee.data,
                     "args": [operand(a) for a in op.args],
                     "outs": [slot(r) for r in op.outs],
                     "params": {k: _json_attr(v) for k, v in op.params.data.items()},
-                    "cluster": op.cluster.value.data if op.cluster is not None else 0,
+                    "cluster": op.cluster.value.data,
+                    "split": op.parts,
+                    "kernels": [kernel_json(k) for k in op.part_kernels],
+                }
+            )
+        elif isinstance(op, ViewOp):
+            instructions.append(
+                {
+                    "op": "view",
+                    "kind": f"onnx.{op.view.data}",
+                    "args": [operand(a) for a in op.args],
+                    "outs": [slot(r) for r in op.outs],
+                    "params": {k: _json_attr(v) for k, v in op.params.data.items()},
                 }
             )
         elif isinstance(op, AccumulateOp):
@@ -107,6 +120,8 @@ def lower_program(comp: Compilation) -> dict[str, Any]:
                 }
                 for name, v in zip(_names(main.res_attrs), op.operands, strict=True)
             ]
+        elif isinstance(op, KernelOp):
+            raise AimccError(f"backend: '{op.kind.data}' is not lowered (run 'lower-cluster')")
         elif not isinstance(op, WeightOp | AbsentOp | ProgramOp | MvmOp):
             raise AimccError(f"backend: '{op.name}' left in the final IR (a pass is missing)")
     return {
@@ -146,10 +161,18 @@ def _analog_instruction(
             }
         )
     tile_type = programs[0].result.type
+    if acc.cluster is None:
+        raise AimccError("backend: an analog layer has no cluster (run 'place')")
+    split = acc.attributes.get("split")  # the split pass's column parts
+    parts = split.value.data if isinstance(split, IntegerAttr) else 1
     return {
         "op": "analog",
         "layer": acc.layer.data if acc.layer is not None else None,
         "weight": keys.pop(),
+        "bias": acc.bias.key.data if acc.bias is not None else None,
+        "cluster": acc.cluster.value.data,
+        "split": parts,
+        "kernels": [kernel_json(acc.kernel.column_part(parts))] if acc.kernel else [],
         "x": operand(x.pop()),
         "out": out,
         "grid": list(acc.grid_shape),
@@ -171,6 +194,19 @@ def _replicas(acc: AccumulateOp, ins: dict[str, Any], found: Schedule | None) ->
         raise AimccError(f"backend: replicated layer on tile {first} has no scheduled chunk")
     ins["replicas"] = [[f + i for i in range(len(ins["tiles"]))] for f in firsts]
     ins["chunk"] = found.chunk_per_layer[first]
+
+
+def kernel_json(kernel: KernelAttr) -> dict[str, Any]:
+    """A kernel as the binary carries it (what the runtime reports having executed)."""
+    return {
+        "kind": kernel.kind.data,
+        "dtype": kernel.dtype.data,
+        "dims": kernel.dim_map,
+        "attrs": kernel.attr_map,
+        "repeat": kernel.repeat.value.data,
+        "along": kernel.along.data,
+        "unit": kernel.unit.value.data,
+    }
 
 
 def _schedule_section(found: Schedule) -> dict[str, Any]:
@@ -308,8 +344,10 @@ def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
             raise AimccError(f"{path}: not an aimcc binary (bad magic)")
         _, version, flags, header_len, digest = _PREFIX.unpack(raw)
         if version != FORMAT_VERSION or flags != 0:
+            older = version < FORMAT_VERSION
+            again = " (an older aimcc wrote it: compile the model again)" * older
             raise AimccError(
-                f"{path}: format version {version} (this aimcc reads {FORMAT_VERSION})"
+                f"{path}: format version {version}, this aimcc reads {FORMAT_VERSION}{again}"
             )
         if _PREFIX.size + header_len > size:
             raise AimccError(f"{path}: truncated header")

@@ -103,7 +103,7 @@ class KernelSignature:
         return dict(self.attrs)[name]
 
 
-def _check_signature(sig: KernelSignature) -> None:
+def check_signature(sig: KernelSignature) -> None:
     if sig.kind not in _KIND_PARAMS:
         raise AimccError(f"riscv backend: unknown kernel kind {sig.kind!r} (have {KERNEL_KINDS})")
     dtypes = _KIND_DTYPES.get(sig.kind, ("f32",))
@@ -133,7 +133,7 @@ def _check_signature(sig: KernelSignature) -> None:
 
 def kernel_args(sig: KernelSignature) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
     """(name, dtype, shape) of each argument in calling order; outputs come last."""
-    _check_signature(sig)
+    check_signature(sig)
     d = dict(sig.dims)
     match sig.kind:
         case "lora_xa":

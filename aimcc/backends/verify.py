@@ -156,23 +156,35 @@ def _verify(program: Any, tensors: dict[str, np.ndarray]) -> Arch:
         at = f"instruction {i}"
         _expect(isinstance(ins, dict), f"{at} must be an object")
         _expect(
-            ins.get("op") in ("kernel", "analog"),
-            f"{at} has unknown op {_show(ins.get('op'))} (kernel or analog expected)",
+            ins.get("op") in ("call", "view", "analog"),
+            f"{at} has unknown op {_show(ins.get('op'))} (call, view or analog expected)",
         )
-        if ins["op"] == "kernel":
-            _dict(ins, at, {"op", "kind", "args", "outs", "params", "cluster"})
+        if ins["op"] == "call":
+            _dict(ins, at, {"op", "kind", "args", "outs", "params", "cluster", "kernels", "split"})
+            _kernel(ins, at, arch, tensors, operand)
+            _int(ins["cluster"], f"{at}.cluster", 0, arch.system_clusters - 1)
+            _int(ins["split"], f"{at}.split", 1, arch.system_clusters)
+            _kernels(ins["kernels"], at)
+            for j, slot in enumerate(_list(ins["outs"], f"{at}.outs")):
+                define(slot, f"{at}.outs[{j}]")
+        elif ins["op"] == "view":
+            _dict(ins, at, {"op", "kind", "args", "outs", "params"})
             _kernel(ins, at, arch, tensors, operand)
             for j, slot in enumerate(_list(ins["outs"], f"{at}.outs")):
                 define(slot, f"{at}.outs[{j}]")
         else:
+            keys = {"op", "weight", "x", "out", "grid", "tile", "tiles", "layer", "bias"}
             _dict(
                 ins,
                 at,
-                {"op", "weight", "x", "out", "grid", "tile", "tiles", "layer"},
+                keys | {"cluster", "kernels", "split"},
                 frozenset({"replicas", "chunk"}),
             )
             _expect(ins["layer"] is None or isinstance(ins["layer"], str), f"{at}.layer: a name")
             _analog(ins, at, arch, tensors, operand)
+            _int(ins["cluster"], f"{at}.cluster", 0, arch.system_clusters - 1)
+            _int(ins["split"], f"{at}.split", 1, arch.system_clusters)
+            _kernels(ins["kernels"], at)
             define(ins["out"], f"{at}.out")
             analog_at[i] = ins
     _expect(len(defined) == slots, f"slots is {slots}, the program defines {len(defined)}")
@@ -200,7 +212,6 @@ def _kernel(ins: dict, at: str, arch: Arch, tensors: dict, operand: Any) -> None
     _expect(known, f"{at} has unknown kernel kind {_show(kind)}")
     for j, arg in enumerate(_list(ins["args"], f"{at}.args")):
         operand(arg, f"{at}.args[{j}]")
-    _int(ins["cluster"], f"{at}.cluster", 0, arch.system_clusters - 1)
     params = ins["params"]
     _expect(isinstance(params, dict), f"{at}.params must be an object")
     for name, value in params.items():
@@ -209,6 +220,32 @@ def _kernel(ins: dict, at: str, arch: Arch, tensors: dict, operand: Any) -> None
             _expect(value["tensor"] in tensors, f"{at}.params.{name} refers to missing tensor")
         else:
             _finite(value, f"{at}.params.{name}")
+
+
+def _kernels(kernels: Any, at: str) -> None:
+    """The RISC-V kernels an instruction runs: each a valid signature of a known kind."""
+    from aimcc.backends.signatures import KernelSignature, check_signature
+
+    for j, k in enumerate(_list(kernels, f"{at}.kernels")):
+        where = f"{at}.kernels[{j}]"
+        _dict(k, where, {"kind", "dtype", "dims", "attrs", "repeat", "along", "unit"})
+        _expect(isinstance(k["dims"], dict) and isinstance(k["attrs"], dict), f"{where}: dicts")
+        for name, size in k["dims"].items():
+            _int(size, f"{where}.dims.{name}", 1)
+        for name, value in k["attrs"].items():
+            _finite(value, f"{where}.attrs.{name}")
+        _int(k["repeat"], f"{where}.repeat", 1)
+        _int(k["unit"], f"{where}.unit", 1)
+        sig = KernelSignature(
+            _str(k["kind"], f"{where}.kind"),
+            tuple(sorted(k["dims"].items())),
+            tuple(sorted(k["attrs"].items())),
+            _str(k["dtype"], f"{where}.dtype"),
+        )
+        try:
+            check_signature(sig)
+        except AimccError as exc:
+            _expect(False, f"{where}: {exc}")
 
 
 def _analog(ins: dict, at: str, arch: Arch, tensors: dict, operand: Any) -> None:
@@ -233,6 +270,12 @@ def _analog(ins: dict, at: str, arch: Arch, tensors: dict, operand: Any) -> None
         grid == expected,
         f"{at}: grid {list(grid)} does not tile a {k}x{n} weight ({list(expected)} expected)",
     )
+    if ins["bias"] is not None:
+        bias = _str(ins["bias"], f"{at}.bias")
+        _expect(
+            bias in tensors and tensors[bias].shape == (n,) and tensors[bias].dtype.kind == "f",
+            f"{at}: bias '{bias}' must be a float vector of {n}",
+        )
     ids = _list(ins["tiles"], f"{at}.tiles")
     _expect(len(ids) == grid[0] * grid[1], f"{at}: {len(ids)} tiles for a grid of {list(grid)}")
     _expect(("replicas" in ins) == ("chunk" in ins), f"{at}: replicas need a chunk and back")

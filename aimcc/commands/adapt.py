@@ -56,8 +56,7 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=TrainConfig.warmup,
         metavar="FRACTION",
-        help="linear warm-up over this fraction of the steps, then linear decay to 0 "
-        "(default 0.1)",
+        help="linear warm-up over this fraction of the steps, then linear decay to 0 (default 0.1)",
     )
     p.add_argument(
         "--weight-noise",

@@ -71,8 +71,8 @@ def _summary(
         + (f" per chip, {arch['link']['chips']} chips)" if arch["link"]["chips"] > 1 else ")")
     )
     console.print(
-        f"{len(program['tiles'])} tiles programmed, {ops['analog']} analog and "
-        f"{ops['kernel']} kernel instructions"
+        f"{len(program['tiles'])} tiles programmed, {ops['analog']} analog, "
+        f"{ops['call']} cluster call and {ops['view']} view instructions"
     )
     slots = _adapter_slots(program, tensors)
     if slots:
@@ -110,7 +110,8 @@ def _kernel_table(console: Console, manifest: dict[str, Any]) -> None:
         riscv = kernel["riscv"]
         status[riscv["status"]] += 1
         shapes = ", ".join(_shape(i["shape"]) for i in kernel["inputs"] if i)
-        head = [str(kernel["id"]), kernel["kind"], shapes, str(kernel["cluster"])]
+        cluster = "-" if kernel["cluster"] is None else str(kernel["cluster"])  # a view: none
+        head = [str(kernel["id"]), kernel["kind"], shapes, cluster]
         if riscv["status"] != "code":
             why = table.note(f"{riscv['status']}: {riscv['reason']}")
             style = "dim" if riscv["status"] == "view" else "yellow"

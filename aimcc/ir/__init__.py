@@ -13,6 +13,7 @@ from xdsl.utils.exceptions import VerifyException
 from aimcc.arch import Arch, load_arch
 from aimcc.cost import Schedule
 from aimcc.ir.aimc import AIMC
+from aimcc.ir.cluster import Cluster
 from aimcc.ir.digital import Digital
 from aimcc.ir.graph import Graph
 from aimcc.ir.nn import NN
@@ -34,7 +35,7 @@ class CompileContext(Context):
 def make_context(weights: WeightStore | None = None, arch: Arch | None = None) -> CompileContext:
     """A context that parses every stage's IR."""
     ctx = CompileContext(weights=weights or WeightStore(), arch=arch or load_arch())
-    for dialect in (Builtin, Func, Graph, NN, AIMC, Digital):
+    for dialect in (Builtin, Func, Graph, NN, AIMC, Digital, Cluster):
         ctx.load_dialect(dialect)
     return ctx
 

@@ -28,7 +28,8 @@ from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
-from aimcc.ir.graph import key_of
+from aimcc.ir.cluster import KernelAttr
+from aimcc.ir.graph import TensorRefAttr, key_of
 from aimcc.ir.types import shape_of
 
 
@@ -189,6 +190,11 @@ class AccumulateOp(IRDLOperation):
     partials = var_operand_def(TensorType)
     grid = prop_def(I64_ARRAY)
     layer = opt_prop_def(StringAttr)
+    # set by passes: the bias the tiles' post-processing adds (fuse-bias), the cluster that
+    # adds the partial sums (place), the kernel that does it (lower-cluster, rows of tiles > 1)
+    bias = opt_prop_def(TensorRefAttr)
+    cluster = opt_prop_def(IntegerAttr)
+    kernel = opt_prop_def(KernelAttr)
     result = result_def(TensorType)
 
     irdl_options = (ParsePropInAttrDict(),)

@@ -2,8 +2,10 @@
 
 from xdsl.passes import ModulePass
 
+from aimcc.passes.fuse_bias import FuseBiasPass
 from aimcc.passes.head_split import HeadSplitPass
 from aimcc.passes.lora_slots import LoraSlotsPass
+from aimcc.passes.lower_cluster import LowerClusterPass
 from aimcc.passes.partition import PartitionPass
 from aimcc.passes.place import PlacePass
 from aimcc.passes.raise_transformer import RaiseTransformerPass
@@ -20,8 +22,10 @@ PASSES: dict[str, type[ModulePass]] = {
         LoraSlotsPass,
         PartitionPass,
         TilePass,
+        FuseBiasPass,
         PlacePass,
         HeadSplitPass,
+        LowerClusterPass,
         SplitPass,
         ReplicatePass,
         SchedulePass,

@@ -28,13 +28,19 @@ from aimcc.arch import Arch
 from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp, ProgramOp
+from aimcc.ir.cluster import VIEW_OPS
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.types import shape_of
-from aimcc.passes.schedule import ELEMENTWISE_ONNX, HEAD_CLUSTERS, VIEWS, head_clusters
+from aimcc.passes.schedule import HEAD_CLUSTERS, head_clusters
 
 # Kernels between a projection's tiles and attention's operands (bias, adapter, rotary
 # embedding, scaling, layout): q, k and v come from the layers found through these.
-_PASS_THROUGH = VIEWS | {"bias_add", "lora", "rope"} | {f"onnx.{o}" for o in ELEMENTWISE_ONNX}
+_ELEMENTWISE_ONNX = frozenset(
+    {"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log"}
+    | {"Sigmoid", "Tanh", "Erf", "Relu", "Cast", "Where", "Equal", "Less", "Greater", "Not"}
+    | {"And", "Or", "Min", "Max", "Clip"}
+)
+_PASS_THROUGH = {f"onnx.{o}" for o in VIEW_OPS | _ELEMENTWISE_ONNX} | {"bias_add", "lora", "rope"}
 
 
 @dataclass(frozen=True)

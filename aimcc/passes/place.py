@@ -59,6 +59,7 @@ class PlacePass(ModulePass):
                 first = o.partials[0].owner.operands[1].owner
                 assert isinstance(first, ProgramOp) and first.tile_id is not None
                 current = ctx.arch.cluster_of_tile(first.tile_id.value.data)
+                o.cluster = IntegerAttr(current, i64)  # adds its partial sums (rows > 1)
             elif isinstance(o, KernelOp):
                 if o.kind.data == "matmul":
                     current, next_stage = next_stage % clusters, next_stage + 1

@@ -1,16 +1,16 @@
 """schedule: derive the cost model's stages from the placed IR, pick chunks and a pipeline.
 
 Every analog layer (``aimc.accumulate`` over its MVMs) becomes an ``analog_mvm`` stage on the
-unit ``tile:<first tile id>`` (a layer's tiles run in parallel), plus an ``accumulate`` stage
-on the paired cluster when rows of tiles give partial sums. Every ``digital.kernel`` becomes
-the stages of its arithmetic on ``cluster:<cluster>``: ``lora`` is X.A then .B + add,
-``attention`` is QK^T, softmax (the scale and mask folded in) and .V, ``embedding`` a gather,
-``rope`` and generic ``onnx.*`` kernels elementwise work over their largest operand. Views
-(reshape, transpose, slice, ...) cost nothing: a strided DMA reads through them, so their
-consumers depend on the views' producers directly.
+unit ``tile:<first tile id>`` (a layer's tiles run in parallel; a fused bias is in their
+post-processing), plus the stage of its ``accumulate`` kernel on the cluster placement chose
+when rows of tiles give partial sums. Every ``cluster.call`` (after ``lower-cluster``) becomes
+one stage per kernel on ``cluster:<cluster>``, chained in order, each costed by the kernel
+attribute (``KernelAttr.stage``); a call no kernel computes is costed as elementwise work over
+its largest operand. Views (``cluster.view``) cost nothing: a strided DMA reads through them,
+so their consumers depend on the views' producers directly.
 
-A value is *per token* when the sequence length appears among its leading dims; its stage is
-then chunked over the sequence, otherwise it runs once (``T`` rows). The chosen strategy and
+A kernel is *per token* when its tokens are the sequence's; its stage is then chunked over the
+sequence, otherwise it runs once (``T`` rows). The chosen strategy and
 chunk per layer go into the module attribute ``aimc.schedule``, which the backend copies into
 the binary; :func:`recorded_schedule` replays that decision into the full timeline.
 """
@@ -34,56 +34,26 @@ from xdsl.passes import ModulePass
 
 from aimcc.arch import Arch
 from aimcc.cost import Schedule, Stage, replay, schedule
+from aimcc.cost.model import SEQUENCE_MIXING
 from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp
+from aimcc.ir.cluster import CallOp, KernelAttr, ViewOp
 from aimcc.ir.digital import KernelOp
-from aimcc.ir.graph import AbsentOp, WeightOp
 from aimcc.ir.types import shape_of
 
 SCHEDULE_ATTR = "aimc.schedule"
-# Column split of a kernel or accumulation (the split pass decides it): part j of c runs on
-# the cluster c after the op's own, on 1/c of the columns (heads for rope, elements for
-# elementwise ONNX kernels).
+# Column split of a call or accumulation (the split pass decides it): part j of c runs on
+# the cluster c after the op's own, on 1/c of the columns (KernelAttr.column_part).
 SPLIT_ATTR = "split"
-SPLIT_DIM = {
-    "accumulate": "N",
-    "bias_add": "N",
-    "gelu_erf": "N",
-    "gelu_tanh": "N",
-    "silu": "N",
-    "matmul": "N",
-    "elementwise": "elements",
-}
 # Replicas of an analog layer (the replicate pass decides them): the first tile of each copy
 # beside the original; copy j holds the layer's slices, in the order of its partials, on the
 # tiles from its first on. Chunk k of the layer's tokens runs on copy k mod (replicas + 1).
 REPLICAS_ATTR = "replicas"
-# Head split of an attention kernel (the head-split pass decides it): the kernel parameter
-# holding one cluster per group of heads; heads H*j/g .. H*(j+1)/g run on cluster j.
+# Head split of an attention (the head-split pass decides it): the kernel parameter holding
+# one cluster per group of heads; heads H*j/g .. H*(j+1)/g run on cluster j.
 HEAD_CLUSTERS = "head_clusters"
 PIPELINES = ("auto", "serial", "intra", "cross", "both")
-# Generic kernels that only re-index their input: a strided DMA reads through them.
-VIEWS = frozenset(
-    f"onnx.{op}"
-    for op in (
-        "Reshape",
-        "Transpose",
-        "Squeeze",
-        "Unsqueeze",
-        "Flatten",
-        "Identity",
-        "Expand",
-        "Slice",
-        "Split",
-    )
-)
-ELEMENTWISE_ONNX = frozenset(
-    {"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log"}
-    | {"Sigmoid", "Tanh", "Erf", "Relu", "Cast", "Where", "Equal", "Less", "Greater", "Not"}
-    | {"And", "Or", "Min", "Max", "Clip"}
-)
-_ELEMENTWISE_OPS = {"rope": 3}  # x * cos + rotate(x) * sin; generic kernels: 1 per element
 
 
 @dataclass(frozen=True)
@@ -136,24 +106,27 @@ def stage_builder(module: ModuleOp, arch: Arch, tokens: int = 0) -> _StageBuilde
     for o in main.body.block.ops:
         if isinstance(o, AccumulateOp):
             builder.analog(o)
+        elif isinstance(o, CallOp):
+            builder.call(o)
+        elif isinstance(o, ViewOp):
+            builder.view(o)
         elif isinstance(o, KernelOp):
-            builder.kernel(o)
+            raise AimccError(f"schedule: '{o.kind.data}' is not lowered (run 'lower-cluster')")
     return builder
 
 
 def splittable(op: Operation) -> bool:
-    """Whether an op's stage splits by columns: accumulations, row-wise elementwise kernels
-    and matmuls (by output columns), rope and elementwise ONNX kernels (by elements). Norms,
-    softmax and attention reduce over a row or a head and are not split."""
+    """Whether an op's stages split by output columns: accumulations and calls whose every
+    kernel does (bias, activations, matmuls, elementwise kernels); norms, softmax and
+    attention reduce over a row or a head and are not split."""
     if isinstance(op, AccumulateOp):
-        return True
-    kind = op.kind.data if isinstance(op, KernelOp) else ""
-    return kind in SPLIT_DIM or kind == "rope" or kind.removeprefix("onnx.") in ELEMENTWISE_ONNX
+        return op.kernel is not None
+    return isinstance(op, CallOp) and op.column_splittable
 
 
 def column_split(op: Operation) -> int:
-    """The column split the split pass recorded on a kernel or accumulation (1: none)."""
-    attr = op.attributes.get(SPLIT_ATTR)
+    """The column split the split pass recorded on a call or accumulation (1: none)."""
+    attr = op.attributes.get(SPLIT_ATTR) or op.properties.get(SPLIT_ATTR)
     return attr.value.data if isinstance(attr, IntegerAttr) else 1
 
 
@@ -166,24 +139,14 @@ def replica_firsts(op: Operation) -> list[int]:
 
 
 def head_clusters(op: Operation) -> list[int]:
-    """The clusters of a kernel's head groups (attention split by the head-split pass); a
-    kernel not split runs on its one cluster."""
-    attr = op.params.data.get(HEAD_CLUSTERS) if isinstance(op, KernelOp) else None
+    """The clusters of a kernel's or call's head groups (attention split by the head-split
+    pass); one not split runs on its one cluster."""
+    if not isinstance(op, KernelOp | CallOp):
+        return []
+    attr = op.params.data.get(HEAD_CLUSTERS)
     if isinstance(attr, ArrayAttr):
         return [a.value.data for a in attr.data if isinstance(a, IntegerAttr)]
-    cluster = op.cluster if isinstance(op, KernelOp) else None
-    return [cluster.value.data] if cluster is not None else []
-
-
-def split_dims(kind: str, dims: dict[str, int], parts: int) -> list[dict[str, int]]:
-    """The dims of each column part of a stage: the split dim dealt as evenly as it goes."""
-    key = SPLIT_DIM[kind]
-    total = dims[key]
-    # "parts": the part receives its share of its input (a matmul part reads all of it)
-    share = {"parts": parts} if kind != "matmul" else {}
-    return [
-        {**dims, key: total * (j + 1) // parts - total * j // parts, **share} for j in range(parts)
-    ]
+    return [op.cluster.value.data] if op.cluster is not None else []
 
 
 def recorded_schedule(module: ModuleOp, arch: Arch) -> Schedule | None:
@@ -248,7 +211,7 @@ def _compiled_tokens(main: func.FuncOp) -> tuple[int, int]:
             mvm = o.partials[0].owner
             assert isinstance(mvm, MvmOp)
             x = mvm.x
-        elif isinstance(o, KernelOp) and o.kind.data == "matmul":
+        elif isinstance(o, CallOp) and o.callee.data == "matmul":
             x = o.args[0]
         if x is not None:
             lead = shape_of(x)[:-1]
@@ -270,6 +233,7 @@ class _StageBuilder:
         self.names: set[str] = set()
         self.owner: dict[str, Operation] = {}  # stage -> the op it came from
         self.parts: dict[SSAValue, int] = {}  # values produced in column parts: how many
+        self.kernel_of: dict[str, KernelAttr] = {}  # stage -> the kernel it runs
 
     def per_token(self, shape: tuple[int, ...]) -> bool:
         """The sequence is among the leading dims and every token has the same share."""
@@ -288,32 +252,6 @@ class _StageBuilder:
             names = self.producers.get(v, ())
             found += [names[j]] if c > 1 and self.parts.get(v) == c else names
         return tuple(dict.fromkeys(found))
-
-    def split(
-        self,
-        op: Operation,
-        hint: str,
-        kind: str,
-        dims: dict[str, int],
-        args: list[SSAValue],
-        cluster: int,
-        after: tuple[str, ...] = (),
-    ) -> tuple[str, ...]:
-        """The stage of ``op``, in its recorded column parts on consecutive clusters."""
-        parts = column_split(op) if kind in SPLIT_DIM else 1
-        names = []
-        for j, part in enumerate(split_dims(kind, dims, parts) if parts > 1 else [dims]):
-            unit = f"cluster:{(cluster + j) % self.arch.system_clusters}"
-            name = self.add(
-                hint if j == 0 else f"{hint}/{j}",
-                kind,
-                part,
-                (*after, *self.deps(*args, part=(j, parts))),
-                unit,
-            )
-            self.owner[name] = op
-            names.append(name)
-        return tuple(names)
 
     def add(
         self,
@@ -369,94 +307,94 @@ class _StageBuilder:
             analog.append(name)
         rows, _ = acc.grid_shape
         names: tuple[str, ...] = tuple(analog)
-        if rows > 1:  # partial sums of the rows of tiles, on the paired cluster(s)
-            dims = {"N": n, "P": rows, **self.rows(shape_of(acc.result))}
-            cluster = self.arch.cluster_of_tile(tile)
-            names = self.split(acc, f"{hint}.acc", "accumulate", dims, [], cluster, names)
+        if rows > 1:  # partial sums of the rows of tiles, on the cluster placement chose
+            if acc.kernel is None or acc.cluster is None:
+                raise AimccError("schedule: partial sums without a kernel (run 'lower-cluster')")
+            parts, first = column_split(acc), acc.cluster.value.data
+            sums = []
+            for j in range(parts):
+                kind, dims = self.kernel_stage(acc.kernel.column_part(parts))
+                if parts > 1:
+                    dims["parts"] = parts
+                unit = f"cluster:{(first + j) % self.arch.system_clusters}"
+                hint_j = f"{hint}.acc" if j == 0 else f"{hint}.acc/{j}"
+                sums.append(self.add(hint_j, kind, dims, names, unit))
+                self.owner[sums[-1]] = acc
+                self.kernel_of[sums[-1]] = acc.kernel.column_part(parts)
+            names = tuple(sums)
             if len(names) > 1:
                 self.parts[acc.result] = len(names)
         self.producers[acc.result] = names
 
-    def kernel(self, op: KernelOp) -> None:
-        kind = op.kind.data
-        args = [a for a in op.args if not isinstance(a.owner, WeightOp | AbsentOp | ProgramOp)]
-        if kind in VIEWS:
-            for r in op.outs:
-                self.producers[r] = self.deps(*args)
-            return
-        if op.cluster is None:
-            raise AimccError(f"schedule: kernel '{kind}' has no cluster (run 'place' first)")
+    def view(self, op: ViewOp) -> None:
+        """No stage: the consumers' transfers read through the view."""
+        for r in op.outs:
+            self.producers[r] = self.deps(*op.args)
+
+    def call(self, op: CallOp) -> None:
+        """One stage per kernel of the call (on each of its clusters), chained in order; a
+        kernel also depends on the producers of the operands it reads."""
         cluster = op.cluster.value.data
-        unit = f"cluster:{cluster}"
-        before = len(self.stages)
         out = op.outs[0]
-        hint = out.name_hint or kind.removeprefix("onnx.").lower()
-        shape = shape_of(out)
-        rows = self.rows(shape)
-        if kind == "lora":
-            x, y, a, b = op.args
-            k, r = shape_of(a)
-            xa = self.add(f"{hint}.xa", "lora_xa", {"K": k, "R": r, **rows}, self.deps(x), unit)
-            dims = {"R": r, "N": shape_of(b)[-1], **rows}
-            names: tuple[str, ...] = (
-                self.add(hint, "lora_b_add", dims, (*self.deps(y), xa), unit),
-            )
-        elif kind == "attention":
-            names = self.attention(op, hint)
-        elif kind == "matmul":
-            dims = {"K": shape_of(op.args[0])[-1], "N": shape[-1], **rows}
-            names = self.split(op, hint, "matmul", dims, args, cluster)
-        elif kind == "embedding":
-            table, ids = op.args
-            dims = {"N": shape_of(table)[-1], **rows}
-            names = (self.add(hint, "gather", dims, self.deps(ids), unit),)
-        elif kind in ("bias_add", "layer_norm", "rms_norm", "gelu_erf", "gelu_tanh", "silu"):
-            dims = {"N": shape[-1], **rows}
-            names = self.split(op, hint, kind, dims, args, cluster)
-        else:  # rope and generic ONNX kernels: per-element work over the largest operand
-            largest = max((shape_of(v) for v in [*args, *op.outs]), key=math.prod)
-            if self.per_token(largest):
-                dims = {"elements": math.prod(largest) // self.compiled}
-            else:
-                dims = {"elements": largest[-1] if largest else 1, **self.rows(largest)}
-            dims["ops"] = _ELEMENTWISE_OPS.get(kind, 1)
-            names = self.split(op, hint, "elementwise", dims, args, cluster)
-        for stage in self.stages[before:]:
-            self.owner.setdefault(stage.name, op)
+        hint = out.name_hint or op.callee.data.removeprefix("onnx.").lower()
+        if not op.kernels.data:
+            names = self.unsupported(op, hint, f"cluster:{cluster}")
+        else:
+            names = self.kernels(op, hint)
         for r in op.outs:
             self.producers[r] = names
-            if len(names) > 1 and kind != "attention":  # head groups are not column parts
+            if op.parts > 1:
                 self.parts[r] = len(names)
 
-    def attention(self, op: KernelOp, hint: str) -> tuple[str, ...]:
-        """QK^T, softmax with scale and mask, then .V: one row per (head, query); a head split
-        gives each group of heads its three stages on its cluster (group j named
-        ``hint/j``), each receiving its heads' share of q, k and v (dim ``parts``); the
-        consumer gathers the groups' outputs (one transfer per group and chunk)."""
-        q, kt, v = op.args[:3]
-        mask = op.args[3:]
-        qs = shape_of(q)
-        heads = qs[-3] if len(qs) >= 3 else 1
-        clusters = head_clusters(op)
-        groups = len(clusters)
-        if heads % groups:
-            raise AimccError(f"schedule: {heads} heads do not split into {groups} equal groups")
-        dims = {"S": shape_of(kt)[-1], "D": qs[-1], "H": heads // groups}
-        if self.per_token(qs):
-            if dims["S"] == self.seq:  # keys of the whole (rescheduled) sequence
-                dims["S"] = self.tokens * self.seq // self.compiled
+    def kernels(self, op: CallOp, hint: str) -> tuple[str, ...]:
+        """A head split (attention) runs its kernels once per group of heads on the group's
+        cluster (group j named ``hint/j``, each reading its heads' share: dim ``parts``); a
+        column split once per part on consecutive clusters (part j reads part j of a value
+        split alike); the consumer gathers the groups' or parts' outputs."""
+        groups, parts = head_clusters(op), op.parts
+        if parts > 1:
+            first = op.cluster.value.data
+            units = [((first + j) % self.arch.system_clusters, (j, parts)) for j in range(parts)]
         else:
-            dims["T"] = max(1, math.prod(qs[:-1]) // heads)
-        if groups > 1:
-            dims["parts"] = groups
-        rows = {"T": dims["T"]} if "T" in dims else {}
-        softmax_dims = {"N": dims["S"], "H": dims["H"], **rows}
+            units = [(c, (0, 1)) for c in groups]
+        kernels, reads = op.part_kernels, op.kernel_reads()
         names = []
-        for j, cluster in enumerate(clusters):
+        for j, (cluster, part) in enumerate(units):
             unit, name = f"cluster:{cluster}", hint if j == 0 else f"{hint}/{j}"
-            # The scheduler reads every dependency after the first whole: keep the queries
-            # first even when queries and keys come from one producer (a fused QKV projection).
-            qk = self.add(f"{name}.qk", "qk", dims, (*self.deps(q), *self.deps(kt)), unit)
-            p = self.add(f"{name}.softmax", "softmax", softmax_dims, (qk, *self.deps(*mask)), unit)
-            names.append(self.add(name, "av", dims, (p, *self.deps(v)), unit))
+            last: tuple[str, ...] = ()
+            for i, (kernel, read) in enumerate(zip(kernels, reads, strict=True)):
+                kind, dims = self.kernel_stage(kernel)
+                split_share = parts > 1 and kind != "matmul"
+                if len(units) > 1 and (split_share or kind in SEQUENCE_MIXING):
+                    dims["parts"] = len(units)  # the part receives its share of its input
+                deps = (*last, *self.deps(*(op.args[r] for r in read), part=part))
+                stage = name if i == len(kernels) - 1 else f"{name}.{kernel.kind.data}"
+                last = (self.add(stage, kind, dims, deps, unit),)
+                self.owner[last[0]] = op
+                self.kernel_of[last[0]] = kernel
+            names.append(last[0])
         return tuple(names)
+
+    def kernel_stage(self, kernel: KernelAttr) -> tuple[str, dict[str, int]]:
+        """The kernel's stage: chunked when its tokens are the sequence's, or rows of each
+        token of it (the keys of qk/av then follow a rescheduled sequence length)."""
+        tokens = kernel.tokens
+        per = tokens if tokens in (self.compiled, self.seq) else None
+        if per is None and tokens % self.compiled == 0:
+            per = self.compiled
+        kind, dims = kernel.stage(per)
+        if per and kind in SEQUENCE_MIXING and dims["S"] == self.seq:
+            dims["S"] = self.tokens * self.seq // self.compiled
+        return kind, dims
+
+    def unsupported(self, op: CallOp, hint: str, unit: str) -> tuple[str, ...]:
+        """A call no kernel computes (``unsupported``): per-element work over its largest
+        operand, so the schedule still accounts for it."""
+        largest = max((shape_of(v) for v in [*op.args, *op.outs]), key=math.prod)
+        if self.per_token(largest):
+            dims = {"elements": math.prod(largest) // self.compiled, "ops": 1}
+        else:
+            dims = {"elements": largest[-1] if largest else 1, "ops": 1, **self.rows(largest)}
+        name = self.add(hint, "elementwise", dims, self.deps(*op.args), unit)
+        self.owner[name] = op
+        return (name,)

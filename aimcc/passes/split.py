@@ -1,13 +1,14 @@
 """split: spread digital work that does not fit one cluster's TCDM over more clusters.
 
-Placement gives a layer the clusters paired with its tiles, but runs its digital work on the
-first. When a cluster cannot hold the working set of even one token (cost model:
-``cluster_overflow``), the widest splittable kernel on it (an accumulation of partial sums,
-an activation, a bias, an elementwise ONNX kernel, a digital matmul) is split by output
-columns over that many consecutive clusters, doubling until every cluster fits. The decision
-is recorded once, as the attribute ``split`` (parts) on the op; the schedule's stages, the
-cost model and the kernel manifest read it. The runtime computes the same math: a split is a
-mapping decision. Along tokens, the schedule's chunk size is the split (it follows the TCDM).
+Runs on lowered IR (``cluster.call``). Placement gives a layer the clusters paired with its
+tiles, but runs its digital work on the first. When a cluster cannot hold the working set of
+even one token (cost model: ``cluster_overflow``), the widest splittable call on it (an
+accumulation of partial sums, an activation, a bias, an elementwise kernel, a digital matmul)
+is split by output columns over that many consecutive clusters, doubling until every cluster
+fits. The decision is recorded once, as ``split`` (parts) on the call or accumulation; its
+kernels' column part (``KernelAttr.column_part``) is what the schedule, the manifest, the
+RISC-V backend and the binary use. The runtime computes the same math: a split is a mapping
+decision. Along tokens, the schedule's chunk size is the split (it follows the TCDM).
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ from aimcc.cost.pipeline import cluster_overflow
 from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp
-from aimcc.ir.digital import KernelOp
+from aimcc.ir.cluster import CallOp
 from aimcc.passes.schedule import (
     SPLIT_ATTR,
-    SPLIT_DIM,
     _StageBuilder,
     column_split,
     splittable,
@@ -86,8 +86,8 @@ class SplitPass(ModulePass):
             for s in stages:
                 o = owner[s.name]
                 parts = column_split(o)
-                limit = min(s.dims.get(SPLIT_DIM.get(s.kind, "N"), 1), arch.system_clusters)
-                if splittable(o) and s.kind in SPLIT_DIM and parts < limit:
+                limit = min(_columns(o), arch.system_clusters)
+                if splittable(o) and parts < limit:
                     width = tcdm_parts(s, 1, arch)[2]
                     options.append((width, s.name, o, min(2 * parts, limit)))
             if not options and not overflow(stages, None)[0]:
@@ -101,7 +101,10 @@ class SplitPass(ModulePass):
                     f"none of its kernels splits further by columns ({kinds})"
                 )
             _, _, chosen, parts = max(options, key=lambda o: o[:2])
-            chosen.attributes[SPLIT_ATTR] = IntegerAttr(parts, i64)
+            if isinstance(chosen, CallOp):
+                chosen.split = IntegerAttr(parts, i64)
+            else:
+                chosen.attributes[SPLIT_ATTR] = IntegerAttr(parts, i64)
             by_op[chosen] = _restaged(chosen, by_op[chosen], builder)
 
 
@@ -112,8 +115,8 @@ def _restaged(op: Operation, before: list[Stage], builder: _StageBuilder) -> lis
     if isinstance(op, AccumulateOp):
         fresh.analog(op)
     else:
-        assert isinstance(op, KernelOp)
-        fresh.kernel(op)
+        assert isinstance(op, CallOp)
+        fresh.call(op)
     names = {s.name: s.name for s in fresh.stages}
     for old, new in zip(before, fresh.stages, strict=False):  # the unsplit stages come first
         if "/" not in old.name and "/" not in new.name:
@@ -123,3 +126,13 @@ def _restaged(op: Operation, before: list[Stage], builder: _StageBuilder) -> lis
         if part:
             names[s.name] = f"{names.get(base, base)}/{part}"
     return [replace(s, name=names[s.name]) for s in fresh.stages]
+
+
+def _columns(op: object) -> int:
+    """Output columns per token of one part as split now (the narrowest kernel's): a split
+    deals at most that many more parts."""
+    if isinstance(op, AccumulateOp) and op.kernel is not None:
+        return op.kernel.column_part(column_split(op)).columns
+    if isinstance(op, CallOp) and op.kernels.data:
+        return min(k.columns for k in op.part_kernels)
+    return 1

@@ -5,10 +5,8 @@ Instructions are turned into closures once at load time so a run is a tight loop
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -239,35 +237,28 @@ class Executable:
         self._generator: torch.Generator | None = None  # draws a key per run (output noise)
         self._run_key = 0
         instructions = program["instructions"]
-        biases = self._fusable_biases(instructions, program["outputs"])
-        self._steps = [
-            self._compile(i, ins, biases.get(i))
-            for i, ins in enumerate(instructions)
-            if i - 1 not in biases
-        ]
-        self._after = self._last_uses(instructions, biases, program["outputs"])
+        # the RISC-V kernels each run executes, in order (None: not recorded; see trace_calls)
+        self.calls: list[dict[str, Any]] | None = None
+        self._steps = [self._compile(i, ins) for i, ins in enumerate(instructions)]
+        self._after = self._last_uses(instructions, program["outputs"])
         self.inputs = program["inputs"]
         self.outputs = program["outputs"]
 
     def _last_uses(
         self,
         instructions: list[dict[str, Any]],
-        biases: dict[int, dict[str, Any]],
         outputs: list[dict[str, Any]],
     ) -> list[tuple[list[int], list[np.ndarray]]]:
         """Per step: the slots read for the last time (dropped after it) and, when
         streaming, the large mapped kernel tensors it reads (their pages released)."""
-        step_of, step = [], -1
-        for i in range(len(instructions)):
-            step += i - 1 not in biases  # a fused bias_add runs in the analog step before it
-            step_of.append(step)
+        step_of = list(range(len(instructions)))
         last: dict[int, int] = {}
         streamed: list[list[np.ndarray]] = [[] for _ in self._steps]
         for i, ins in enumerate(instructions):
             for a in [*ins.get("args", ()), ins.get("x")]:
                 if isinstance(a, int):
                     last[a] = step_of[i]
-                elif self.stream and ins["op"] == "kernel" and isinstance(a, str):
+                elif self.stream and ins["op"] in ("call", "view") and isinstance(a, str):
                     array = self._arrays.get(a)
                     if array is not None and array.nbytes >= STREAM_MIN_TENSOR:
                         streamed[step_of[i]].append(array)
@@ -365,7 +356,7 @@ class Executable:
         by_slot = {spec["slot"]: spec["name"] for spec in self.inputs}
         bounds: dict[str, int] = {}
         for ins in self.program["instructions"]:
-            if ins["op"] == "kernel" and ins["kind"] == "embedding":
+            if ins["op"] == "call" and ins["kind"] == "embedding":
                 table, ids = (self._resolve(a) for a in ins["args"])
                 if isinstance(ids, int) and ids in by_slot and isinstance(table, torch.Tensor):
                     name = by_slot[ids]
@@ -432,38 +423,38 @@ class Executable:
             for k, v in params.items()
         }
 
-    def _fusable_biases(
-        self, instructions: list[dict[str, Any]], outputs: list[dict[str, Any]]
-    ) -> dict[int, dict[str, Any]]:
-        """Analog instructions whose result only feeds the next instruction, a bias_add of a
-        constant [N] vector: that add runs inside the MVM (in the matmul's epilogue)."""
-        uses = Counter(o["value"] for o in outputs if isinstance(o["value"], int))
-        for ins in instructions:
-            uses.update(a for a in [*ins.get("args", ()), ins.get("x")] if isinstance(a, int))
-        fused = {}
-        for i, (ins, bias_add) in enumerate(pairwise(instructions)):
-            if not (
-                ins.get("op") == "analog"
-                and bias_add.get("kind") == "bias_add"
-                and bias_add.get("args", [None])[0] == ins.get("out")
-                and uses[ins.get("out")] == 1
-            ):
-                continue
-            bias = self._tensors.get(bias_add["args"][1])
-            weight = self._tensors.get(ins["weight"])
-            if bias is not None and weight is not None and bias.shape == weight.shape[1:]:
-                fused[i] = bias_add
-        return fused
-
-    def _compile(self, index: int, ins: dict[str, Any], bias_add: dict | None = None) -> Step:
+    def _compile(self, index: int, ins: dict[str, Any]) -> Step:
         try:
             if ins["op"] == "analog":
-                return self._analog_step(ins, bias_add)
-            if ins["op"] == "kernel":
-                return self._kernel_step(ins)
+                return self._traced(ins, self._analog_step(ins))
+            if ins["op"] in ("call", "view"):
+                return self._traced(ins, self._kernel_step(ins))
         except (KeyError, TypeError, ValueError) as exc:
             raise AimccError(f"{self.where}: instruction {index} is malformed ({exc})") from None
         raise AimccError(f"{self.where}: instruction {index} has unknown op '{ins.get('op')}'")
+
+    def _traced(self, ins: dict[str, Any], step: Step) -> Step:
+        """The step, reporting its RISC-V kernels to ``calls`` while a trace records."""
+        kernels = ins.get("kernels") or []
+        if not kernels:
+            return step
+
+        def traced(env: list[Any]) -> None:
+            if self.calls is not None:
+                self.calls.extend(kernels)
+            step(env)
+
+        return traced
+
+    def trace_calls(self, feeds: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Run once and return the RISC-V kernels the run executed, in order (the binary's
+        calls: what the schedule costed and the manifest lists)."""
+        self.calls = []
+        try:
+            self.run(feeds)
+            return self.calls
+        finally:
+            self.calls = None
 
     def _kernel_step(self, ins: dict[str, Any]) -> Step:
         kind: str = ins["kind"]
@@ -545,7 +536,7 @@ class Executable:
 
         return bias_add
 
-    def _analog_step(self, ins: dict[str, Any], bias_add: dict[str, Any] | None) -> Step:
+    def _analog_step(self, ins: dict[str, Any]) -> Step:
         weight = self._resolve(ins["weight"])
         if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
             raise AimccError(f"{self.where}: analog weight '{ins['weight']}' is not a matrix")
@@ -564,8 +555,11 @@ class Executable:
         )
         self.layers.append(layer)
         x, out, bias = ins["x"], ins["out"], None
-        if bias_add is not None:
-            out, bias = bias_add["outs"][0], self._tensors[bias_add["args"][1]].float()
+        if ins.get("bias") is not None:  # fused into the tiles' post-processing (fuse-bias)
+            bias = self._resolve(ins["bias"])
+            if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != tuple(weight.shape[1:]):
+                raise AimccError(f"{self.where}: bias of '{ins['weight']}' is no [N] vector")
+            bias = bias.float()
 
         def step(env: list[Any]) -> None:
             spec = self.spec if layer.noisy else IDEAL

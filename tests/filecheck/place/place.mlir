@@ -1,6 +1,7 @@
 // RUN: aimcc opt %s -p place | filecheck %s
 
-// Tiles numbered in program order; the layer's kernels run on the cluster of its first tile.
+// Tiles numbered in program order; the layer's partial sums and kernels run on the cluster of
+// its first tile, recorded on each op.
 
 builtin.module attributes {aimc.arch = {preset = "paper-512"}, aimc.target = "hybrid"} {
   func.func @main(%x: tensor<1x16x16xf32> {onnx.name = "x"}) -> (tensor<1x16x16xf32> {onnx.name = "y"}) {
@@ -28,5 +29,6 @@ builtin.module attributes {aimc.arch = {preset = "paper-512"}, aimc.target = "hy
 // CHECK:       %y_2 = aimc.program %val rows [0, 8] cols [8, 16] {tile_id = 1 : i64}
 // CHECK:       %y_4 = aimc.program %val rows [8, 16] cols [0, 8] {tile_id = 2 : i64}
 // CHECK:       %y_6 = aimc.program %val rows [8, 16] cols [8, 16] {tile_id = 3 : i64}
-// CHECK:       %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}>
+// CHECK:       %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {layer = "proj", cluster = 0 : i64}
+// CHECK-NEXT:  %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}>
 // CHECK-NEXT:  %y_10 = "digital.kernel"(%y_9, %proj_base_layer_bias) <{kind = "bias_add", params = {layer = "proj"}, cluster = 0 : i64}>

@@ -1,7 +1,7 @@
-// RUN: aimcc opt %s -p split | filecheck %s --check-prefix=FITS
-// RUN: aimcc opt %s -p split --set cluster.tcdm_kib=1 | filecheck %s --check-prefix=SPLIT
+// RUN: aimcc opt %s -p lower-cluster,split | filecheck %s --check-prefix=FITS
+// RUN: aimcc opt %s -p lower-cluster,split --set cluster.tcdm_kib=1 | filecheck %s --check-prefix=SPLIT
 
-// The placed LoRA layer: its digital work fits the arch's 128 KiB TCDM and is not split; with
+// The placed, lowered LoRA layer (bias not fused): its digital work fits the arch's 128 KiB TCDM and is not split; with
 // 1 KiB, the accumulation and the bias are spread over 2 clusters by output columns (the lora
 // kernel is not splittable).
 
@@ -19,7 +19,7 @@ builtin.module attributes {aimc.arch = {preset = "paper-512"}, aimc.target = "hy
     %y_5 = aimc.mvm %x, %y_4 : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
     %y_6 = aimc.program %val rows [8, 16] cols [8, 16] {tile_id = 3 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
     %y_7 = aimc.mvm %x, %y_6 : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
-    %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {layer = "proj"} : (tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>) -> tensor<1x16x16xf32>
+    %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {layer = "proj", cluster = 0 : i64} : (tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>) -> tensor<1x16x16xf32>
     %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<1x16x16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
     %y_10 = "digital.kernel"(%y_9, %proj_base_layer_bias) <{kind = "bias_add", params = {layer = "proj"}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
     func.return %y_10 : tensor<1x16x16xf32>
@@ -30,6 +30,6 @@ builtin.module attributes {aimc.arch = {preset = "paper-512"}, aimc.target = "hy
 
 // The --set is recorded with the arch: the output compiles as it was split.
 // SPLIT:      builtin.module attributes {aimc.arch = {preset = "paper-512", cluster.tcdm_kib = 1 : i64}, aimc.target = "hybrid", aimc.chips = "automatic"} {
-// SPLIT:      %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {split = 2 : i64, layer = "proj"} : (tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>) -> tensor<1x16x16xf32>
-// SPLIT-NEXT: %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<1x16x16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
-// SPLIT-NEXT: %y_10 = "digital.kernel"(%y_9, %proj_base_layer_bias) <{kind = "bias_add", params = {layer = "proj"}, cluster = 0 : i64}> {split = 2 : i64} : (tensor<1x16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
+// SPLIT:      %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {split = 2 : i64, layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<"accumulate", "f32", {M = 16 : i64, N = 8 : i64, P = 2 : i64}, {}, 2 : i64, "M", 1 : i64>}
+// SPLIT-NEXT: %y_9 = "cluster.call"(%x, %y_8, %val_1, %val_2) <{callee = "lora", {{.*}}, cluster = 0 : i64}>
+// SPLIT-NEXT: %y_10 = "cluster.call"(%y_9, %proj_base_layer_bias) <{callee = "bias_add", kernels = [#cluster.kernel<"bias_add", "f32", {M = 16 : i64, N = 16 : i64}, {}, 1 : i64, "M", 1 : i64>], reads = {{\[}}[0 : i64, 1 : i64]], params = {layer = "proj"}, cluster = 0 : i64, split = 2 : i64}>

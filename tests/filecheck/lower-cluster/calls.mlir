@@ -1,0 +1,48 @@
+// RUN: %weights %s %t.npz
+// RUN: aimcc opt %s --weights %t.npz -p lower-cluster | filecheck %s
+
+// Each digital.kernel becomes a cluster.call listing the RISC-V kernels that compute it, in
+// order, with the operands each reads: the LoRA as X.A then .B added in place; attention as
+// qk, the mask add, softmax and av (one head each, repeat: the heads); a residual ONNX Add as
+// the add kernel. The partial sums of a 2x2 grid of tiles get their kernel on the accumulate
+// (one per column of tiles: repeat 2). A reshape is a view (no kernel); an op no kernel
+// computes is a call without kernels that says why.
+
+builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
+  func.func @main(%x: tensor<1x16x16xf32> {onnx.name = "x"}, %mask: tensor<1x1x16x16xf32> {onnx.name = "mask"}) -> (tensor<1x16x16xf32> {onnx.name = "y"}) {
+    %val = graph.weight "val_0" : tensor<16x16xf32>
+    %val_1 = graph.weight "val_2" : tensor<16x4xf32>
+    %val_2 = graph.weight "val_3" : tensor<4x16xf32>
+    %shape = graph.weight "shape" : tensor<4xi64>
+    %shape2 = graph.weight "shape2" : tensor<3xi64>
+    %y = aimc.program %val rows [0 : i64, 8 : i64] cols [0 : i64, 8 : i64] {tile_id = 0 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
+    %y_1 = aimc.mvm %x, %y : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
+    %y_2 = aimc.program %val rows [0 : i64, 8 : i64] cols [8 : i64, 16 : i64] {tile_id = 1 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
+    %y_3 = aimc.mvm %x, %y_2 : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
+    %y_4 = aimc.program %val rows [8 : i64, 16 : i64] cols [0 : i64, 8 : i64] {tile_id = 2 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
+    %y_5 = aimc.mvm %x, %y_4 : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
+    %y_6 = aimc.program %val rows [8 : i64, 16 : i64] cols [8 : i64, 16 : i64] {tile_id = 3 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
+    %y_7 = aimc.mvm %x, %y_6 : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
+    %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2 : i64, 2 : i64] {layer = "proj", cluster = 0 : i64} : (tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>) -> tensor<1x16x16xf32>
+    %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<1x16x16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
+    %h = "digital.kernel"(%y_9, %shape) <{kind = "onnx.Reshape", params = {}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<4xi64>) -> tensor<1x2x16x8xf32>
+    %kt = "digital.kernel"(%h) <{kind = "onnx.Transpose", params = {perm = [0 : i64, 1 : i64, 3 : i64, 2 : i64]}, cluster = 0 : i64}> : (tensor<1x2x16x8xf32>) -> tensor<1x2x8x16xf32>
+    %a = "digital.kernel"(%h, %kt, %h, %mask) <{kind = "attention", params = {scale = 0.25 : f32}, cluster = 0 : i64}> : (tensor<1x2x16x8xf32>, tensor<1x2x8x16xf32>, tensor<1x2x16x8xf32>, tensor<1x1x16x16xf32>) -> tensor<1x2x16x8xf32>
+    %a_1 = "digital.kernel"(%a, %shape2) <{kind = "onnx.Reshape", params = {}, cluster = 0 : i64}> : (tensor<1x2x16x8xf32>, tensor<3xi64>) -> tensor<1x16x16xf32>
+    %g = "digital.kernel"(%a_1) <{kind = "gelu_erf", params = {}, cluster = 0 : i64}> : (tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
+    %r = "digital.kernel"(%g, %x) <{kind = "onnx.Add", params = {}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
+    %e = "digital.kernel"(%r) <{kind = "onnx.Relu", params = {}, cluster = 0 : i64}> : (tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
+    func.return %e : tensor<1x16x16xf32>
+  }
+}
+
+// CHECK:       %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2 : i64, 2 : i64] {layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<"accumulate", "f32", {M = 16 : i64, N = 8 : i64, P = 2 : i64}, {}, 2 : i64, "M", 1 : i64>}
+// CHECK-NEXT:  %y_9 = "cluster.call"(%x, %y_8, %val_1, %val_2) <{callee = "lora", kernels = [#cluster.kernel<"lora_xa", "f32", {K = 16 : i64, R = 4 : i64, T = 16 : i64}, {}, 1 : i64, "T", 1 : i64>, #cluster.kernel<"lora_b_add", "f32", {N = 16 : i64, R = 4 : i64, T = 16 : i64}, {scale = 2.000000e+00 : f64}, 1 : i64, "T", 1 : i64>], reads = {{\[}}[0 : i64, 2 : i64], [3 : i64, 1 : i64]], params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}>
+// CHECK-NEXT:  %h = "cluster.view"(%y_9, %shape) <{view = "Reshape", params = {}}>
+// CHECK-NEXT:  %kt = "cluster.view"(%h) <{view = "Transpose", params = {perm = [0 : i64, 1 : i64, 3 : i64, 2 : i64]}}>
+// CHECK-NEXT:  %a = "cluster.call"(%h, %kt, %h, %mask) <{callee = "attention", kernels = [#cluster.kernel<"qk", "f32", {D = 8 : i64, S = 16 : i64, S2 = 16 : i64}, {scale = 2.500000e-01 : f64}, 2 : i64, "S", 1 : i64>, #cluster.kernel<"add", "f32", {M = 16 : i64, N = 16 : i64}, {}, 2 : i64, "M", 1 : i64>, #cluster.kernel<"softmax", "f32", {M = 16 : i64, N = 16 : i64}, {}, 2 : i64, "M", 1 : i64>, #cluster.kernel<"av", "f32", {D = 8 : i64, S = 16 : i64, S2 = 16 : i64}, {}, 2 : i64, "S", 1 : i64>], reads = {{\[}}[0 : i64, 1 : i64], [3 : i64], [], [2 : i64]]
+// CHECK-NEXT:  %a_1 = "cluster.view"(%a, %shape2) <{view = "Reshape", params = {}}>
+// CHECK-NEXT:  %g = "cluster.call"(%a_1) <{callee = "gelu_erf", kernels = [#cluster.kernel<"gelu_erf", "f32", {N = 256 : i64}, {}, 1 : i64, "N", 16 : i64>], reads = {{\[}}[0 : i64]]
+// CHECK-NEXT:  %r = "cluster.call"(%g, %x) <{callee = "onnx.Add", kernels = [#cluster.kernel<"add", "f32", {M = 16 : i64, N = 16 : i64}, {}, 1 : i64, "M", 1 : i64>]
+// CHECK-NEXT:  %e = "cluster.call"(%r) <{callee = "onnx.Relu", kernels = [], reads = [], params = {}, cluster = 0 : i64, unsupported = "no RISC-V kernel for onnx.Relu"}>
+// CHECK-NOT:   digital.kernel
