@@ -232,6 +232,7 @@ def read_ir(path: Path, weights: WeightStore, text: str | None = None) -> Module
     ``opt --split-input-file``)."""
     if text is None and not path.is_file():
         raise AimccError(f"{path}: no such file")
+    module: ModuleOp | None = None
     try:
         text = path.read_text() if text is None else text
         module = Parser(make_context(weights), text, str(path)).parse_module()
@@ -239,7 +240,9 @@ def read_ir(path: Path, weights: WeightStore, text: str | None = None) -> Module
     except ParseError as exc:
         raise AimccError(f"{first_line(exc)}: {exc.msg}") from None
     except VerifyException as exc:
-        raise AimccError(f"{path}: IR does not verify: {verify_message(module, exc)}") from None
+        # an attribute's verifier can fail while parsing, before there is a module
+        why = verify_message(module, exc) if module else " ".join(str(exc).split())
+        raise AimccError(f"{path}: IR does not verify: {why}") from None
     except UnicodeDecodeError:
         raise AimccError(f"{path}: not textual IR (not UTF-8 text)") from None
     absorb_inline_weights(module, weights, str(path))

@@ -12,14 +12,14 @@ builtin.module attributes {aimc.target = "hybrid"} {
     %plain_bias = graph.weight "plain.bias" : tensor<16xf32>
     %val_1 = graph.weight "val_2" : tensor<16x4xf32>
     %val_2 = graph.weight "val_3" : tensor<4x16xf32>
-    %y = aimc.program %val rows [0 : i64, 16 : i64] cols [0 : i64, 16 : i64] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    %y = aimc.program %val rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
     %y_1 = aimc.mvm %x, %y : (tensor<1x16x16xf32>, !aimc.tile<16x16>) -> tensor<1x16x16xf32>
-    %y_8 = aimc.accumulate %y_1 grid [1 : i64, 1 : i64] {layer = "proj"} : (tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
+    %y_8 = aimc.accumulate %y_1 grid [1, 1] {layer = "proj"} : (tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
     %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}}> : (tensor<1x16x16xf32>, tensor<1x16x16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
     %y_10 = "digital.kernel"(%y_9, %proj_base_layer_bias) <{kind = "bias_add", params = {layer = "proj"}}> : (tensor<1x16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
-    %p = aimc.program %val rows [0 : i64, 16 : i64] cols [0 : i64, 16 : i64] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    %p = aimc.program %val rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
     %p_1 = aimc.mvm %y_10, %p : (tensor<1x16x16xf32>, !aimc.tile<16x16>) -> tensor<1x16x16xf32>
-    %p_2 = aimc.accumulate %p_1 grid [1 : i64, 1 : i64] {layer = "plain"} : (tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
+    %p_2 = aimc.accumulate %p_1 grid [1, 1] {layer = "plain"} : (tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
     %p_3 = "digital.kernel"(%p_2, %plain_bias) <{kind = "bias_add", params = {}}> : (tensor<1x16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
     %z = "digital.kernel"(%p_3, %b) <{kind = "bias_add", params = {}}> : (tensor<1x16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
     func.return %y_10, %z : tensor<1x16x16xf32>, tensor<1x16x16xf32>
@@ -28,10 +28,10 @@ builtin.module attributes {aimc.target = "hybrid"} {
 
 // CHECK-NOT:   graph.weight "proj.base_layer.bias"
 // CHECK-NOT:   graph.weight "plain.bias"
-// CHECK:       %[[ACC:.*]] = aimc.accumulate %{{.*}} grid [1 : i64, 1 : i64] {layer = "proj", bias = #graph.ref<"proj.base_layer.bias">}
+// CHECK:       %[[ACC:.*]] = aimc.accumulate %{{.*}} grid [1, 1] {layer = "proj", bias = #graph.ref<"proj.base_layer.bias">}
 // CHECK-NEXT:  %[[LORA:.*]] = "digital.kernel"(%x, %[[ACC]], %val_1, %val_2) <{kind = "lora"
 // CHECK-NEXT:  %p = aimc.program
 // CHECK-NEXT:  %p_1 = aimc.mvm %[[LORA]], %p
-// CHECK-NEXT:  %p_2 = aimc.accumulate %p_1 grid [1 : i64, 1 : i64] {layer = "plain", bias = #graph.ref<"plain.bias">}
+// CHECK-NEXT:  %p_2 = aimc.accumulate %p_1 grid [1, 1] {layer = "plain", bias = #graph.ref<"plain.bias">}
 // CHECK-NEXT:  %z = "digital.kernel"(%p_2, %b) <{kind = "bias_add", params = {}}>
 // CHECK-NEXT:  func.return %[[LORA]], %z

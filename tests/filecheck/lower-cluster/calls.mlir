@@ -15,15 +15,15 @@ builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
     %val_2 = graph.weight "val_3" : tensor<4x16xf32>
     %shape = graph.weight "shape" : tensor<4xi64>
     %shape2 = graph.weight "shape2" : tensor<3xi64>
-    %y = aimc.program %val rows [0 : i64, 8 : i64] cols [0 : i64, 8 : i64] {tile_id = 0 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
+    %y = aimc.program %val rows [0, 8] cols [0, 8] {tile_id = 0 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
     %y_1 = aimc.mvm %x, %y : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
-    %y_2 = aimc.program %val rows [0 : i64, 8 : i64] cols [8 : i64, 16 : i64] {tile_id = 1 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
+    %y_2 = aimc.program %val rows [0, 8] cols [8, 16] {tile_id = 1 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
     %y_3 = aimc.mvm %x, %y_2 : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
-    %y_4 = aimc.program %val rows [8 : i64, 16 : i64] cols [0 : i64, 8 : i64] {tile_id = 2 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
+    %y_4 = aimc.program %val rows [8, 16] cols [0, 8] {tile_id = 2 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
     %y_5 = aimc.mvm %x, %y_4 : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
-    %y_6 = aimc.program %val rows [8 : i64, 16 : i64] cols [8 : i64, 16 : i64] {tile_id = 3 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
+    %y_6 = aimc.program %val rows [8, 16] cols [8, 16] {tile_id = 3 : i64} : tensor<16x16xf32> -> !aimc.tile<8x8>
     %y_7 = aimc.mvm %x, %y_6 : (tensor<1x16x16xf32>, !aimc.tile<8x8>) -> tensor<1x16x8xf32>
-    %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2 : i64, 2 : i64] {layer = "proj", cluster = 0 : i64} : (tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>) -> tensor<1x16x16xf32>
+    %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {layer = "proj", cluster = 0 : i64} : (tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>) -> tensor<1x16x16xf32>
     %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<1x16x16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
     %h = "digital.kernel"(%y_9, %shape) <{kind = "onnx.Reshape", params = {}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<4xi64>) -> tensor<1x2x16x8xf32>
     %kt = "digital.kernel"(%h) <{kind = "onnx.Transpose", params = {perm = [0 : i64, 1 : i64, 3 : i64, 2 : i64]}, cluster = 0 : i64}> : (tensor<1x2x16x8xf32>) -> tensor<1x2x8x16xf32>
@@ -36,7 +36,7 @@ builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
   }
 }
 
-// CHECK:       %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2 : i64, 2 : i64] {layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<"accumulate", "f32", {M = 16 : i64, N = 8 : i64, P = 2 : i64}, {}, 2 : i64, "M", 1 : i64>}
+// CHECK:       %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<"accumulate", "f32", {M = 16 : i64, N = 8 : i64, P = 2 : i64}, {}, 2 : i64, "M", 1 : i64>}
 // CHECK-NEXT:  %y_9 = "cluster.call"(%x, %y_8, %val_1, %val_2) <{callee = "lora", kernels = [#cluster.kernel<"lora_xa", "f32", {K = 16 : i64, R = 4 : i64, T = 16 : i64}, {}, 1 : i64, "T", 1 : i64>, #cluster.kernel<"lora_b_add", "f32", {N = 16 : i64, R = 4 : i64, T = 16 : i64}, {scale = 2.000000e+00 : f64}, 1 : i64, "T", 1 : i64>], reads = {{\[}}[0 : i64, 2 : i64], [3 : i64, 1 : i64]], params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}>
 // CHECK-NEXT:  %h = "cluster.view"(%y_9, %shape) <{view = "Reshape", params = {}}>
 // CHECK-NEXT:  %kt = "cluster.view"(%h) <{view = "Transpose", params = {perm = [0 : i64, 1 : i64, 3 : i64, 2 : i64]}}>
