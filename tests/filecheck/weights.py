@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-WEIGHT = re.compile(r'graph\.weight "([^"]+)" : tensor<([0-9x]*?)x?(f16|f32|f64|i64|i32|i1)>$', re.M)
+WEIGHT = re.compile(
+    r'graph\.weight "([^"]+)" : tensor<([0-9x]*?)x?(f16|f32|f64|i64|i32|i1)>$', re.M
+)  # not the weights whose value is inline
 FIXED = re.compile(r"^// WEIGHT (\S+) = (\S+)$", re.M)
 DTYPES = {
     "f16": np.float16,
