@@ -6,15 +6,18 @@ share of the tokens, so the layer's analog time shrinks by the number of copies.
 the layer's tokens (the schedule's chunk size for the layer) runs on copy k mod copies; the
 copies' outputs go to the layer's own cluster, which runs the rest of the layer as before.
 
-The choice is the cost model's, greedy: simulate the pipeline (the schedule search's strategy
-and chunk sizes for the unreplicated model), find the analog layer with the most time on a
+The choice is the cost model's: simulate the pipeline (the schedule search's strategy and
+chunk sizes for the unreplicated model); first balance it as PIMCOMP does (each layer on the
+critical chain gets copies in proportion to its analog work, m for the slowest, m = 2, 3, ...
+while the latency falls), then greedily: find the analog layer with the most time on a
 critical chain of the timeline, give it one more copy (a run of free tiles, on its own chip
 if it has room), and keep the copy when the latency falls. Copies that do not help at once
 are kept tentatively for a few more steps (two projections feeding one attention only help
 together), then dropped and the first of them not tried again. It stops when no tile is
 free, no layer is left to try, or after SEARCH_BUDGET simulated tasks (compile time on big
-models). Layers not chunked over the tokens (they run once), layers spanning chips, and the
-``serial`` strategy (one task at a time) gain nothing and are left alone.
+models: one whose timeline alone exceeds the budget is left as it is). Layers not chunked over
+the tokens (they run once), layers spanning chips, and the ``serial`` strategy (one task at a
+time) gain nothing and are left alone.
 
 The decision is the attribute ``replicas`` on the ``aimc.accumulate`` (schedule.REPLICAS_ATTR:
 the first tile of each copy); the schedule, the backend (the binary's analog instruction
@@ -42,7 +45,7 @@ from aimcc.passes.schedule import PIPELINES, REPLICAS_ATTR, replica_firsts, stag
 
 UNREPLICATED_ATTR = "aimc.unreplicated_ns"
 # Tasks the search may simulate (~5 us of Python each): bounds compile time on big models
-SEARCH_BUDGET = 100_000
+SEARCH_BUDGET = 60_000
 GAIN = 1e-3  # a copy is kept when it cuts the latency by more than this fraction
 LOOKAHEAD = 1  # copies kept tentatively without a gain before they are dropped
 MISSES = 2  # copies dropped before the greedy step gives up
@@ -114,8 +117,8 @@ class ReplicatePass(ModulePass):
             clusters_per_tile=self.clusters_per_tile,
         )
         ctx.searched = (stages, tokens, self.pipeline, self.clusters_per_tile, found)
-        if found.strategy == "serial":
-            return
+        if found.strategy == "serial" or 3 * 2 * len(found.slots) > SEARCH_BUDGET:
+            return  # nothing to gain, or not two steps within the budget (big models)
         search = _Search(stages, tokens, arch, found.strategy, self.clusters_per_tile,
                          found.chunk_per_layer)  # fmt: skip
         best = search.run(eligible, free, limit, {n: len(o.partials) for n, o in owners.items()})

@@ -140,12 +140,14 @@ class AnalogLayer:
         x: torch.Tensor,
         spec: NoiseSpec,
         run_key: int,
-        bias: torch.Tensor | None = None,
+        bias: torch.Tensor | None,
+        arch: Arch,
     ) -> torch.Tensor:
-        """x[..., K] -> y[..., N] through the tiles (each PCM copy on its chunks)."""
+        """x[..., K] -> y[..., N] through the tiles (each PCM copy on its chunks), with the
+        periphery of ``arch`` (the executable's: a sweep may change it)."""
         if spec.model != "pcm" or self.copies == 1:
             noise = keyed_generator((run_key,), *self.key()) if spec.model == "pcm" else None
-            return analog_matmul(x, self.tiles, self.arch, spec, noise, bias)
+            return analog_matmul(x, self.tiles, arch, spec, noise, bias)
         rows = x.reshape(-1, x.shape[-1])
         owner = torch.arange(rows.shape[0]) // self.chunk % self.copies
         y = torch.empty((rows.shape[0], self.weight.shape[1]), dtype=x.dtype)
@@ -153,9 +155,7 @@ class AnalogLayer:
             mine = (owner == copy).nonzero().squeeze(1)
             if len(mine):
                 noise = keyed_generator((run_key,), *self.key(copy))
-                y[mine] = analog_matmul(
-                    rows[mine], self.tiles_of(copy), self.arch, spec, noise, bias
-                )
+                y[mine] = analog_matmul(rows[mine], self.tiles_of(copy), arch, spec, noise, bias)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
@@ -563,7 +563,7 @@ class Executable:
 
         def step(env: list[Any]) -> None:
             spec = self.spec if layer.noisy else IDEAL
-            env[out] = layer.matmul(env[x], spec, self._run_key, bias)
+            env[out] = layer.matmul(env[x], spec, self._run_key, bias, self.arch)
             if self.stream and spec.model == "ideal":
                 layer.release()  # ideal tiles are views of the weight: read again next run
 
