@@ -285,7 +285,7 @@ def ir_stage(module: ModuleOp) -> str:
         return "partition"
     if any(
         (isinstance(op, ProgramOp) and op.tile_id is None)
-        or (isinstance(op, KernelOp) and op.cluster is None)
+        or (isinstance(op, KernelOp | AccumulateOp) and op.cluster is None)
         for op in module.walk()
     ):
         return "tile"

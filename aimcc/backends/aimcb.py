@@ -201,7 +201,7 @@ def kernel_json(kernel: KernelAttr) -> dict[str, Any]:
     return {
         "kind": kernel.kind.data,
         "dtype": kernel.dtype.data,
-        "dims": kernel.dim_map,
+        "dims": dict(kernel.dim_map),
         "attrs": kernel.attr_map,
         "repeat": kernel.repeat.value.data,
         "along": kernel.along.data,

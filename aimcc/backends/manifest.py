@@ -123,7 +123,7 @@ def _riscv_entry(comp: Compilation, op: Operation, emitted: EmitStats | None) ->
             "signature": kernel.symbol,
             "kind": piece.kind.data,
             "dtype": piece.dtype.data,
-            "dims": piece.dim_map,
+            "dims": dict(piece.dim_map),
             "attrs": piece.attr_map,
             "args": [{"name": n, "dtype": dt, "shape": list(s)} for n, dt, s in piece.args()],
             "repeat": repeat,

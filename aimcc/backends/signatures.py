@@ -6,6 +6,7 @@ Plain Python, no xDSL: every compile plans its kernels for the manifest from the
 
 import math as pymath
 from dataclasses import dataclass
+from functools import cache
 
 from aimcc.errors import AimccError
 
@@ -103,6 +104,7 @@ class KernelSignature:
         return dict(self.attrs)[name]
 
 
+@cache  # signatures are immutable; the IR verifier and the schedule ask again and again
 def check_signature(sig: KernelSignature) -> None:
     if sig.kind not in _KIND_PARAMS:
         raise AimccError(f"riscv backend: unknown kernel kind {sig.kind!r} (have {KERNEL_KINDS})")
@@ -131,6 +133,7 @@ def check_signature(sig: KernelSignature) -> None:
         )
 
 
+@cache
 def kernel_args(sig: KernelSignature) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
     """(name, dtype, shape) of each argument in calling order; outputs come last."""
     check_signature(sig)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cache
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -125,23 +126,20 @@ class KernelAttr(ParametrizedAttribute):
             raise VerifyException(f"cluster.kernel: no dim '{along}' of {unit}-element tokens")
 
     # --- what the kernel is -------------------------------------------------------------
+    # Derived views, computed once per attribute value (attributes are immutable; the
+    # schedule's search and the verifier ask again and again).
     @property
     def dim_map(self) -> dict[str, int]:
-        return {k: v.value.data for k, v in self.dims.data.items()}  # type: ignore[union-attr]
+        return dict(self.signature.dims)
 
     @property
     def attr_map(self) -> dict[str, float]:
-        return {k: v.value.data for k, v in self.attrs.data.items()}  # type: ignore[union-attr]
+        return dict(self.signature.attrs)
 
     @property
     def signature(self) -> KernelSignature:
         """The RISC-V function this kernel calls (all its tokens at once)."""
-        return KernelSignature(
-            self.kind.data,
-            tuple(sorted(self.dim_map.items())),
-            tuple(sorted(self.attr_map.items())),
-            self.dtype.data,
-        )
+        return _signature(self)
 
     @property
     def symbol(self) -> str:
@@ -198,7 +196,7 @@ class KernelAttr(ParametrizedAttribute):
             return self
         if not self.column_splittable:
             raise AimccError(f"cluster.kernel {self.symbol}: no column split")
-        dims, unit, repeat = self.dim_map, self.unit.value.data, self.repeat.value.data
+        dims, unit, repeat = dict(self.dim_map), self.unit.value.data, self.repeat.value.data
         if self.along.data == "N":
             unit = -(-unit // parts)
             dims["N"] = self.tokens * unit
@@ -244,6 +242,18 @@ class KernelAttr(ParametrizedAttribute):
         kind, dims = self.stage(per=self.tokens)
         return cluster_cycles(Stage(self.symbol, kind, {**dims, "T": tokens}, (), "cluster"),
                               tokens, arch)  # type: ignore[arg-type]  # fmt: skip
+
+
+@cache
+def _signature(kernel: KernelAttr) -> KernelSignature:
+    dims = {k: v.value.data for k, v in kernel.dims.data.items()}  # type: ignore[union-attr]
+    attrs = {k: v.value.data for k, v in kernel.attrs.data.items()}  # type: ignore[union-attr]
+    return KernelSignature(
+        kernel.kind.data,
+        tuple(sorted(dims.items())),
+        tuple(sorted(attrs.items())),
+        kernel.dtype.data,
+    )
 
 
 def _ints(values: Sequence[int]) -> ArrayAttr[IntegerAttr]:

@@ -1,8 +1,8 @@
 """fuse-bias: fold a linear layer's bias into its analog tiles' post-processing.
 
 The tiles' periphery already applies a digital affine scale to every column after the ADC
-(docs/REFERENCES.md "DAC on inputs, ADC on outputs"); adding one constant per column there
-costs no extra pass over the output. So a ``bias_add`` of a constant bias on an analog layer's
+(docs/REFERENCES.md "Analog tile", the DAC and ADC row); adding one constant per column
+there costs no extra pass over the output. So a ``bias_add`` of a constant bias on an analog layer's
 result, directly or after its LoRA (``lora`` is ``y + s * x A B``, linear in ``y``), is removed
 and recorded on the ``aimc.accumulate`` as ``bias`` (a reference to the weight). The schedule,
 the manifest, the RISC-V backend and the runtime all follow: no cluster stage, no kernel
