@@ -49,9 +49,7 @@ def test_small_weights_print_inline_and_read_back_exactly(model: str) -> None:
     small = {  # weights an op holds (a fused bias is a reference on its layer, not an op)
         k
         for k, v in comp.ctx.weights.items()
-        if k in named
-        and v.nbytes <= INLINE_BYTES
-        and (v.dtype.kind != "f" or np.isfinite(v).all())
+        if k in named and v.nbytes <= INLINE_BYTES and (v.dtype.kind != "f" or np.isfinite(v).all())
     }
     assert inline and inline == small  # all small weights but those with a NaN or infinity
     for key in store:
