@@ -78,7 +78,7 @@ def trained(path: Path, exe, data, config: TrainConfig, init=None):
     return result.adapter, path
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", type=int, default=1024, help="training sentences (subset)")
     p.add_argument("--dev", type=int, default=0, help="dev sentences (0: all 872)")
@@ -103,7 +103,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="processes running PCM trials side by side")
     p.add_argument("--out", type=Path, default=example.DEFAULT_OUT / "bench")
-    opts = p.parse_args(argv)
+    return p
+
+
+def settings(opts: argparse.Namespace) -> tuple[str, dict]:
+    """The tag naming the cached adapters of these options, and the TrainConfig fields of (a)
+    (bench/ahwa_recipes.py starts from the same (a))."""
+    tag = f"s{opts.seq}_n{opts.train}_e{opts.epochs:g}_{opts.adapt_epochs:g}"
+    tag += f"_lr{opts.lr:g}_{opts.lora_lr:g}_w{opts.warmup:g}_seed{opts.seed}"
+    common = dict(
+        epochs=opts.epochs,
+        lr=opts.lr,
+        lora_lr=opts.lora_lr,
+        warmup=opts.warmup,
+        seed=opts.seed,
+        output=POOLED,
+    )
+    return tag, common
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parser().parse_args(argv)
     torch.manual_seed(opts.seed)
     command = "python bench/ahwa_lora.py " + " ".join(argv if argv is not None else sys.argv[1:])
     log(f"{command}; torch threads {torch.get_num_threads()}")
@@ -113,17 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     train_data = load_data(SST2 / "train.tsv", exe, tok, opts.train, opts.seed)
     dev = load_data(SST2 / "dev.tsv", exe, tok, opts.dev or None, opts.seed)
     log(f"{binary.name}: train subset {len(train_data)}, dev {len(dev)}")
-    tag = f"s{opts.seq}_n{opts.train}_e{opts.epochs:g}_{opts.adapt_epochs:g}"
-    tag += f"_lr{opts.lr:g}_{opts.lora_lr:g}_w{opts.warmup:g}_seed{opts.seed}"
+    tag, common = settings(opts)
     adapters = opts.out / "adapters"
-    common = dict(
-        epochs=opts.epochs,
-        lr=opts.lr,
-        lora_lr=opts.lora_lr,
-        warmup=opts.warmup,
-        seed=opts.seed,
-        output=POOLED,
-    )
     a, a_path = trained(
         adapters / f"a_digital_{tag}", exe, train_data, TrainConfig(analog=False, **common)
     )

@@ -51,21 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown recipe '{unknown[0]}': use {', '.join(RECIPES)}")
     times = [(label, bench.parse_time(label)) for label in opts.times.split(",")]
-    _, binary = bench.example.build(bench.example.DEFAULT_OUT, 32, 48)
+    defaults = bench.parser().parse_args([])  # (a) as the bench trains and caches it
+    tag, common = bench.settings(defaults)
+    _, binary = bench.example.build(bench.example.DEFAULT_OUT, defaults.batch, defaults.seq)
     exe = load(binary)
     tok = bench.example.tokenizer_dir()
-    data = {1024: load_data(bench.SST2 / "train.tsv", exe, tok, 1024, 0)}
-    dev = load_data(bench.SST2 / "dev.tsv", exe, tok, None, 0)
-    # (a): the bench's defaults and cache
-    tag = "s48_n1024_e2_0.5_lr0.01_0.0005_w0.1_seed0"
-    common = dict(epochs=2.0, lr=1e-2, lora_lr=5e-4, warmup=0.1, seed=0, output=bench.POOLED)
-    path = bench.example.DEFAULT_OUT / "bench" / "adapters" / f"a_digital_{tag}"
-    a, _ = bench.trained(path, exe, data[1024], TrainConfig(analog=False, **common))
+    n = defaults.train
+    data = {n: load_data(bench.SST2 / "train.tsv", exe, tok, n, defaults.seed)}
+    dev = load_data(bench.SST2 / "dev.tsv", exe, tok, None, defaults.seed)
+    path = defaults.out / "adapters" / f"a_digital_{tag}"
+    a, _ = bench.trained(path, exe, data[n], TrainConfig(analog=False, **common))
     adapters = {"b": a}
     for name in names:
         n, fields = RECIPES[name]
         if n not in data:
-            data[n] = load_data(bench.SST2 / "train.tsv", exe, tok, n, 0)
+            data[n] = load_data(bench.SST2 / "train.tsv", exe, tok, n, defaults.seed)
         config = TrainConfig(**{**common, **fields})
         adapters[name], _ = bench.trained(opts.out / name, exe, data[n], config, init=a)
     exe.set_noise(NoiseSpec("ideal"))

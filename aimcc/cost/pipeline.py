@@ -142,13 +142,7 @@ def replay(
     chunk_per_layer: dict[int, int],
 ) -> Schedule:
     """The timeline of a decision already made (e.g. recorded in the IR): one simulation."""
-    if strategy not in STRATEGIES:
-        raise AimccError(f"recorded schedule strategy '{strategy}' unknown")
-    layers = _check(stages, arch, clusters_per_tile)
-    missing = sorted(set(layers.values()) - set(chunk_per_layer))
-    if missing:
-        raise AimccError(f"recorded schedule has no chunk size for layer {missing[0]}")
-    sim = _Simulator(stages, layers, tokens, arch, clusters_per_tile)
+    sim = _decided(stages, tokens, arch, strategy, clusters_per_tile, chunk_per_layer)
     return sim.result(strategy, chunk_per_layer)
 
 
@@ -163,12 +157,30 @@ def critical(
 ) -> tuple[float, dict[str, float], int]:
     """One simulation of a decision (as :func:`replay`, without the report): its makespan,
     each stage's time on a critical chain of the timeline, and the tasks simulated."""
-    layers = _check(stages, arch, clusters_per_tile)
-    sim = _Simulator(stages, layers, tokens, arch, clusters_per_tile)
+    sim = _decided(stages, tokens, arch, strategy, clusters_per_tile, chunk_per_layer)
     on_chain = sim.critical_ns(strategy, chunk_per_layer)
     makespan = sim.makespan(strategy, chunk_per_layer)
     named = {s.name: ns for s, ns in zip(stages, on_chain, strict=True)}
     return makespan, named, sim.tasks_handled
+
+
+def _decided(
+    stages: Sequence[Stage],
+    tokens: int,
+    arch: Arch,
+    strategy: str,
+    clusters_per_tile: int,
+    chunk_per_layer: dict[int, int],
+) -> _Simulator:
+    """The simulator of a decision made elsewhere, checked: a known strategy and a chunk size
+    for every layer."""
+    if strategy not in STRATEGIES:
+        raise AimccError(f"recorded schedule strategy '{strategy}' unknown")
+    layers = _check(stages, arch, clusters_per_tile)
+    missing = sorted(set(layers.values()) - set(chunk_per_layer))
+    if missing:
+        raise AimccError(f"recorded schedule has no chunk size for layer {missing[0]}")
+    return _Simulator(stages, layers, tokens, arch, clusters_per_tile)
 
 
 def _check(stages: Sequence[Stage], arch: Arch, lanes: int) -> dict[str, int]:
