@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import mmap
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -59,3 +62,99 @@ def write_text(path: str | Path, text: str) -> None:
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_write(path) as f:
         np.savez(f, **arrays)
+
+
+DIRECT_MIN_BYTES = 256 << 20  # below this, buffered writes are as fast and simpler
+
+
+class StreamWriter:
+    """Writes ``(offset, bytes)`` regions in increasing offset order into an open file, the
+    gaps as zeros. Large files go through direct I/O (``O_DIRECT``) from a page-aligned
+    staging buffer: a compiled model's weights are GBs written once, and buffered writes of
+    that much cost 3-4x the device time here (page-cache reclaim and dirty throttling, all
+    system time; bench/scale.py measured 10.9 s against 3.6 s for 4.4 GB); the file's pages
+    are then not cached twice beside the model's own. Falls back to buffered writes where
+    the file system refuses direct I/O (tmpfs)."""
+
+    STAGE = 16 << 20
+
+    def __init__(self, f: IO[bytes], size: int):
+        self._f, self._pos, self._fd = f, 0, -1
+        if size >= DIRECT_MIN_BYTES and hasattr(os, "O_DIRECT"):
+            f.flush()
+            fd = f.fileno()
+            self._flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFL, self._flags | os.O_DIRECT)
+                self._fd = fd
+            except OSError:
+                pass
+        if self._fd >= 0:
+            # Two page-aligned stages (as O_DIRECT needs): one fills while a thread writes the
+            # other (pwrite releases the GIL), so copying overlaps the device's time.
+            self._stages = [mmap.mmap(-1, self.STAGE) for _ in range(2)]
+            self._stage = self._stages[0]
+            self._base = self._filled = 0  # the stage holds the file's bytes from _base
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="aimcc-write")
+            self._pending: Future[None] | None = None
+
+    def write(self, offset: int, data: memoryview | bytes) -> None:
+        if offset < self._pos:
+            raise ValueError("StreamWriter: regions must come in increasing offset order")
+        data = memoryview(data).cast("B")
+        if self._fd < 0:
+            self._f.seek(offset)
+            self._f.write(data)
+        else:
+            self._stage_bytes(None, offset - self._pos)  # the gap: zeros
+            self._stage_bytes(data, len(data))
+        self._pos = offset + len(data)
+
+    def _stage_bytes(self, data: memoryview | None, n: int) -> None:
+        """Copy ``n`` bytes of ``data`` (None: zeros) into the stage, flushing it when full."""
+        done = 0
+        while done < n:
+            take = min(self.STAGE - self._filled, n - done)
+            end = self._filled + take
+            if data is None:
+                self._stage[self._filled : end] = bytes(take)
+            else:
+                self._stage[self._filled : end] = data[done : done + take]
+            self._filled, done = end, done + take
+            if self._filled == self.STAGE:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Hand the stage to the writing thread (to be written at ``_base``, padded with zeros
+        to whole pages: only the last flush pads, :meth:`close` truncates it away) and fill
+        the other stage once its own write is done."""
+        length = -(-self._filled // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._stage[self._filled : length] = bytes(length - self._filled)
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._pool.submit(_pwrite_all, self._fd, self._stage, length, self._base)
+        self._stage = self._stages[self._stage is self._stages[0]]
+        self._base += self._filled
+        self._filled = 0
+
+    def close(self, size: int) -> None:
+        """Flush and make the file ``size`` bytes long (zeros after the last region)."""
+        if self._fd >= 0:
+            if self._filled:
+                self._flush()
+            if self._pending is not None:
+                self._pending.result()
+            self._pool.shutdown()
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)  # buffered again, for the header
+            for stage in self._stages:
+                stage.close()
+            self._fd = -1
+        self._f.truncate(size)
+
+
+def _pwrite_all(fd: int, buffer: mmap.mmap, length: int, offset: int) -> None:
+    with memoryview(buffer) as whole:
+        view = whole[:length]
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written

@@ -4,6 +4,7 @@ the source tree, and the README's Python snippet running as written."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import corpus_cache
+import numpy as np
 import pytest
 from conftest import (
     ROOT,
@@ -23,7 +25,8 @@ from conftest import (
     tree_state,
 )
 
-from aimcc.atomic import current_umask, write_text
+from aimcc import atomic
+from aimcc.atomic import atomic_write, current_umask, write_text
 from aimcc.backends.aimcb import manifest_path, write_binary
 from aimcc.cli import main
 from aimcc.compiler import compile_model
@@ -77,6 +80,47 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path: Path) -> N
     with pytest.raises(TypeError):
         write_text(path, 1)  # type: ignore[arg-type]
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_stream_writer_writes_regions_and_zero_gaps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """Direct I/O (stages of a few pages, so several flushes and a padded last one) and
+    buffered writes give the same file: the regions at their offsets, zeros between."""
+    monkeypatch.setattr(atomic, "DIRECT_MIN_BYTES", 0 if direct else 1 << 62)
+    monkeypatch.setattr(atomic.StreamWriter, "STAGE", 3 * mmap.PAGESIZE)
+    rng = np.random.default_rng(0)
+    regions = [(100, rng.bytes(5000)), (5100, rng.bytes(1)), (20000, rng.bytes(3 * 4096 + 7))]
+    size = 40_000
+    expected = bytearray(size)
+    for offset, data in regions:
+        expected[offset : offset + len(data)] = data
+    with atomic_write(tmp_path / "f.bin") as f:
+        stream = atomic.StreamWriter(f, size)
+        for offset, data in regions:
+            stream.write(offset, data)
+        stream.close(size)
+        f.seek(0)
+        f.write(b"head")  # after close: buffered writes work again (the binary's header)
+    expected[:4] = b"head"
+    assert (tmp_path / "f.bin").read_bytes() == bytes(expected)
+    bad = tmp_path / "g.bin"
+    with pytest.raises(ValueError, match="increasing offset"), atomic_write(bad) as f:
+        stream = atomic.StreamWriter(f, size)
+        stream.write(10, b"ab")
+        stream.write(5, b"cd")
+    assert not bad.exists()
+
+
+def test_binary_through_direct_io_is_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    comp = compile_model(model_path("lora_layer_128"))
+    write_binary(comp, tmp_path / "buffered.aimcb", manifest=False)
+    monkeypatch.setattr(atomic, "DIRECT_MIN_BYTES", 0)
+    write_binary(comp, tmp_path / "direct.aimcb", manifest=False)
+    assert (tmp_path / "direct.aimcb").read_bytes() == (tmp_path / "buffered.aimcb").read_bytes()
 
 
 def _git(root: Path, *args: str) -> None:

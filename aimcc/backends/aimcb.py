@@ -33,7 +33,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, SSAValue
 
-from aimcc.atomic import atomic_write, write_text
+from aimcc.atomic import StreamWriter, atomic_write, write_text
 from aimcc.errors import AimccError
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
 from aimcc.ir.cluster import CallOp, KernelAttr, ViewOp
@@ -299,11 +299,11 @@ def write_binary(
             else pool.submit(tensor_digest, array)
             for key, array in arrays.items()
         }
+        stream = StreamWriter(f, size)
         for key, array in arrays.items():
-            f.seek(data_start + table[key]["offset"])
-            f.write(array.view(np.uint8).data)
+            stream.write(data_start + table[key]["offset"], array.view(np.uint8).data)
             release(array)  # pages of a mapped model file: read again only if used again
-        f.truncate(size)  # the gaps and the tail read as zeros
+        stream.close(size)  # the gaps and the tail read as zeros
         for key, digest in digests.items():
             table[key]["sha256"] = digest.result()
         header = _header(program, table)
