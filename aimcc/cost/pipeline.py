@@ -27,10 +27,12 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from aimcc.arch import Arch
 from aimcc.cost.model import (
@@ -800,6 +802,13 @@ def _chain_bound(g: _Graph) -> float:
     after those tasks (tail). Heads are refined at joins (more than two inputs: keys,
     values, whole sequences) with the same bound over the join's ancestors, which captures
     attention waiting for every key and then running all queries on one cluster.
+
+    A join's bound covers only its ancestors that are not an earlier join's (a window: the
+    layer since the last attention, not the whole model before it). Any subset of the
+    ancestors, with chains to the join found inside it (never longer than the true ones),
+    still bounds the join's start; the earlier layers' work starts before the window's and
+    rarely sets the maximum (on the 1.1B Llama the bound moved by 0.006 %), and the whole
+    bound costs a layer per join instead of the model (4.0 s -> 1.7 s there).
     """
     n, dur, preds = len(g.dur), g.dur, g.preds
     head = [0.0] * n
@@ -811,7 +820,10 @@ def _chain_bound(g: _Graph) -> float:
             shared[g.stage[t]] = shared.get(g.stage[t], set(preds[t])) & set(preds[t])
     refined: dict[int, float] = {}
     by_ancestors: dict[int, float] = {}
-    transfers = sum(1 << t for t in range(n) if g.dest[t] >= 0)
+    transfers = int.from_bytes(
+        np.packbits(np.asarray(g.dest) >= 0, bitorder="little").tobytes(), "little"
+    )
+    before = 0  # the ancestors of the last join bounded
     for t in range(n):
         start, members = 0.0, 0
         for p in preds[t]:
@@ -833,17 +845,20 @@ def _chain_bound(g: _Graph) -> float:
                     refined[stage] = by_ancestors[key]
                     head[t] = max(start, refined[stage])
                     continue
-                bits = bin(common)[:1:-1]  # bit i is task i
+                bits = bin(common & ~before)[:1:-1]  # the window; bit i is task i
+                before = common
                 chosen = [a for a, bit in enumerate(bits) if bit == "1"]
-                # Each ancestor's shortest way on to the join: the longest chain from its end.
-                to_join = [0.0] * n
+                # Each ancestor's shortest way on to the join: the longest chain from its end
+                # (inside the window: a task outside it ends no chain, so 0 is its way on).
+                to_join: dict[int, float] = {}
                 for a in reversed(chosen):
-                    reach = dur[a] + to_join[a]
+                    reach = dur[a] + to_join.get(a, 0.0)
                     for p in preds[a]:
-                        if reach > to_join[p]:
+                        if reach > to_join.get(p, 0.0):
                             to_join[p] = reach
                 work = [a for a in chosen if g.dest[a] < 0]
-                refined[stage] = by_ancestors[key] = _one_machine(g, head, work, to_join)
+                tails = [to_join.get(a, 0.0) for a in work]
+                refined[stage] = by_ancestors[key] = _one_machine(g, head, work, tails)
             start = max(start, refined[stage])
         head[t] = start
     tail = [0.0] * n  # the longest chain after a task, with unlimited units
@@ -856,8 +871,11 @@ def _chain_bound(g: _Graph) -> float:
     return max(path, _one_machine(g, head, range(n), tail))
 
 
-def _one_machine(g: _Graph, head: list[float], tasks: Iterable[int], tail: list[float]) -> float:
-    """max over units and r of r + work with head >= r (+ the shortest tail among them).
+def _one_machine(
+    g: _Graph, head: list[float], tasks: Sequence[int], tail: Sequence[float]
+) -> float:
+    """max over units and r of r + work with head >= r (+ the shortest tail among them);
+    ``tail[i]`` is ``tasks[i]``'s.
 
     One pass over the tasks in falling head order (ties: task order), with each unit's
     running work and shortest tail.
@@ -865,11 +883,13 @@ def _one_machine(g: _Graph, head: list[float], tasks: Iterable[int], tail: list[
     units = max(g.unit, default=-1) + 1
     work, shortest = [0.0] * units, [math.inf] * units
     bound = 0.0
-    for t in sorted(tasks, key=head.__getitem__, reverse=True):
+    order = sorted(range(len(tasks)), key=lambda i: head[tasks[i]], reverse=True)
+    for i in order:
+        t = tasks[i]
         u = g.unit[t]
         work[u] += g.dur[t]
-        if tail[t] < shortest[u]:
-            shortest[u] = tail[t]
+        if tail[i] < shortest[u]:
+            shortest[u] = tail[i]
         end = head[t] + work[u] + shortest[u]
         if end > bound:
             bound = end
