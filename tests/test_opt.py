@@ -127,13 +127,20 @@ def test_compile_refuses_pipelines_it_cannot_honour(
 
 
 def test_a_pass_that_breaks_the_ir_is_named() -> None:
-    """compile and opt verify after every pass through the same runner."""
+    """opt verifies after every pass; compile (the same runner) by default after the last."""
     from dataclasses import dataclass
 
     from xdsl.dialects.builtin import StringAttr
     from xdsl.passes import ModulePass
 
     from aimcc.compiler import run_passes
+
+    @dataclass(frozen=True)
+    class Nothing(ModulePass):
+        name = "nothing"
+
+        def apply(self, ctx: object, op: object) -> None:
+            pass
 
     @dataclass(frozen=True)
     class Breaks(ModulePass):
@@ -146,6 +153,15 @@ def test_a_pass_that_breaks_the_ir_is_named() -> None:
     comp = compile_model(model_path("lora_layer_128"), "hybrid")
     with pytest.raises(AimccError, match="IR after 'breaks' does not verify"):
         run_passes(comp.module, comp.ctx, [Breaks()])
+    # compile's default verifies once, after the last pass: the error lists the unverified
+    # passes and points at --verify-each
+    comp = compile_model(model_path("lora_layer_128"), "hybrid")
+    with pytest.raises(AimccError) as caught:
+        run_passes(comp.module, comp.ctx, [Breaks(), Nothing()], verify_each=False)
+    assert str(caught.value).startswith(
+        "IR after 'nothing' (verified once after breaks, nothing; --verify-each names the pass)"
+        " does not verify"
+    )
 
 
 def test_a_filecheck_file_is_a_complete_test_case(tmp_path: Path) -> None:

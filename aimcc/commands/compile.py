@@ -68,6 +68,12 @@ def parser() -> argparse.ArgumentParser:
         "--print-ir-after-all", action="store_true", help="print the IR after every stage"
     )
     p.add_argument(
+        "--verify-each",
+        action="store_true",
+        help="verify the IR after every pass, as 'opt' does (default: the imported IR and "
+        "the final IR; a pass that breaks the IR is then not named)",
+    )
+    p.add_argument(
         "--print-ir-after",
         action="append",
         default=[],
@@ -304,6 +310,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             heads,
             passes,
             replicate,
+            opts.verify_each,
         )
     else:
         comp = compile_model(
@@ -318,6 +325,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             heads,
             passes,
             replicate,
+            opts.verify_each,
         )
     if opts.compare and comp.target != "hybrid":
         raise AimccError(
