@@ -311,16 +311,17 @@ class _StageBuilder:
             if acc.kernel is None or acc.cluster is None:
                 raise AimccError("schedule: partial sums without a kernel (run 'lower-cluster')")
             parts, first = column_split(acc), acc.cluster.value.data
+            part = acc.kernel.column_part(parts)  # every part's (the largest) kernel
             sums = []
             for j in range(parts):
-                kind, dims = self.kernel_stage(acc.kernel.column_part(parts))
+                kind, dims = self.kernel_stage(part)
                 if parts > 1:
                     dims["parts"] = parts
                 unit = f"cluster:{(first + j) % self.arch.system_clusters}"
                 hint_j = f"{hint}.acc" if j == 0 else f"{hint}.acc/{j}"
                 sums.append(self.add(hint_j, kind, dims, names, unit))
                 self.owner[sums[-1]] = acc
-                self.kernel_of[sums[-1]] = acc.kernel.column_part(parts)
+                self.kernel_of[sums[-1]] = part
             names = tuple(sums)
             if len(names) > 1:
                 self.parts[acc.result] = len(names)

@@ -13,6 +13,7 @@ decision. Along tokens, the schedule's chunk size is the split (it follows the T
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
@@ -45,7 +46,6 @@ class SplitPass(ModulePass):
         # Split until a chunk of one row per core fits (a smaller chunk idles cores); refuse
         # only when even one token does not fit and nothing splits further.
         rows = arch.cluster.compute_cores
-        done: set[str] = set()
         builder = stage_builder(op, arch)
         if builder is None:
             return
@@ -55,6 +55,7 @@ class SplitPass(ModulePass):
         by_op: dict[Operation, list[Stage]] = {}
         for stage in builder.stages:
             by_op.setdefault(builder.owner[stage.name], []).append(stage)
+        position = {o: i for i, o in enumerate(by_op)}
         verdicts: dict[tuple[object, ...], tuple[int, str]] = {}
 
         def overflow(stages: list[Stage], t: int | None) -> tuple[int, str]:
@@ -63,35 +64,80 @@ class SplitPass(ModulePass):
                 verdicts[key] = cluster_overflow(stages, tokens, arch, *(() if t is None else (t,)))
             return verdicts[key]
 
-        while True:
-            by_unit: dict[str, list[Stage]] = defaultdict(list)
-            owner: dict[str, Operation] = {}
-            for o, stages in by_op.items():
-                for s in stages:
-                    owner[s.name] = o
-                    if s.kind != ANALOG:
-                        by_unit[s.unit.partition(".")[0]].append(s)
-            failing = next(
-                (
-                    (unit, stages)
-                    for unit, stages in by_unit.items()
-                    if unit not in done and overflow(stages, rows)[0]
-                ),
-                None,
+        # Each cluster's digital stages (and their ops) in program order. A cluster is checked
+        # again only when a split changed its stages (dirty): the others still fit. The first
+        # dirty cluster in program order (its first stage's) that overflows is split first:
+        # the decisions of checking every cluster after every split, at a fraction of the cost.
+        units: dict[str, dict[Operation, None]] = defaultdict(dict)
+
+        def place(o: Operation, add: bool) -> set[str]:
+            touched = {s.unit.partition(".")[0] for s in by_op[o] if s.kind != ANALOG}
+            for unit in touched:
+                if add:
+                    units[unit][o] = None
+                else:
+                    units[unit].pop(o, None)
+            return touched
+
+        def on(unit: str) -> list[tuple[Operation, Stage]]:
+            ops = sorted(units[unit], key=position.__getitem__)
+            return [
+                (o, s)
+                for o in ops
+                for s in by_op[o]
+                if s.kind != ANALOG and s.unit.partition(".")[0] == unit
+            ]
+
+        def first(unit: str) -> tuple[int, int]:
+            o = min(units[unit], key=position.__getitem__)
+            pos = next(
+                i
+                for i, s in enumerate(by_op[o])
+                if s.kind != ANALOG and s.unit.partition(".")[0] == unit
             )
+            return position[o], pos
+
+        # Dirty clusters in a heap by their first stage; an entry is stale once the cluster's
+        # first stage moved or it was checked.
+        firsts: dict[str, tuple[int, int]] = {}
+        heap: list[tuple[tuple[int, int], str]] = []
+
+        def touch(changed: set[str]) -> None:
+            for unit in changed:
+                if units[unit]:
+                    firsts[unit] = first(unit)
+                    heapq.heappush(heap, (firsts[unit], unit))
+                else:
+                    firsts.pop(unit, None)
+
+        for o in by_op:
+            place(o, True)
+        touch(set(units))
+        while True:
+            failing = None
+            while heap:
+                at, unit = heap[0]
+                if firsts.get(unit) == at:
+                    staged = on(unit)
+                    if overflow([s for _, s in staged], rows)[0]:
+                        failing = unit, staged
+                        break
+                    del firsts[unit]  # fits: clean until a split changes it
+                heapq.heappop(heap)
             if failing is None:
                 return
-            unit, stages = failing
+            unit, staged = failing
+            stages = [s for _, s in staged]
             options = []
-            for s in stages:
-                o = owner[s.name]
+            for o, s in staged:
                 parts = column_split(o)
                 limit = min(_columns(o), arch.system_clusters)
                 if splittable(o) and parts < limit:
                     width = tcdm_parts(s, 1, arch)[2]
                     options.append((width, s.name, o, min(2 * parts, limit)))
             if not options and not overflow(stages, None)[0]:
-                done.add(unit)  # one token fits: smaller chunks, not a refusal
+                del firsts[unit]  # one token fits: smaller chunks, not a refusal
+                heapq.heappop(heap)
                 continue
             if not options:
                 need, what = overflow(stages, None)
@@ -105,7 +151,9 @@ class SplitPass(ModulePass):
                 chosen.split = IntegerAttr(parts, i64)
             else:
                 chosen.attributes[SPLIT_ATTR] = IntegerAttr(parts, i64)
+            changed = place(chosen, False)
             by_op[chosen] = _restaged(chosen, by_op[chosen], builder)
+            touch(changed | place(chosen, True))
 
 
 def _restaged(op: Operation, before: list[Stage], builder: _StageBuilder) -> list[Stage]:
