@@ -123,11 +123,12 @@ def schedule(
     if tokens < 1 or clusters_per_tile < 1:
         raise AimccError(f"schedule: tokens ({tokens}) and clusters per tile must be at least 1")
     layers = _check(stages, arch, clusters_per_tile)
+    of_layer: dict[int, list[Stage]] = defaultdict(list)
+    for s in stages:
+        of_layer[layers[s.name]].append(s)
     candidates = {
-        layer: _chunk_candidates(
-            layer, [s for s in stages if layers[s.name] == layer], tokens, arch, chunk
-        )
-        for layer in sorted(set(layers.values()))
+        layer: _chunk_candidates(layer, of_layer[layer], tokens, arch, chunk)
+        for layer in sorted(of_layer)
     }
     names = STRATEGIES if strategy == "auto" else (strategy,)
     sim = _Simulator(stages, layers, tokens, arch, clusters_per_tile)
@@ -812,7 +813,7 @@ def _chain_bound(g: _Graph) -> float:
     """
     n, dur, preds = len(g.dur), g.dur, g.preds
     head = [0.0] * n
-    ancestors = [0] * n  # bit set of every task's ancestors
+    lineage = [0] * n  # bit set of every task's ancestors and itself
     # The chunks of one stage share most inputs of a join (all keys): bound those once.
     shared: dict[int, set[int]] = {}
     for t in range(n):
@@ -829,14 +830,14 @@ def _chain_bound(g: _Graph) -> float:
         for p in preds[t]:
             if head[p] + dur[p] > start:
                 start = head[p] + dur[p]
-            members |= ancestors[p] | (1 << p)
-        ancestors[t] = members
+            members |= lineage[p]
+        lineage[t] = members | (1 << t)
         stage = g.stage[t]
         if len(preds[t]) > 2:
             if stage not in refined:
                 common = 0
                 for p in shared[stage]:
-                    common |= ancestors[p] | (1 << p)
+                    common |= lineage[p]
                 # The one-machine bound leaves the transfers out (fewer tasks: still a bound),
                 # so the head groups of one attention, whose ancestors differ only in the
                 # transfers to their clusters (equal sizes, so equal chains), share one bound.
@@ -845,9 +846,10 @@ def _chain_bound(g: _Graph) -> float:
                     refined[stage] = by_ancestors[key]
                     head[t] = max(start, refined[stage])
                     continue
-                bits = bin(common & ~before)[:1:-1]  # the window; bit i is task i
+                window = (common & ~before).to_bytes(n // 8 + 1, "little")  # bit i: task i
                 before = common
-                chosen = [a for a, bit in enumerate(bits) if bit == "1"]
+                bits = np.unpackbits(np.frombuffer(window, np.uint8), bitorder="little")
+                chosen = np.flatnonzero(bits).tolist()
                 # Each ancestor's shortest way on to the join: the longest chain from its end
                 # (inside the window: a task outside it ends no chain, so 0 is its way on).
                 to_join: dict[int, float] = {}
