@@ -79,6 +79,7 @@ class StreamWriter:
     STAGE = 16 << 20
 
     def __init__(self, f: IO[bytes], size: int):
+        self.file = f
         self._f, self._pos, self._fd = f, 0, -1
         if size >= DIRECT_MIN_BYTES and hasattr(os, "O_DIRECT"):
             f.flush()
@@ -94,6 +95,9 @@ class StreamWriter:
             # other (pwrite releases the GIL), so copying overlaps the device's time.
             self._stages = [mmap.mmap(-1, self.STAGE) for _ in range(2)]
             self._stage = self._stages[0]
+            # numpy copies release the GIL (slice assignment into an mmap does not), so a
+            # thread streaming weights leaves the passes their interpreter
+            self._views = {id(m): np.frombuffer(m, np.uint8) for m in self._stages}
             self._base = self._filled = 0  # the stage holds the file's bytes from _base
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="aimcc-write")
             self._pending: Future[None] | None = None
@@ -105,9 +109,22 @@ class StreamWriter:
         if self._fd < 0:
             self._f.seek(offset)
             self._f.write(data)
-        else:
+        elif offset % mmap.PAGESIZE or _address(data) % mmap.PAGESIZE or len(data) < self.STAGE:
             self._stage_bytes(None, offset - self._pos)  # the gap: zeros
             self._stage_bytes(data, len(data))
+        else:
+            # Page-aligned in memory and in the file (a mapped model's weights): written from
+            # where they are, in one call without the GIL; only the tail goes through a stage.
+            self._stage_bytes(None, offset - self._pos)
+            if self._filled:
+                self._flush()  # whole pages: the stage ends at ``offset``
+            if self._pending is not None:
+                self._pending.result()
+                self._pending = None
+            bulk = len(data) // mmap.PAGESIZE * mmap.PAGESIZE
+            _pwrite_all(self._fd, data, bulk, offset)
+            self._base = offset + bulk
+            self._stage_bytes(data[bulk:], len(data) - bulk)
         self._pos = offset + len(data)
 
     def _stage_bytes(self, data: memoryview | None, n: int) -> None:
@@ -116,10 +133,13 @@ class StreamWriter:
         while done < n:
             take = min(self.STAGE - self._filled, n - done)
             end = self._filled + take
+            stage = self._views[id(self._stage)]
             if data is None:
-                self._stage[self._filled : end] = bytes(take)
+                stage[self._filled : end] = 0
             else:
-                self._stage[self._filled : end] = data[done : done + take]
+                np.copyto(
+                    stage[self._filled : end], np.frombuffer(data[done : done + take], np.uint8)
+                )
             self._filled, done = end, done + take
             if self._filled == self.STAGE:
                 self._flush()
@@ -129,7 +149,7 @@ class StreamWriter:
         to whole pages: only the last flush pads, :meth:`close` truncates it away) and fill
         the other stage once its own write is done."""
         length = -(-self._filled // mmap.PAGESIZE) * mmap.PAGESIZE
-        self._stage[self._filled : length] = bytes(length - self._filled)
+        self._views[id(self._stage)][self._filled : length] = 0
         if self._pending is not None:
             self._pending.result()
         self._pending = self._pool.submit(_pwrite_all, self._fd, self._stage, length, self._base)
@@ -146,13 +166,18 @@ class StreamWriter:
                 self._pending.result()
             self._pool.shutdown()
             fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)  # buffered again, for the header
+            self._views.clear()
             for stage in self._stages:
                 stage.close()
             self._fd = -1
         self._f.truncate(size)
 
 
-def _pwrite_all(fd: int, buffer: mmap.mmap, length: int, offset: int) -> None:
+def _address(view: memoryview) -> int:
+    return np.frombuffer(view, np.uint8).ctypes.data if len(view) else 0
+
+
+def _pwrite_all(fd: int, buffer: mmap.mmap | memoryview, length: int, offset: int) -> None:
     with memoryview(buffer) as whole:
         view = whole[:length]
         while view:

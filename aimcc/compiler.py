@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr
@@ -38,6 +39,9 @@ from aimcc.passes.partition import TARGET_ATTR, PartitionPass
 from aimcc.passes.place import precheck
 from aimcc.passes.replicate import ReplicatePass
 from aimcc.passes.schedule import SCHEDULE_ATTR, SchedulePass
+
+if TYPE_CHECKING:
+    from aimcc.backends.aimcb import BinaryStream
 
 PASS_NAMES = ("import", *PASSES)
 SOURCE_ATTR = "aimc.source"  # module attribute: the ONNX file's name, kept through textual IR
@@ -209,11 +213,13 @@ def compile_model(
     passes: list[ModulePass] | None = None,
     replicate: ReplicatePass | None = None,
     verify_each: bool = False,
+    stream: BinaryStream | None = None,
 ) -> Compilation:
     """Compile an ONNX file; ``after_pass(name, module)`` sees the IR after every stage,
     ``stage(name)`` is told when each begins (for progress). ``passes`` (from a ``-p`` spec)
     replace the configured default pipeline. The imported IR and the final IR are verified;
-    ``verify_each``: also the IR after every pass (:func:`run_passes`).
+    ``verify_each``: also the IR after every pass (:func:`run_passes`). ``stream``: the binary
+    to write, started as soon as the weights are imported (``write_binary(..., stream=)``).
 
     The weights of the result are views of the mapped ONNX file: do not overwrite the file in
     place (``onnx.save`` to the same path) while the Compilation is still to be written."""
@@ -225,7 +231,10 @@ def compile_model(
             path, input_shapes or {}, seconds, stage, (arch or load_arch(), target)
         )
         ctx = make_context(weights, arch or load_arch())
-        weights.hash_in_background()  # for the binary, while the passes run
+        if stream is not None:
+            stream.start(weights)  # the weights reach the disk while the passes run
+        else:
+            weights.hash_in_background()  # for the binary, while the passes run
         if passes is None:
             passes = pipeline(target, schedule, slots, head_split, replicate)
         return _finish(

@@ -32,16 +32,29 @@ def test_same_inputs_give_identical_bytes(binary: Path, tmp_path: Path) -> None:
     )
 
 
+PREFIX = struct.Struct("<8sIIQQ32s")  # magic, version, flags, header offset, length, sha256
+
+
+def _parts(raw: bytes) -> tuple[int, int, bytes]:
+    """(header offset, header length, header) of a binary's bytes."""
+    header_at, header_len = PREFIX.unpack_from(raw)[3:5]
+    return header_at, header_len, raw[header_at : header_at + header_len]
+
+
 def test_layout_is_self_describing(binary: Path) -> None:
     raw = binary.read_bytes()
-    magic, version, flags, header_len, digest = struct.unpack_from("<8sIIQ32s", raw)
-    assert magic == MAGIC and version == 2 and flags == 0
-    header = raw[56 : 56 + header_len]
+    magic, version, flags, header_at, header_len, digest = PREFIX.unpack_from(raw)
+    assert magic == MAGIC and version == FORMAT_VERSION == 3 and flags == 0
+    assert header_at % 64 == 0 and header_at + header_len == len(raw)  # the header is last
+    header = raw[header_at:]
     assert hashlib.sha256(header).digest() == digest
     doc = json.loads(header)
     assert doc["program"]["target"] == "hybrid"
+    ends = []
     for entry in doc["tensors"].values():
         assert entry["offset"] % 64 == 0
+        ends.append(PREFIX.size + entry["offset"] + entry["nbytes"])
+    assert max(ends) <= header_at
     program, tensors = read_binary(binary)
     assert program == doc["program"] and set(tensors) == set(doc["tensors"])
     assert b"pickle" not in raw and b"\x80\x04\x95" not in raw[:64]
@@ -55,30 +68,33 @@ def _corrupt(src: Path, dst: Path, offset: int) -> Path:
 
 
 def test_tampering_is_detected(binary: Path, tmp_path: Path) -> None:
-    size = binary.stat().st_size
+    raw = binary.read_bytes()
+    size = len(raw)
+    _, _, header = _parts(raw)
+    entry = max(json.loads(header)["tensors"].values(), key=lambda e: e["nbytes"])
+    inside = PREFIX.size + entry["offset"] + entry["nbytes"] // 2
     with pytest.raises(AimccError, match=r"header checksum"):
-        read_binary(_corrupt(binary, tmp_path / "h.aimcb", 70))
-    with pytest.raises(AimccError, match=r"checksum mismatch"):
-        read_binary(_corrupt(binary, tmp_path / "t.aimcb", size - 100))
+        read_binary(_corrupt(binary, tmp_path / "h.aimcb", size - 100))
+    with pytest.raises(AimccError, match=r"tensor '.*' checksum mismatch"):
+        read_binary(_corrupt(binary, tmp_path / "t.aimcb", inside))
     with pytest.raises(AimccError, match=r"bad magic"):
         read_binary(_corrupt(binary, tmp_path / "m.aimcb", 0))
     truncated = tmp_path / "short.aimcb"
-    truncated.write_bytes(binary.read_bytes()[: size // 2])
+    truncated.write_bytes(raw[: size // 2])
     with pytest.raises(AimccError, match=r"outside the file|truncated"):
         read_binary(truncated)
 
 
 def test_forged_header_with_valid_checksum_is_refused(binary: Path, tmp_path: Path) -> None:
     raw = binary.read_bytes()
-    header_len = struct.unpack_from("<Q", raw, 16)[0]
-    doc = json.loads(raw[56 : 56 + header_len])
+    header_at, _, header = _parts(raw)
+    doc = json.loads(header)
     doc["program"]["instructions"][0] = {"op": "exec", "code": "import os"}
     header = json.dumps(doc, separators=(",", ":")).encode()
-    header += b" " * (header_len - len(header))  # same length: tensors stay where they were
     digest = hashlib.sha256(header).digest()
-    prefix = struct.pack("<8sIIQ32s", MAGIC, FORMAT_VERSION, 0, len(header), digest)
+    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, header_at, len(header), digest)
     forged = tmp_path / "forged.aimcb"
-    forged.write_bytes(prefix + header + raw[56 + header_len :])
+    forged.write_bytes(prefix + raw[PREFIX.size : header_at] + header)
     with pytest.raises(AimccError, match=r"unknown op 'exec'"):
         load(forged)
 
@@ -90,14 +106,15 @@ def test_an_older_format_is_refused_with_a_reason(binary: Path, tmp_path: Path) 
     struct.pack_into("<I", raw, 8, 1)
     old = tmp_path / "old.aimcb"
     old.write_bytes(bytes(raw))
-    with pytest.raises(AimccError, match=r"format version 1, this aimcc reads 2 \(an older") as e:
+    reads = rf"format version 1, this aimcc reads {FORMAT_VERSION} \(an older"
+    with pytest.raises(AimccError, match=reads) as e:
         load(old)
     assert "compile the model again" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_write_is_atomic(tmp_path: Path) -> None:
     comp = compile_model(model_path("lora_layer_128"), "hybrid")
-    comp.ctx.weights._arrays["bad"] = np.array([object()])  # an unserialisable tensor
+    comp.ctx.weights.add("bad", np.array([object()]))  # an unserialisable tensor
     target = tmp_path / "out.aimcb"
     with pytest.raises(Exception):  # noqa: B017 (any failure must leave nothing behind)
         write_binary(comp, target)
@@ -107,9 +124,8 @@ def test_write_is_atomic(tmp_path: Path) -> None:
 def test_checksums_are_the_tensor_bytes(binary: Path) -> None:
     """Digests come from a background thread of the weight store: check them independently."""
     raw = binary.read_bytes()
-    header_len = struct.unpack_from("<8sIIQ32s", raw)[3]
-    doc = json.loads(raw[56 : 56 + header_len])
-    data_start = -(-(56 + header_len) // 64) * 64
+    doc = json.loads(_parts(raw)[2])
+    data_start = PREFIX.size
     comp = compile_model(model_path("bert_lora"), "hybrid")
     assert set(doc["tensors"]) == set(comp.ctx.weights)
     for key, entry in doc["tensors"].items():
@@ -131,11 +147,11 @@ def test_overwrite_replaces_and_a_failed_write_keeps_the_old_file(tmp_path: Path
     target = tmp_path / "out.aimcb"
     target.write_bytes(b"old")
     comp = compile_model(model_path("lora_layer_128"), "hybrid")
-    comp.ctx.weights._arrays["bad"] = np.array([object()])
+    comp.ctx.weights.add("bad", np.array([object()]))
     with pytest.raises(Exception):  # noqa: B017
         write_binary(comp, target)
     assert target.read_bytes() == b"old"
-    del comp.ctx.weights._arrays["bad"]
+    comp.ctx.weights.retain(set(comp.ctx.weights) - {"bad"})
     write_binary(comp, target)
     program, _ = read_binary(target)
     assert program["target"] == "hybrid"

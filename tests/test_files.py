@@ -12,6 +12,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import corpus_cache
 import numpy as np
@@ -121,6 +122,56 @@ def test_binary_through_direct_io_is_the_same_bytes(
     monkeypatch.setattr(atomic, "DIRECT_MIN_BYTES", 0)
     write_binary(comp, tmp_path / "direct.aimcb", manifest=False)
     assert (tmp_path / "direct.aimcb").read_bytes() == (tmp_path / "buffered.aimcb").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("model", "large", "finished"),
+    [("lora_layer_128", 1024, True), ("bert", 4096, True), ("gpt2", 64, False)],
+)
+def test_a_streamed_binary_is_the_written_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, large: int, finished: bool
+) -> None:
+    """The CLI streams a large model's large tensors into its binary while the passes run;
+    with the thresholds lowered, these small models stream: the bytes are write_binary's.
+    gpt2's passes drop biases the stream had written (large at 64 B): the stream is
+    abandoned and the file written anew."""
+    from aimcc.backends import aimcb
+
+    results: list[int | None] = []
+    monkeypatch.setattr(atomic, "DIRECT_MIN_BYTES", 0)
+    monkeypatch.setattr(aimcb, "PAGE_ALIGN_MIN", large)
+    monkeypatch.setattr(aimcb.BinaryStream, "finish", _spy(aimcb.BinaryStream.finish, results))
+    assert main([str(model_path(model)), "-q", "-o", str(tmp_path / "cli.aimcb")]) == 0
+    assert len(results) == 1 and (results[0] is not None) == finished
+    write_binary(compile_model(model_path(model)), tmp_path / "py.aimcb", manifest=False)
+    assert (tmp_path / "cli.aimcb").read_bytes() == (tmp_path / "py.aimcb").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cli.aimcb", "cli.kernels.json", "py.aimcb"
+    ]  # fmt: skip
+
+
+def test_a_failed_compile_leaves_no_streamed_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aimcc.errors import AimccError
+    from aimcc.passes.split import SplitPass
+
+    def refuse(self: object, ctx: object, op: object) -> None:
+        raise AimccError("split refused")
+
+    monkeypatch.setattr(atomic, "DIRECT_MIN_BYTES", 0)
+    monkeypatch.setattr(SplitPass, "apply", refuse)
+    assert main([str(model_path("bert")), "-q", "-o", str(tmp_path / "out.aimcb")]) == 1
+    assert "split refused" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _spy(method: Any, calls: list[Any]) -> Any:
+    def spied(self: Any, *args: Any) -> Any:
+        calls.append(method(self, *args))
+        return calls[-1]
+
+    return spied
 
 
 def _git(root: Path, *args: str) -> None:

@@ -24,7 +24,7 @@ from aimcc.backends.aimcb import ALIGN, FORMAT_VERSION, MAGIC
 from aimcc.cli import main
 from aimcc.compiler import compile_model
 
-PREFIX = struct.Struct("<8sIIQ32s")
+PREFIX = struct.Struct("<8sIIQQ32s")
 SEEDS = range(int(os.environ.get("AIMCC_FUZZ_SEEDS", "3")))
 Doc = dict[str, Any]
 
@@ -39,17 +39,18 @@ def binary(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 def _split(raw: bytes) -> tuple[Doc, bytes]:
-    header_len = PREFIX.unpack_from(raw)[3]
-    data_start = -(-(PREFIX.size + header_len) // ALIGN) * ALIGN
-    return json.loads(raw[PREFIX.size : PREFIX.size + header_len]), raw[data_start:]
+    """(header, tensor area): the area from the data start (offsets count from there)."""
+    header_at, header_len = PREFIX.unpack_from(raw)[3:5]
+    return json.loads(raw[header_at : header_at + header_len]), raw[PREFIX.size : header_at]
 
 
 def _join(doc: Doc, area: bytes) -> bytes:
-    """A consistent file: header re-hashed, tensors moved to the new data start."""
+    """A consistent file: the tensor area, then the header re-hashed, as the writer lays it."""
     header = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), hashlib.sha256(header).digest())
-    pad = -(PREFIX.size + len(header)) % ALIGN
-    return prefix + header + b"\0" * pad + area
+    header_at = PREFIX.size + len(area) + (-(PREFIX.size + len(area)) % ALIGN)
+    digest = hashlib.sha256(header).digest()
+    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, header_at, len(header), digest)
+    return prefix + area + b"\0" * (header_at - PREFIX.size - len(area)) + header
 
 
 def _rehash(doc: Doc, area: bytes, key: str) -> None:

@@ -2,9 +2,10 @@
 
 Layout (little endian), documented in docs/FORMAT.md:
 
-    magic "AIMCB\\0\\r\\n" | u32 format version | u32 flags (0) | u64 header length
-    | 32-byte sha256 of the header | header (UTF-8 JSON) | zero padding to 64
-    | tensor blobs, each 64-byte aligned
+    magic "AIMCB\\0\\r\\n" | u32 format version | u32 flags (0) | u64 header offset
+    | u64 header length | 32-byte sha256 of the header | tensor blobs from offset 64, each
+    64-byte aligned, in the order the weight store got them | header (UTF-8 JSON), 64-aligned,
+    to the end of the file
 
 The header holds the program (instructions over numbered value slots, the tile map, the
 architecture) and a table of tensors (dtype, shape, offset, length, sha256). Reading checks
@@ -13,12 +14,14 @@ every length, offset and checksum and never executes anything from the file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import struct
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -33,6 +36,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, SSAValue
 
+from aimcc import atomic
 from aimcc.atomic import StreamWriter, atomic_write, write_text
 from aimcc.errors import AimccError
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
@@ -43,13 +47,18 @@ from aimcc.ir.types import dtype_of, shape_of
 from aimcc.ir.weights import map_file, release, tensor_digest
 
 MAGIC = b"AIMCB\0\r\n"
-FORMAT_VERSION = 2  # 2: cluster calls with their kernels, views, fused biases
-_PREFIX = struct.Struct("<8sIIQ32s")
+FORMAT_VERSION = 3  # 2: cluster calls, views, fused biases; 3: tensors first, header last
+_PREFIX = struct.Struct("<8sIIQQ32s")  # magic, version, flags, header offset, length, sha256
 ALIGN = 64
+DATA_START = _PREFIX.size  # 64: the tensors follow the prefix
+# Tensors of 1 MiB or more come first, each on a 4 KiB boundary of the file: a mapped model's
+# weights (page-aligned there too) are then written with direct I/O from where they lie.
+PAGE_ALIGN, PAGE_ALIGN_MIN = 4096, 1 << 20
 if TYPE_CHECKING:
     from aimcc.backends.manifest import EmitStats
     from aimcc.compiler import Compilation
     from aimcc.cost import Schedule
+    from aimcc.ir.weights import WeightStore
 
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 
@@ -259,60 +268,172 @@ def manifest_path(binary: str | Path) -> Path:
     return binary.with_name(binary.name.removesuffix(".aimcb") + ".kernels.json")
 
 
+class BinaryStream:
+    """An .aimcb file written while the passes run. :meth:`start` (right after import) hands
+    the large tensors (:data:`PAGE_ALIGN_MIN` and more: a model's weight matrices, which the
+    passes keep as they are) to a thread that writes them at their places, while a second
+    hashes them; :func:`write_binary` then writes the small ones and the header and renames
+    the file into place, or, when the passes changed the set of large tensors, writes the
+    file anew. Below ``atomic.DIRECT_MIN_BYTES`` of weights it only starts the store's
+    background hashing. :meth:`abort` (a failed compile) leaves nothing on disk. The bytes
+    are always write_binary's own: the layout depends on the final tensors only."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file: contextlib.AbstractContextManager[BinaryIO] | None = None
+        self._writer: StreamWriter | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._hasher: ThreadPoolExecutor | None = None
+        self._ahead = threading.Semaphore(2)
+        self._aborted = False
+        self._placed: list[tuple[str, int, int]] = []  # (key, offset, nbytes) of the large
+        self._digests: dict[str, Future[str]] = {}
+
+    @property
+    def streaming(self) -> bool:
+        return self._writer is not None
+
+    def start(self, weights: WeightStore) -> None:
+        """Stream the large tensors (a large model's); else hash all in the background."""
+        if sum(a.nbytes for a in weights.values()) < atomic.DIRECT_MIN_BYTES:
+            weights.hash_in_background()
+            return
+        self._file = atomic_write(self.path)
+        f = self._file.__enter__()
+        self._writer = StreamWriter(f, atomic.DIRECT_MIN_BYTES)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="aimcc-stream")
+        # A second thread hashes the next tensor while one is written (the device's time
+        # overlaps the CPU's), at most two tensors ahead: their pages stay mapped till written.
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="aimcc-hash")
+        for key, array, offset in _layout(weights, large_only=True):
+            digest = self._hasher.submit(self._hash, array)
+            self._digests[key] = self._pool.submit(self._put, offset, array, digest)
+            self._placed.append((key, offset, array.nbytes))
+
+    def _hash(self, array: np.ndarray) -> str:
+        self._ahead.acquire()  # _put releases it once the tensor is written
+        if self._aborted:
+            self._ahead.release()  # wake the next one: it stops too
+            return ""
+        return tensor_digest(array)
+
+    def _put(self, offset: int, array: np.ndarray, digest: Future[str]) -> str:
+        assert self._writer is not None
+        try:
+            self._writer.write(DATA_START + offset, array.view(np.uint8).data)
+            hexdigest = digest.result()
+            release(array)  # pages of a mapped model file: read again only if used again
+        finally:
+            self._ahead.release()
+        return hexdigest
+
+    def finish(
+        self,
+        weights: WeightStore,
+        places: list[tuple[str, np.ndarray, int]],
+        table: dict[str, dict[str, Any]],
+        program: dict[str, Any],
+    ) -> int | None:
+        """Write the small tensors and the header, rename the file into place; its size.
+        None (and nothing kept) when the large tensors are not the ones streamed."""
+        assert self._writer is not None and self._pool is not None and self._file is not None
+        large = [(k, o, a.nbytes) for k, a, o in places if a.nbytes >= PAGE_ALIGN_MIN]
+        if large != self._placed:
+            self.abort()
+            return None
+        for key, digest in self._digests.items():
+            table[key]["sha256"] = digest.result()
+        self._pool.shutdown()
+        assert self._hasher is not None
+        self._hasher.shutdown()
+        writer, self._writer = self._writer, None
+        for key, array, offset in places:
+            if key not in self._digests:
+                writer.write(DATA_START + offset, array.view(np.uint8).data)
+                table[key]["sha256"] = weights.digest(key)
+        header_at = _header_offset(table)
+        writer.close(header_at)
+        size = _write_header(writer.file, program, table, header_at)
+        self._file.__exit__(None, None, None)
+        return size
+
+    def abort(self) -> None:
+        """Remove the partial file (a compile that failed); nothing when not streaming."""
+        if self._writer is None or self._file is None:
+            return
+        self._writer = None
+        self._aborted = True
+        self._ahead.release()  # a hash waiting for its turn stops
+        for pool in (self._pool, self._hasher):
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        try:
+            raise AimccError("compile failed")
+        except AimccError as exc:
+            self._file.__exit__(type(exc), exc, exc.__traceback__)
+
+
+def _layout(weights: WeightStore, large_only: bool = False) -> list[tuple[str, np.ndarray, int]]:
+    """(key, storable array, offset from the data start) of the store's tensors: the large
+    ones (:data:`PAGE_ALIGN_MIN` and more) first, on 4 KiB boundaries of the file, then the
+    others 64-byte aligned; each group in key order. It depends on the tensors alone (not
+    on how the compile got them), and a stream can place the large ones after import."""
+    arrays = {key: _storable(weights[key]) for key in sorted(weights.keys())}
+    groups = [
+        [(k, a) for k, a in arrays.items() if a.nbytes >= PAGE_ALIGN_MIN],
+        [] if large_only else [(k, a) for k, a in arrays.items() if a.nbytes < PAGE_ALIGN_MIN],
+    ]
+    places, offset = [], 0
+    for group, align in zip(groups, (PAGE_ALIGN, ALIGN), strict=True):
+        for key, array in group:
+            offset = -(-(DATA_START + offset) // align) * align - DATA_START
+            places.append((key, array, offset))
+            offset += array.nbytes
+    return places
+
+
+def _header_offset(table: dict[str, dict[str, Any]]) -> int:
+    """The header goes after the last tensor, 64-byte aligned."""
+    end = max((DATA_START + e["offset"] + e["nbytes"] for e in table.values()), default=0)
+    return _aligned(max(end, DATA_START))
+
+
 def write_binary(
     comp: Compilation,
     path: str | Path,
     *,
     manifest: bool = True,
     emitted: EmitStats | None = None,
+    stream: BinaryStream | None = None,
 ) -> int:
     """Write ``comp`` as an .aimcb file and, unless ``manifest`` is false, the kernel manifest
     beside it (:func:`manifest_path`; ``emitted`` adds --emit-riscv's files and hashes), as
-    the CLI does; each atomically. Returns the binary's size in bytes.
+    the CLI does; each atomically. Returns the binary's size in bytes. ``stream``: the
+    :class:`BinaryStream` this compile started for ``path`` (its file is finished).
 
-    The digests come from the weight store (hashed in the background during compilation) or
-    from a second thread while the tensors are written (both release the GIL), so the header,
-    which holds them, is written last, over a placeholder of the same length (hex digests
-    have a fixed length).
+    The header comes after the tensors (:func:`_layout`), so a stream can write them before
+    the program exists. The digests come from the stream, from the weight store (hashed in
+    the background during compilation), or from a second thread while the tensors are
+    written (all release the GIL).
     """
     program = lower_program(comp)
     weights = comp.ctx.weights
-    arrays = {key: _storable(weights[key]) for key in sorted(weights.keys())}
-    table: dict[str, dict[str, Any]] = {}
-    offset = 0
-    for key, array in arrays.items():
-        offset = _aligned(offset)
-        table[key] = {
+    places = _layout(weights)
+    table: dict[str, dict[str, Any]] = {
+        key: {
             "dtype": str(array.dtype),
             "shape": list(array.shape),
             "offset": offset,
             "nbytes": array.nbytes,
-            "sha256": "0" * 64,
+            "sha256": "",
         }
-        offset += array.nbytes
-    data_start = _aligned(_PREFIX.size + len(_header(program, table)))
-    size = _aligned(data_start + offset)
-    with atomic_write(path) as f, ThreadPoolExecutor(1) as pool:
-        digests = {
-            key: pool.submit(weights.digest, key)
-            if array.dtype == weights[key].dtype
-            else pool.submit(tensor_digest, array)
-            for key, array in arrays.items()
-        }
-        stream = StreamWriter(f, size)
-        for key, array in arrays.items():
-            stream.write(data_start + table[key]["offset"], array.view(np.uint8).data)
-            release(array)  # pages of a mapped model file: read again only if used again
-        stream.close(size)  # the gaps and the tail read as zeros
-        for key, digest in digests.items():
-            table[key]["sha256"] = digest.result()
-        header = _header(program, table)
-        assert _aligned(_PREFIX.size + len(header)) == data_start, "header length changed"
-        f.seek(0)
-        f.write(
-            _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), hashlib.sha256(header).digest())
-        )
-        f.write(header)
+        for key, array, offset in places
+    }
+    size = None
+    if stream is not None and stream.streaming:
+        size = stream.finish(weights, places, table, program)
+    if size is None:
+        size = _write_whole(path, weights, places, table, program)
     if manifest:  # after the binary: built meanwhile, its Python work slowed the writes (GIL)
         from aimcc.backends.manifest import kernel_manifest, manifest_json  # not for the runtime
 
@@ -320,9 +441,53 @@ def write_binary(
     return size
 
 
+def _write_whole(
+    path: str | Path,
+    weights: WeightStore,
+    places: list[tuple[str, np.ndarray, int]],
+    table: dict[str, dict[str, Any]],
+    program: dict[str, Any],
+) -> int:
+    header_at = _header_offset(table)
+    with atomic_write(path) as f, ThreadPoolExecutor(1) as pool:
+        digests = {
+            key: pool.submit(weights.digest, key)
+            if array.dtype == weights[key].dtype
+            else pool.submit(tensor_digest, array)
+            for key, array, _ in places
+        }
+        stream = StreamWriter(f, header_at)
+        for _, array, offset in places:
+            stream.write(DATA_START + offset, array.view(np.uint8).data)
+            release(array)  # pages of a mapped model file: read again only if used again
+        stream.close(header_at)  # the gaps read as zeros
+        for key, digest in digests.items():
+            table[key]["sha256"] = digest.result()
+        return _write_header(f, program, table, header_at)
+
+
+def _write_header(
+    f: BinaryIO, program: dict[str, Any], table: dict[str, dict[str, Any]], at: int
+) -> int:
+    """The header at ``at`` (after the tensors), then the prefix that points at it; the size."""
+    header = _header(program, table)
+    f.seek(at)
+    f.write(header)
+    f.truncate(at + len(header))
+    f.seek(0)
+    f.write(
+        _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, at, len(header), hashlib.sha256(header).digest())
+    )
+    return at + len(header)
+
+
+def _storable_dtype(dtype: np.dtype) -> np.dtype:
+    return dtype if str(dtype) in DTYPES else np.dtype(np.float32)
+
+
 def _storable(array: np.ndarray) -> np.ndarray:
     array = np.ascontiguousarray(array)
-    return array if str(array.dtype) in DTYPES else array.astype(np.float32)
+    return array if str(array.dtype) in DTYPES else array.astype(_storable_dtype(array.dtype))
 
 
 def _header(program: dict[str, Any], table: dict[str, dict[str, Any]]) -> bytes:
@@ -342,15 +507,16 @@ def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
         raw = f.read(_PREFIX.size)
         if len(raw) < _PREFIX.size or raw[:8] != MAGIC:
             raise AimccError(f"{path}: not an aimcc binary (bad magic)")
-        _, version, flags, header_len, digest = _PREFIX.unpack(raw)
+        _, version, flags, header_at, header_len, digest = _PREFIX.unpack(raw)
         if version != FORMAT_VERSION or flags != 0:
             older = version < FORMAT_VERSION
             again = " (an older aimcc wrote it: compile the model again)" * older
             raise AimccError(
                 f"{path}: format version {version}, this aimcc reads {FORMAT_VERSION}{again}"
             )
-        if _PREFIX.size + header_len > size:
-            raise AimccError(f"{path}: truncated header")
+        if header_at < DATA_START or header_at % ALIGN or header_at + header_len != size:
+            raise AimccError(f"{path}: the header is not at the end of the file (truncated?)")
+        f.seek(header_at)
         header = f.read(header_len)
         if hashlib.sha256(header).digest() != digest:
             raise AimccError(f"{path}: header checksum mismatch (file corrupted or tampered)")
@@ -361,15 +527,14 @@ def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
             raise AimccError(f"{path}: header is not a valid program") from None
         if not isinstance(table, dict):
             raise AimccError(f"{path}: header is not a valid program")
-        data_start = _aligned(_PREFIX.size + header_len)
-        blob = np.zeros(0, np.uint8)
-        if size:
-            blob = map_file(f.fileno(), size)
+        blob = map_file(f.fileno(), header_at)
         tensors: dict[str, np.ndarray] = {}
-        end = data_start  # tensors lie in the tensor area, in key order, aligned, not overlapping
-        for key in sorted(table):
-            tensors[key] = _tensor(path, f, blob, data_start, key, table[key])
-            start = data_start + int(table[key]["offset"])
+        for key in table:
+            tensors[key] = _tensor(path, f, blob, key, table[key])
+        # tensors lie between the prefix and the header, aligned, not overlapping
+        end = DATA_START
+        for key in sorted(tensors, key=lambda k: int(table[k]["offset"])):
+            start = DATA_START + int(table[key]["offset"])
             if start < end or start % ALIGN:
                 raise AimccError(f"{path}: tensor '{key}' overlaps another or is misaligned")
             end = start + tensors[key].nbytes
@@ -385,7 +550,7 @@ release_pages = release
 
 
 def _tensor(
-    path: Path, f: BinaryIO, blob: np.ndarray, data_start: int, key: str, entry: dict[str, Any]
+    path: Path, f: BinaryIO, blob: np.ndarray, key: str, entry: dict[str, Any]
 ) -> np.ndarray:
     if not isinstance(entry, dict) or set(entry) != {
         "dtype",
@@ -397,11 +562,11 @@ def _tensor(
         raise AimccError(f"{path}: tensor '{key}' has a malformed entry")
     try:
         dtype, shape = np.dtype(entry["dtype"]), tuple(int(d) for d in entry["shape"])
-        start, nbytes = data_start + int(entry["offset"]), int(entry["nbytes"])
+        start, nbytes = DATA_START + int(entry["offset"]), int(entry["nbytes"])
         expected = str(entry["sha256"])
     except (KeyError, TypeError, ValueError):
         raise AimccError(f"{path}: tensor '{key}' has a malformed entry") from None
-    if entry["dtype"] not in DTYPES or any(d < 0 for d in shape) or start < data_start:
+    if entry["dtype"] not in DTYPES or any(d < 0 for d in shape) or start < DATA_START:
         raise AimccError(f"{path}: tensor '{key}' has a bad dtype or shape")
     if nbytes != math.prod(shape) * dtype.itemsize or start + nbytes > len(blob):
         raise AimccError(f"{path}: tensor '{key}' lies outside the file (truncated?)")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from aimcc.commands import (
 from aimcc.errors import AimccError
 
 if TYPE_CHECKING:
+    from aimcc.backends.aimcb import BinaryStream
     from aimcc.backends.manifest import EmitStats
     from aimcc.compiler import Compilation
     from aimcc.passes.lora_slots import LoraSlotsPass
@@ -219,22 +221,49 @@ def main(argv: list[str]) -> int:
         update(f"compiling {Path(opts.model).name}: starting")
         from aimcc.compiler import gc_paused
 
-        with gc_paused():
-            return _compile(opts, update)
+        with gc_paused(), _binary_stream(opts) as stream:
+            return _compile(opts, update, stream)
+
+
+@contextlib.contextmanager
+def _binary_stream(opts: argparse.Namespace) -> Iterator[BinaryStream | None]:
+    """The binary of an ONNX model's compile, written while the passes run (a large
+    model's); a compile that fails removes it."""
+    if Path(opts.model).suffix != ".onnx":
+        yield None
+        return
+    from aimcc.backends.aimcb import BinaryStream
+
+    stream = BinaryStream(_binary_path(opts))
+    try:
+        yield stream
+    except BaseException:
+        stream.abort()
+        raise
+
+
+def _binary_path(opts: argparse.Namespace) -> Path:
+    return opts.output or Path(Path(opts.model).stem + ".aimcb")
 
 
 def write_outputs(
-    comp: Compilation, output: Path, emitted: EmitStats | None = None
+    comp: Compilation,
+    output: Path,
+    emitted: EmitStats | None = None,
+    stream: BinaryStream | None = None,
 ) -> dict[Path, int | None]:
-    """Write the binary and, beside it, the kernel manifest (one path with Python's
-    write_binary); returns the files (and the binary's size)."""
+    """Write the binary (finish ``stream``, the one the compile started) and, beside it, the
+    kernel manifest (one path with Python's write_binary); returns the files (and the
+    binary's size)."""
     from aimcc.backends.aimcb import manifest_path, write_binary
 
-    size = write_binary(comp, output, emitted=emitted)
+    size = write_binary(comp, output, emitted=emitted, stream=stream)
     return {output: size, manifest_path(output): None}
 
 
-def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
+def _compile(
+    opts: argparse.Namespace, update: Callable[[str], None], stream: BinaryStream | None
+) -> int:
     from xdsl.dialects.builtin import ModuleOp
 
     from aimcc import report
@@ -326,6 +355,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
             passes,
             replicate,
             opts.verify_each,
+            stream,
         )
     if opts.compare and comp.target != "hybrid":
         raise AimccError(
@@ -334,7 +364,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
         )
     for stage_name in sorted(wanted - printed, key=PASS_NAMES.index):
         warn(f"--print-ir-after {stage_name}: {name} was already past {stage_name}")
-    output = opts.output or Path(Path(opts.model).stem + ".aimcb")
+    output = _binary_path(opts)
     emitted = None
     if opts.emit_riscv:
         from aimcc.backends.manifest import emit_riscv
@@ -342,7 +372,7 @@ def _compile(opts: argparse.Namespace, update: Callable[[str], None]) -> int:
         update(f"compiling {name}: RISC-V assembly into {opts.emit_riscv}")
         emitted = emit_riscv(comp, opts.emit_riscv)
     update(f"compiling {name}: writing {output}")
-    files = write_outputs(comp, output, emitted)
+    files = write_outputs(comp, output, emitted, stream)
     timeline = comp.schedule
     if timeline is None and (opts.trace or opts.plot):
         warn(f"{name} has nothing to schedule: no --trace or --plot written")
