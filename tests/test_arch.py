@@ -54,3 +54,32 @@ def test_unknown_and_missing_keys(tmp_path: Path) -> None:
         load_arch("paper-512", ["tile.dac.bits=0"])
     with pytest.raises(AimccError, match=r"no key 'tile.nope'"):
         load_arch("paper-512", ["tile.nope=1"])
+
+
+def test_cluster_dtype_is_fp16_or_fp32() -> None:
+    assert load_arch("paper-512").cluster.kernel_dtype == "f16"  # the preset's fp16 cluster
+    assert load_arch("paper-512", ["cluster.dtype=fp32"]).cluster.kernel_dtype == "f32"
+    with pytest.raises(AimccError, match=r"'cluster.dtype' must be one of fp16, fp32 \('bf16'\)"):
+        load_arch("paper-512", ["cluster.dtype=bf16"])
+
+
+@pytest.mark.parametrize(("dtype", "size"), [("fp16", 2), ("fp32", 4)])
+def test_chunks_and_kernel_pieces_use_one_element_size(dtype: str, size: int) -> None:
+    """The cost model sizes chunks with the element size the generated kernels have: a LoRA
+    X.A call's footprint in the manifest (its arguments, in the kernel's dtype) is the cost
+    model's working set of the same tokens (the paper's formula, docs/REFERENCES.md)."""
+    from aimcc.backends.manifest import kernel_manifest
+    from aimcc.compiler import compile_model
+    from aimcc.cost.model import Stage, dtype_bytes, tcdm_bytes
+
+    arch = load_arch("paper-512", [f"cluster.dtype={dtype}"])
+    assert dtype_bytes(arch) == size
+    model = Path(__file__).parents[1] / "examples" / "models" / "lora_layer_128.onnx"
+    manifest = kernel_manifest(compile_model(model, "hybrid", arch))
+    calls = [c for k in manifest["kernels"] for c in k["riscv"].get("calls", [])]
+    assert {c["dtype"] for c in calls} == {arch.cluster.kernel_dtype}
+    (xa,) = [c for c in calls if c["kind"] == "lora_xa"]
+    d = xa["dims"]
+    assert xa["footprint_bytes"] == size * (d["T"] * d["K"] + d["K"] * d["R"] + d["T"] * d["R"])
+    stage = Stage("xa", "lora_xa", {"K": d["K"], "R": d["R"]}, (), "cluster")
+    assert tcdm_bytes(stage, d["T"], arch) == xa["footprint_bytes"]

@@ -47,6 +47,13 @@ def test_every_kernel_has_assembly_with_matching_hash(emitted: tuple[Path, dict]
     assert {"lora_xa", "lora_b_add", "qk", "softmax", "av", "layer_norm", "gather"} <= kinds
     # the attention mask's preparation, on int64 and bool data
     assert {"cast_bool", "gather_nd", "and_outer", "where_const"} <= kinds
+    # the presets' fp16 cluster: float kernels in f16, and the files say so
+    assert (manifest["cluster"]["dtype"], manifest["riscv_dtype"]) == ("fp16", "f16")
+    assert {c["dtype"] for c in _calls(manifest)} == {"f16", "bool", "i64"}
+    softmax = next(c for c in _calls(manifest) if c["kind"] == "softmax")
+    text = (out / "riscv" / softmax["file"]).read_text()
+    assert text.startswith(f"# {softmax['symbol']}: f16 data") and ".option arch, +zfh" in text
+    assert "flh" in text and "fsh" in text and "flw" not in text
 
 
 def _statuses(path: Path) -> dict[str, list[str]]:
@@ -73,14 +80,16 @@ def test_every_minilm_kernel_has_code_or_is_a_view(minilm_path: Path) -> None:
 
 
 def test_split_pieces_cover_the_tokens(emitted: tuple[Path, dict]) -> None:
-    """gelu of 128 x 512 floats (in and out: 2 x 256 KiB) cannot sit in 128 KiB: split by
-    tokens (the biases are fused into the tiles, so the old bias_add example is gone)."""
-    split = [c for c in _calls(emitted[1]) if c["signature"] == "aimcc_gelu_erf_N65536"]
+    """gelu of 128 x 512 fp16 values (in and out: 2 x 128 KiB) cannot sit in 128 KiB: split
+    by tokens (the biases are fused into the tiles, so the old bias_add example is gone)."""
+    split = [c for c in _calls(emitted[1]) if c["signature"] == "aimcc_gelu_erf_N65536_f16"]
     assert split and all(c["pieces"] > 1 for c in split)
     for call in split:
+        assert call["dtype"] == "f16" and call["symbol"].endswith("_f16")
         assert call["pieces"] * call["tokens_per_piece"] == 128
         assert call["pieces"] * call["dims"]["N"] == 128 * 512
-        assert call["footprint_bytes"] == 4 * 2 * 128 * 512
+        assert call["footprint_bytes"] == 2 * 2 * 128 * 512  # 2 bytes per fp16 element
+        assert call["piece_footprint_bytes"] <= call["tcdm_bytes"] == 128 * 1024
 
 
 @pytest.mark.skipif(not kt.HAVE_QEMU, reason="needs riscv64-linux-gnu-gcc and qemu-riscv64")
@@ -89,6 +98,29 @@ def test_emitted_kernels_run_under_qemu(emitted: tuple[Path, dict], tmp_path: Pa
     out, manifest = emitted
     wanted = ("lora_xa", "lora_b_add", "layer_norm", "add", "qk", "gelu_erf")
     wanted += ("cast_bool", "gather_nd", "and_outer", "where_const")
+    _run_emitted(out, manifest, wanted, tmp_path)
+
+
+def test_fp32_cluster_emits_f32_kernels(tmp_path: Path) -> None:
+    """`--set cluster.dtype=fp32`: every float kernel in f32 (`.s`, 4-byte elements, no Zfh),
+    the manifest says so, and the emitted files compute what numpy computes."""
+    argv = [str(MODELS / "lora_layer_128.onnx"), "-o", str(tmp_path / "l.aimcb"), "-q"]
+    argv += ["--set", "cluster.dtype=fp32", "--emit-riscv", str(tmp_path / "riscv")]
+    assert main(argv) == 0
+    manifest = json.loads((tmp_path / "l.kernels.json").read_text())
+    assert (manifest["cluster"]["dtype"], manifest["riscv_dtype"]) == ("fp32", "f32")
+    calls = _calls(manifest)
+    assert calls and {c["dtype"] for c in calls} == {"f32"}
+    for call in calls:
+        text = (tmp_path / "riscv" / call["file"]).read_text()
+        assert text.startswith(f"# {call['symbol']}: f32 data\n") and "zfh" not in text
+        assert ".h " not in text and "flw" in text
+    if kt.HAVE_QEMU:
+        _run_emitted(tmp_path, manifest, ("lora_xa", "lora_b_add"), tmp_path / "run")
+
+
+def _run_emitted(out: Path, manifest: dict, wanted: tuple[str, ...], tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
     calls = {c["symbol"]: c for c in _calls(manifest) if c["kind"] in wanted}
     sigs = [
         KernelSignature(

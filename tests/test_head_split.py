@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_riscv_kernels import _HARNESS, CC, HAVE_QEMU, _run_interpreter, _run_qemu
+from test_riscv_kernels import (
+    _HARNESS,
+    CC,
+    HAVE_QEMU,
+    NUMPY_DTYPES,
+    _run_interpreter,
+    _run_qemu,
+)
 
 from aimcc.backends import riscv as rv
 from aimcc.backends.manifest import kernel_manifest
@@ -154,15 +161,19 @@ def test_riscv_kernels_of_the_groups_match_numpy(bert_lora, tmp_path: Path) -> N
                 for a, pq in zip(args, per_query, strict=True)
             ]
             shape = rv.kernel_args(sig)[-1][2]
-            out.append(run_piece(sig, [*part, np.empty(shape, np.float32)]))
+            out.append(run_piece(sig, [*part, np.empty(shape, ftype)]))
         return np.concatenate(out)
 
+    # the cluster's number format (the preset's fp16): inputs rounded to it, as the kernels
+    # hold them; the reference starts from the same values
+    assert {s.dtype for s in sigs} == {"f16"}
+    ftype = NUMPY_DTYPES["f16"]
     rng = np.random.default_rng(0)
     heads, s, d = 4, 128, 32
-    q = rng.normal(size=(heads, s, d)).astype(np.float32)
-    kt = rng.normal(size=(heads, d, s)).astype(np.float32)
-    v = rng.normal(size=(heads, s, d)).astype(np.float32)
-    mask = np.where(rng.random((s, s)) < 0.2, -1e4, 0.0).astype(np.float32)
+    q = rng.normal(size=(heads, s, d)).astype(ftype)
+    kt = rng.normal(size=(heads, d, s)).astype(ftype)
+    v = rng.normal(size=(heads, s, d)).astype(ftype)
+    mask = np.where(rng.random((s, s)) < 0.2, -1e4, 0.0).astype(ftype)
     scale = float(op.params.data["scale"].value.data)
     groups = head_clusters(op)
     per = heads // len(groups)
@@ -171,8 +182,12 @@ def test_riscv_kernels_of_the_groups_match_numpy(bert_lora, tmp_path: Path) -> N
         for h in range(j * per, (j + 1) * per):
             probs = run(2, run(1, run(0, q[h], kt[h]), mask))
             outs.append(run(3, probs, v[h]))
+    # Every kernel rounds its output to f16 (2**-11 relative). The scores (|s| <= 4.7 here)
+    # then err by up to 4.7 * 2**-11 = 2.3e-3 absolute, which exp turns into that relative
+    # error of the probabilities; the output, a mean of v (|v| <= ~4.5) weighted by them,
+    # errs by up to ~4.5 * 2.3e-3 = 1e-2 (measured: 1.1e-3).
     np.testing.assert_allclose(
-        np.stack(outs), _numpy_attention(q, kt, v, mask, scale), atol=1e-5, rtol=1e-4
+        np.stack(outs), _numpy_attention(q, kt, v, mask, scale), atol=1e-2, rtol=0
     )
 
 

@@ -18,6 +18,9 @@ from aimcc.errors import AimccError
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_ARCH = "paper-512"
 MAX_INT = 2**31 - 1  # counts and sizes; larger values overflow the cost model's and runtime's sizes
+# cluster.dtype, the clusters' number format -> the element type of the RISC-V kernels' float
+# data (backends/signatures.py, which gives its size): fp16 in Zfh, fp32 in F
+CLUSTER_DTYPES = {"fp16": "f16", "fp32": "f32"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,11 @@ class Cluster:
     dma_setup_cycles: int
     transcendental_ops: int
     divsqrt_cycles: int
+
+    @property
+    def kernel_dtype(self) -> str:
+        """The element type of the kernels' float data (``f16`` or ``f32``)."""
+        return CLUSTER_DTYPES[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -305,6 +313,10 @@ def _check_ranges(obj: Any, where: str, prefix: str) -> None:
                 raise AimccError(f"{where}: '{prefix}{f.name}' must not be negative ({v})")
             if isinstance(v, int) and v > MAX_INT:
                 raise AimccError(f"{where}: '{prefix}{f.name}' is absurdly large ({v} > {MAX_INT})")
+    if isinstance(obj, Cluster) and obj.dtype not in CLUSTER_DTYPES:
+        raise AimccError(
+            f"{where}: '{prefix}dtype' must be one of {', '.join(CLUSTER_DTYPES)} ({obj.dtype!r})"
+        )
     if isinstance(obj, Tile | Cluster) and obj.count < 1:
         raise AimccError(f"{where}: '{prefix}count' must be at least 1")
     if isinstance(obj, Link) and obj.bytes_per_ns <= 0:

@@ -36,7 +36,8 @@ from aimcc.passes.schedule import column_split, head_clusters
 if TYPE_CHECKING:
     from aimcc.compiler import Compilation
 
-MANIFEST_VERSION = 3  # 3: calls of the lowered IR; views and fused biases have no entry calls
+MANIFEST_VERSION = 4  # 3: calls of the lowered IR; views and fused biases have no entry calls;
+# 4: float kernels in the cluster's number format (riscv_dtype and call dtypes f16 or f32)
 
 
 def estimated_cycles(kernel: KernelAttr, tokens: int, comp: Compilation) -> float:
@@ -203,7 +204,7 @@ def kernel_manifest(comp: Compilation, emitted: EmitStats | None = None) -> dict
             "tcdm_kib": comp.arch.cluster.tcdm_kib,
             "dtype": comp.arch.cluster.dtype,
         },
-        "riscv_dtype": "f32",
+        "riscv_dtype": comp.arch.cluster.kernel_dtype,  # the float kernels' element type
         "kernels": kernels,
     }
 

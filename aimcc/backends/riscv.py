@@ -1,10 +1,17 @@
 """RISC-V code generation for the digital kernels that run on the PMCA clusters.
 
-Each kernel is built as a `func.func` on static memrefs (linalg where the op is a structured
-loop nest, scf loops where a row needs a running reduction), then lowered with xDSL's plain
-RISC-V pipeline to rv64gc assembly. f32 values live in f registers (`.s` instructions), so
-the output assembles with stock `riscv64-linux-gnu-gcc -march=rv64gc` and follows the
-standard calling convention: arguments in a0, a1, ... and only caller-saved registers used.
+Each kernel is built as a `func.func` on static memrefs (linalg where the op is elementwise,
+scf loops where an output is a reduction, accumulated in a register), then lowered with
+xDSL's plain RISC-V pipeline to rv64gc assembly, following the standard calling convention:
+arguments in a0, a1, ... and only caller-saved registers used.
+
+Float data is in the cluster's number format, the signature's dtype: f16 (the presets' fp16
+cluster) or f32. f16 is stored as 2 bytes (Zfh `flh`/`fsh`, zfh.py); a kernel that applies one
+operation per element computes it in `.h` instructions, and every reduction (dot products,
+sums, a norm's statistics) and every polynomial (exp, tanh, erf) runs in f32 registers on
+values widened with `fcvt.s.h`, rounded to f16 once when stored (docs/RISCV.md says why).
+f32 kernels use the `.s` instructions. Either assembles with stock
+`riscv64-linux-gnu-gcc -march=rv64gc` (an f16 file enables Zfh itself).
 Integer data (ids, masks) is i64, i32 or bool, a bool being one byte holding 0 or 1.
 """
 
@@ -29,6 +36,7 @@ from xdsl.dialects.builtin import (
     MemRefType,
     ModuleOp,
     UnrealizedConversionCastOp,
+    f16,
     f32,
     i1,
     i8,
@@ -36,7 +44,7 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.dialects.linalg.attrs import IteratorTypeAttr
-from xdsl.dialects.linalg.ops import FillOp, GenericOp, MatmulOp, YieldOp
+from xdsl.dialects.linalg.ops import GenericOp, YieldOp
 from xdsl.dialects.riscv import riscv_code
 from xdsl.dialects.riscv.abstract_ops import (
     AssemblyInstructionArg,
@@ -60,12 +68,13 @@ from xdsl.transforms import get_all_passes
 
 from aimcc.backends.signatures import (
     _BINARY_KINDS,
-    _DTYPE_BYTES,
     _GATHER_ND_AXES,
     _LOGICAL_KINDS,
+    DTYPE_BYTES,
     KernelSignature,
     kernel_args,
 )
+from aimcc.backends.zfh import ZFH_DIRECTIVE, FMvHXOp, FMvXHOp, LowerF16ToRiscvPass
 
 
 @dataclass(frozen=True)
@@ -88,8 +97,20 @@ class _Emit:
     def op(self, op: Operation) -> SSAValue:
         return self._insert(op).results[0]
 
-    def f(self, value: float) -> SSAValue:
-        return self.op(arith.ConstantOp(FloatAttr(value, f32)))
+    def f(self, value: float, typ: Attribute = f32) -> SSAValue:
+        """A float constant; in f16 saturated to the largest finite value (the mask's
+        -3.4e38 and an unbounded clip's bounds become -+65504), as an fp16 cluster holds them."""
+        if typ == f16:
+            value = min(max(value, -_F16_MAX), _F16_MAX)
+        return self.op(arith.ConstantOp(FloatAttr(value, typ)))
+
+    def widen(self, x: SSAValue) -> SSAValue:
+        """f32 from an f16 value (exact); f32 values as they are."""
+        return self.op(arith.ExtFOp(x, f32)) if x.type == f16 else x
+
+    def narrow(self, x: SSAValue, typ: Attribute) -> SSAValue:
+        """``x`` rounded to ``typ`` (to nearest, ties to even) when that is f16."""
+        return self.op(arith.TruncFOp(x, f16)) if typ == f16 and x.type == f32 else x
 
     def i(self, value: int) -> SSAValue:
         return self.op(arith.ConstantOp.from_int_and_width(value, 32))
@@ -130,6 +151,14 @@ class _Emit:
 
     def store(self, value: SSAValue, mem: SSAValue, *indices: SSAValue) -> None:
         self._insert(memref.StoreOp.get(value, mem, indices))
+
+    def loadf(self, mem: SSAValue, *indices: SSAValue) -> SSAValue:
+        """A float element, in f32 to compute with."""
+        return self.widen(self.load(mem, *indices))
+
+    def storef(self, value: SSAValue, mem: SSAValue, *indices: SSAValue) -> None:
+        """An f32 result into a float buffer, rounded once to its element type."""
+        self.store(self.narrow(value, _element_type(mem)), mem, *indices)
 
     def loop(
         self,
@@ -181,6 +210,9 @@ class _Builder:
 def _element_type(value: SSAValue) -> Attribute:
     assert isinstance(value.type, MemRefType)
     return value.type.element_type
+
+
+_F16_MAX = 65504.0  # the largest finite binary16 value
 
 
 # ---- math expansions -------------------------------------------------------------------------
@@ -360,18 +392,19 @@ class _LowerIntegersToRiscv(RewritePattern):
         return UnrealizedConversionCastOp.get((value,), (reg,)).results[0]
 
     def _select(self, op: arith.SelectOp) -> list[Operation]:
-        """Branch-free: y = a ^ ((a ^ b) & (c - 1)), c the i1 condition (0 or 1); f32 values go
-        through integer registers bit for bit."""
+        """Branch-free: y = a ^ ((a ^ b) & (c - 1)), c the i1 condition (0 or 1); f32 and f16
+        values go through integer registers bit for bit (`fmv.x.w`/`fmv.x.h` and back)."""
         ireg, freg = riscv.Registers.UNALLOCATED_INT, riscv.Registers.UNALLOCATED_FLOAT
-        is_float = op.result.type == f32
+        moves = {f32: (riscv.FMvXWOp, riscv.FMvWXOp), f16: (FMvXHOp, FMvHXOp)}
+        to_int, to_float = moves.get(op.result.type, (None, None))
         c = self._reg(op.cond, ireg)
         ops: list[Operation] = [c.owner]
 
         def bits(value: SSAValue) -> SSAValue:
-            reg = self._reg(value, freg if is_float else ireg)
+            reg = self._reg(value, freg if to_int else ireg)
             ops.append(reg.owner)
-            if is_float:
-                ops.append(riscv.FMvXWOp(reg, rd=ireg))
+            if to_int:
+                ops.append(to_int(reg, rd=ireg))
                 return ops[-1].results[0]
             return reg
 
@@ -381,8 +414,8 @@ class _LowerIntegersToRiscv(RewritePattern):
         kept = riscv.AndOp(diff, mask, rd=ireg)
         chosen = riscv.XorOp(a, kept, rd=ireg)
         ops += [mask, diff, kept, chosen]
-        if is_float:
-            ops.append(riscv.FMvWXOp(chosen, rd=freg))
+        if to_float:
+            ops.append(to_float(chosen, rd=freg))
         return ops
 
     @staticmethod
@@ -443,17 +476,8 @@ def _maps(fn: Callable[..., tuple], *more: Callable[..., tuple]) -> list[AffineM
     return [AffineMap.from_callable(f) for f in (fn, *more)]
 
 
-def _fill_zero(e: _Emit, out: SSAValue) -> None:
-    e._insert(FillOp([e.f(0.0)], [out], res=()))
-
-
-def _matmul(e: _Emit, a: SSAValue, b: SSAValue, out: SSAValue) -> None:
-    _fill_zero(e, out)
-    e._insert(MatmulOp([a, b], [out], res=()))
-
-
 def _row_sum(e: _Emit, n: int, term: Callable[[_Emit, SSAValue], SSAValue]) -> SSAValue:
-    """sum_{j<n} term(j), accumulated left to right in a register."""
+    """sum_{j<n} term(j), accumulated left to right in an f32 register."""
 
     def step(inner: _Emit, j: SSAValue, acc: tuple[SSAValue, ...]) -> list[SSAValue]:
         return [inner.add(acc[0], term(inner, j))]
@@ -461,24 +485,58 @@ def _row_sum(e: _Emit, n: int, term: Callable[[_Emit, SSAValue], SSAValue]) -> S
     return e.loop(n, step, [e.f(0.0)])[0]
 
 
+Index = tuple[SSAValue, ...]
+
+
+def _reduce(
+    e: _Emit,
+    out: SSAValue,
+    n: int,
+    term: Callable[[_Emit, Index, SSAValue], SSAValue],
+    finish: Callable[[_Emit, Index, SSAValue], SSAValue] = lambda _, __, acc: acc,
+) -> None:
+    """out[i] = finish(i, sum_{j<n} term(i, j)) for every index i of ``out``: the sum in an f32
+    register, left to right, rounded once to out's element type when stored."""
+    shape = out.type.get_shape()  # type: ignore[union-attr]
+
+    def nest(inner: _Emit, index: Index) -> None:
+        if len(index) == len(shape):
+            total = _row_sum(inner, n, lambda i, j: term(i, index, j))
+            inner.storef(finish(inner, index, total), out, *index)
+            return
+
+        def body(deeper: _Emit, i: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
+            nest(deeper, (*index, i))
+            return []
+
+        inner.loop(shape[len(index)], body)
+
+    nest(e, ())
+
+
+def _matmul(e: _Emit, a: SSAValue, b: SSAValue, out: SSAValue) -> None:
+    k_size = a.type.get_shape()[1]  # type: ignore[union-attr]
+    _reduce(e, out, k_size, lambda i, mn, k: i.mul(i.loadf(a, mn[0], k), i.loadf(b, k, mn[1])))
+
+
 def _softmax(e: _Emit, sig: KernelSignature, x: SSAValue, y: SSAValue) -> None:
     m_size, n_size = sig.dim("M"), sig.dim("N")
 
     def row(r: _Emit, m: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
         def running_max(inner: _Emit, j: SSAValue, acc: tuple[SSAValue, ...]) -> list[SSAValue]:
-            return [inner.max(acc[0], inner.load(x, m, j))]
+            return [inner.max(acc[0], inner.loadf(x, m, j))]
 
-        (row_max,) = r.loop(n_size, running_max, [r.load(x, m, r.index(0))])
+        (row_max,) = r.loop(n_size, running_max, [r.loadf(x, m, r.index(0))])
 
         def exp_and_sum(inner: _Emit, j: SSAValue) -> SSAValue:
-            ex = inner.op(math.ExpOp(inner.sub(inner.load(x, m, j), row_max)))
-            inner.store(ex, y, m, j)
+            ex = inner.op(math.ExpOp(inner.sub(inner.loadf(x, m, j), row_max)))
+            inner.storef(ex, y, m, j)  # (rounded to f16 there: y is the only buffer)
             return ex
 
         total = _row_sum(r, n_size, exp_and_sum)
 
         def normalise(inner: _Emit, j: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
-            inner.store(inner.div(inner.load(y, m, j), total), y, m, j)
+            inner.storef(inner.div(inner.loadf(y, m, j), total), y, m, j)
             return []
 
         r.loop(n_size, normalise)
@@ -496,12 +554,12 @@ def _norm(
     def row(r: _Emit, m: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
         inv_n = r.f(1.0 / n_size)
         if beta is not None:
-            mean = r.mul(_row_sum(r, n_size, lambda i, j: i.load(x, m, j)), inv_n)
+            mean = r.mul(_row_sum(r, n_size, lambda i, j: i.loadf(x, m, j)), inv_n)
         else:
             mean = r.f(0.0)
 
         def square(inner: _Emit, j: SSAValue) -> SSAValue:
-            d = inner.sub(inner.load(x, m, j), mean)
+            d = inner.sub(inner.loadf(x, m, j), mean)
             return inner.mul(d, d)
 
         var = r.mul(_row_sum(r, n_size, square), inv_n)
@@ -509,11 +567,11 @@ def _norm(
 
         def scale(inner: _Emit, j: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
             v = inner.mul(
-                inner.mul(inner.sub(inner.load(x, m, j), mean), inv_std), inner.load(gamma, j)
+                inner.mul(inner.sub(inner.loadf(x, m, j), mean), inv_std), inner.loadf(gamma, j)
             )
             if beta is not None:
-                v = inner.add(v, inner.load(beta, j))
-            inner.store(v, y, m, j)
+                v = inner.add(v, inner.loadf(beta, j))
+            inner.storef(v, y, m, j)
             return []
 
         r.loop(n_size, scale)
@@ -541,20 +599,31 @@ def _silu(e: _Emit, x: SSAValue, _: SSAValue) -> SSAValue:
 _UNARY = {"gelu_erf": _gelu_erf, "gelu_tanh": _gelu_tanh, "silu": _silu}
 
 
+def _in_f32(formula: Callable[[_Emit, SSAValue, SSAValue], SSAValue]) -> Callable[..., SSAValue]:
+    """A linalg.generic body computing ``formula`` in f32 on an element of any float type,
+    rounded once to the output's type."""
+    return lambda e, x, out: e.narrow(formula(e, e.widen(x), out), out.type)
+
+
 def _cast(e: _Emit, x: SSAValue, source: str, target: str) -> SSAValue:
     """One element, with numpy's astype semantics: integers wrap, floats truncate towards zero,
-    anything nonzero (NaN included) is true. Integers go through i64 first."""
-    if source == "f32":
+    anything nonzero (NaN included) is true. Integers go through i64 first, floats through f32
+    (f16 -> f32 is exact; an integer -> f32 -> f16 rounds once, as every integer that rounds
+    differently in f32 is beyond f16's range)."""
+    if source in ("f32", "f16"):
+        x = e.widen(x)
         if target == "bool":
             nonzero = e.op(arith.CmpfOp(x, e.f(0.0), "une"))
             return e.op(arith.ExtUIOp(nonzero, i8))
+        if target in ("f32", "f16"):
+            return e.narrow(x, _MLIR_TYPES[target])
         wide = e.op(arith.FPToSIOp(x, i64))
     else:
         extend = arith.ExtUIOp if source == "bool" else arith.ExtSIOp
         wide = x if source == "i64" else e.op(extend(x, i64))
     match target:
-        case "f32":
-            return e.op(arith.SIToFPOp(wide, f32))
+        case "f32" | "f16":
+            return e.narrow(e.op(arith.SIToFPOp(wide, f32)), _MLIR_TYPES[target])
         case "bool":
             nonzero = e.op(arith.CmpiOp(wide, e.op(arith.ConstantOp(IntegerAttr(0, i64))), "ne"))
             return e.op(arith.ExtUIOp(nonzero, i8))
@@ -596,26 +665,24 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
     match sig.kind, args:
         case "lora_xa" | "matmul" | "av", (a, b, out):
             _matmul(e, a, b, out)
-        case "lora_b_add", (h, b, y):
+        case "lora_b_add", (h, b, y):  # y += scale (h B), in place
             scale = sig.attr("scale")
-            e.generic(
-                [h, b],
+            _reduce(
+                e,
                 y,
-                _maps(lambda t, n, r: (t, r), lambda t, n, r: (r, n), lambda t, n, r: (t, n)),
-                [2],
-                lambda i, hv, bv, yv: i.add(yv, i.mul(i.mul(i.f(scale), hv), bv)),
+                sig.dim("R"),
+                lambda i, tn, r: i.mul(i.loadf(h, tn[0], r), i.loadf(b, r, tn[1])),
+                lambda i, tn, acc: i.add(i.loadf(y, *tn), i.mul(i.f(scale), acc)),
             )
         case "qk", (q, kt, s):
-            _fill_zero(e, s)
-            e.generic(
-                [q, kt],
-                s,
-                _maps(lambda a, b, d: (a, d), lambda a, b, d: (d, b), lambda a, b, d: (a, b)),
-                [2],
-                lambda i, qv, kv, sv: i.add(sv, i.mul(qv, kv)),
-            )
             scale = sig.attr("scale")
-            e.generic([], s, _maps(lambda a, b: (a, b)), [], lambda i, sv: i.mul(sv, i.f(scale)))
+            _reduce(
+                e,
+                s,
+                sig.dim("D"),
+                lambda i, ab, d: i.mul(i.loadf(q, ab[0], d), i.loadf(kt, d, ab[1])),
+                lambda i, _, acc: i.mul(acc, i.f(scale)),
+            )
         case "softmax", (x, y):
             _softmax(e, sig, x, y)
         case "layer_norm", (x, gamma, beta, y):
@@ -623,22 +690,23 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
         case "rms_norm", (x, gamma, y):
             _norm(e, sig, x, gamma, None, y)
         case "gelu_erf" | "gelu_tanh" | "silu", (x, y):
-            e.generic([x], y, _maps(lambda n: (n,), lambda n: (n,)), [], _UNARY[sig.kind])
+            body = _in_f32(_UNARY[sig.kind])
+            e.generic([x], y, _maps(lambda n: (n,), lambda n: (n,)), [], body)
         case kind, (a, b, y) if kind in _BINARY_KINDS:
             op, bcast = _BINARY_KINDS[kind]
             b_map = {"": lambda m, n: (m, n), "row": lambda m, n: (n,), "col": lambda m, n: (m,)}
             ident = lambda m, n: (m, n)  # noqa: E731
-            apply = getattr(_Emit, op)
+            apply = getattr(_Emit, op)  # in the element type: one correctly rounded op
             maps = _maps(ident, b_map[bcast], ident)
             e.generic([a, b], y, maps, [], lambda i, av, bv, _: apply(i, av, bv))
         case "clip", (x, y):
-            lo, hi = sig.attr("lo"), sig.attr("hi")
+            lo, hi, typ = sig.attr("lo"), sig.attr("hi"), _element_type(x)
             e.generic(
                 [x],
                 y,
                 _maps(lambda n: (n,), lambda n: (n,)),
                 [],
-                lambda i, xv, _: i.min(i.max(xv, i.f(lo)), i.f(hi)),
+                lambda i, xv, _: i.min(i.max(xv, i.f(lo, typ)), i.f(hi, typ)),
             )
         case "transpose", (x, y):
             e.generic(
@@ -656,20 +724,15 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
                 [],
                 lambda i, xv, _: xv,
             )
-        case "reduce_sum" | "reduce_l2", (x, y):
-            _fill_zero(e, y)
-            square = sig.kind == "reduce_l2"
-            e.generic(
-                [x],
-                y,
-                _maps(lambda a, c, b: (a, b, c), lambda a, c, b: (a, c)),
-                [2],
-                lambda i, xv, yv: i.add(yv, i.mul(xv, xv) if square else xv),
-            )
-            if square:
-                e.generic(
-                    [], y, _maps(lambda a, c: (a, c)), [], lambda i, yv: i.op(math.SqrtOp(yv))
-                )
+        case "reduce_sum", (x, y):
+            _reduce(e, y, sig.dim("B"), lambda i, ac, b: i.loadf(x, ac[0], b, ac[1]))
+        case "reduce_l2", (x, y):
+
+            def square(i: _Emit, ac: Index, b: SSAValue) -> SSAValue:
+                v = i.loadf(x, ac[0], b, ac[1])
+                return i.mul(v, v)
+
+            _reduce(e, y, sig.dim("B"), square, lambda i, _, acc: i.op(math.SqrtOp(acc)))
         case "column_slice", (x, y):
 
             def row(r: _Emit, m: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
@@ -687,15 +750,15 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
             def rope_row(r: _Emit, t: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
                 def pair(inner: _Emit, j: SSAValue, _: tuple[SSAValue, ...]) -> list[SSAValue]:
                     k = inner.op(arith.AddiOp(j, inner.index(half)))
-                    lo, hi = inner.load(x, t, j), inner.load(x, t, k)
+                    lo, hi = inner.loadf(x, t, j), inner.loadf(x, t, k)
                     first = inner.sub(
-                        inner.mul(lo, inner.load(cos, t, j)), inner.mul(hi, inner.load(sin, t, j))
+                        inner.mul(lo, inner.loadf(cos, t, j)), inner.mul(hi, inner.loadf(sin, t, j))
                     )
                     second = inner.add(
-                        inner.mul(hi, inner.load(cos, t, k)), inner.mul(lo, inner.load(sin, t, k))
+                        inner.mul(hi, inner.loadf(cos, t, k)), inner.mul(lo, inner.loadf(sin, t, k))
                     )
-                    inner.store(first, y, t, j)
-                    inner.store(second, y, t, k)
+                    inner.storef(first, y, t, j)
+                    inner.storef(second, y, t, k)
                     return []
 
                 r.loop(half, pair)
@@ -703,14 +766,7 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
 
             e.loop(sig.dim("T"), rope_row)
         case "accumulate", (parts, y):
-            _fill_zero(e, y)
-            e.generic(
-                [parts],
-                y,
-                _maps(lambda m, n, p: (p, m, n), lambda m, n, p: (m, n)),
-                [2],
-                lambda i, pv, yv: i.add(yv, pv),
-            )
+            _reduce(e, y, sig.dim("P"), lambda i, mn, p: i.loadf(parts, p, *mn))
         case kind, (x, y) if kind.startswith("cast_"):
             target = kind.removeprefix("cast_")
             e.generic(
@@ -742,13 +798,13 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
                 lambda i, cv, av, bv, _: i.op(arith.SelectOp(_is_true(i, cv), av, bv)),
             )
         case "where_const", (cond, y):
-            on, off = sig.attr("a"), sig.attr("b")
+            on, off, typ = sig.attr("a"), sig.attr("b"), _element_type(y)
             e.generic(
                 [cond],
                 y,
                 _maps(lambda m, n: (m, n), lambda m, n: (m, n)),
                 [],
-                lambda i, cv, _: i.op(arith.SelectOp(_is_true(i, cv), i.f(on), i.f(off))),
+                lambda i, cv, _: i.op(arith.SelectOp(_is_true(i, cv), i.f(on, typ), i.f(off, typ))),
             )
         case "gather_nd", (data, idx, y):
             _gather_nd(e, sig, data, idx, y)
@@ -771,7 +827,7 @@ def _build_body(e: _Emit, sig: KernelSignature, args: Sequence[SSAValue]) -> Non
 
 # Forking a worker costs ~20 ms; below this many kernels per worker one process is faster.
 KERNELS_PER_WORKER = 8
-_MLIR_TYPES: dict[str, Attribute] = {"f32": f32, "i64": i64, "i32": i32, "bool": i8}
+_MLIR_TYPES: dict[str, Attribute] = {"f16": f16, "f32": f32, "i64": i64, "i32": i32, "bool": i8}
 
 
 def build_kernel_module(sig: KernelSignature) -> ModuleOp:
@@ -810,6 +866,7 @@ def _pipelines() -> tuple[PassPipeline, PassPipeline]:
         ExpandMathPass(),
         *passes[:memory],
         LowerIntegersToRiscvPass(),
+        LowerF16ToRiscvPass(),
         *passes[memory:split],
         LowerFloatBitsToRiscvPass(),
         *passes[split:cut],
@@ -818,8 +875,8 @@ def _pipelines() -> tuple[PassPipeline, PassPipeline]:
 
 
 def generate_kernels(sigs: Sequence[KernelSignature]) -> list[KernelAsm]:
-    """Lower kernels to rv64gc assembly (f32 in `.s` instructions), one per distinct signature
-    in first-seen order; the text of each is the same as when generated alone.
+    """Lower kernels to rv64gc assembly (f16 in Zfh, f32 in F), one per distinct signature in
+    first-seen order; the text of each is the same as when generated alone.
 
     Many kernels are split into one batch per core, lowered in forked workers (the text does
     not depend on the batch, so the output is the same as lowering them in one process)."""
@@ -840,7 +897,7 @@ def generate_kernels(sigs: Sequence[KernelSignature]) -> list[KernelAsm]:
     kernels = []
     for sig, asm in zip(unique, texts, strict=True):
         args = kernel_args(sig)
-        footprint = sum(_DTYPE_BYTES[dt] * pymath.prod(shape) for _, dt, shape in args)
+        footprint = sum(DTYPE_BYTES[dt] * pymath.prod(shape) for _, dt, shape in args)
         kernels.append(KernelAsm(sig, asm, args, footprint))
     return kernels
 
@@ -857,12 +914,21 @@ def _lower_to_text(sigs: Sequence[KernelSignature]) -> list[str]:
     module = ModuleOp(funcs)
     batched.apply(Context(), module)
     texts = []
-    for lowered in list(module.body.block.ops):
+    for sig, lowered in zip(sigs, list(module.body.block.ops), strict=True):
         lowered.detach()
         alone = ModuleOp([lowered])
         per_kernel.apply(Context(), alone)
-        texts.append(riscv_code(alone))
+        texts.append(_header(sig) + riscv_code(alone))
     return texts
+
+
+def _header(sig: KernelSignature) -> str:
+    """What the file computes on: its data types, and Zfh enabled where it holds f16."""
+    dtypes = list(dict.fromkeys(dt for _, dt, _ in kernel_args(sig)))
+    line = f"# {sig.symbol}: {' '.join(dtypes)} data"
+    if "f16" in dtypes:
+        line += " (Zfh; reductions and exp/tanh/erf in f32)\n" + ZFH_DIRECTIVE
+    return line + "\n"
 
 
 def generate_kernel(sig: KernelSignature) -> KernelAsm:

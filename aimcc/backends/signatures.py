@@ -20,7 +20,9 @@ _BINARY_KINDS: dict[str, tuple[str, str]] = {
     **{f"{op}_col": (op, "col") for op in _OPS},
 }
 
-_DTYPES = ("f32", "i64", "i32", "bool")
+# float data is in the cluster's number format (arch.cluster.kernel_dtype): f16 (Zfh) or f32
+FLOAT_DTYPES = ("f16", "f32")
+_DTYPES = (*FLOAT_DTYPES, "i64", "i32", "bool")
 # bool kernels on masks: y = a op b with a and b full (""), b one value per column ("row"), one
 # per row ("col"), or a one per row and b one per column ("outer": y[m, n] = a[m] op b[n]).
 _LOGICAL_KINDS: dict[str, tuple[str, str]] = {
@@ -62,14 +64,15 @@ _KIND_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 KERNEL_KINDS: tuple[str, ...] = tuple(_KIND_PARAMS)
 
-# kind -> the element types it is generated for (f32 for every kind not listed)
+# kind -> the element types it is generated for (a float type for every kind not listed)
 _KIND_DTYPES: dict[str, tuple[str, ...]] = {
     **{f"cast_{to}": tuple(dt for dt in _DTYPES if dt != to) for to in _DTYPES},
     **{kind: ("bool",) for kind in _LOGICAL_KINDS},
     "gather_nd": _DTYPES,
 }
 
-_DTYPE_BYTES = {"f32": 4, "i64": 8, "i32": 4, "bool": 1}
+# The size of an element: TCDM footprints here and the cost model's chunks (cost/model.py)
+DTYPE_BYTES = {"f16": 2, "f32": 4, "i64": 8, "i32": 4, "bool": 1}
 
 
 def _symbol_float(value: float) -> str:
@@ -80,7 +83,8 @@ def _symbol_float(value: float) -> str:
 @dataclass(frozen=True)
 class KernelSignature:
     """What a digital kernel computes: kind, static sizes, compile-time scalars and the element
-    type of its data (a cast's source type; a where's values, its condition being bool)."""
+    type of its data (a cast's source type; a where's values, its condition being bool; the
+    cluster's number format, f16 or f32, for float kernels)."""
 
     kind: str
     dims: tuple[tuple[str, int], ...]
@@ -108,7 +112,7 @@ class KernelSignature:
 def check_signature(sig: KernelSignature) -> None:
     if sig.kind not in _KIND_PARAMS:
         raise AimccError(f"riscv backend: unknown kernel kind {sig.kind!r} (have {KERNEL_KINDS})")
-    dtypes = _KIND_DTYPES.get(sig.kind, ("f32",))
+    dtypes = _KIND_DTYPES.get(sig.kind, FLOAT_DTYPES)
     if sig.dtype not in dtypes:
         raise AimccError(
             f"riscv backend: kernel {sig.kind} supports dtypes {dtypes}, not {sig.dtype}"
@@ -137,80 +141,80 @@ def check_signature(sig: KernelSignature) -> None:
 def kernel_args(sig: KernelSignature) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
     """(name, dtype, shape) of each argument in calling order; outputs come last."""
     check_signature(sig)
-    d = dict(sig.dims)
+    d, f = dict(sig.dims), sig.dtype  # f: the float kernels' element type
     match sig.kind:
         case "lora_xa":
             return (
-                ("x", "f32", (d["T"], d["K"])),
-                ("A", "f32", (d["K"], d["R"])),
-                ("h", "f32", (d["T"], d["R"])),
+                ("x", f, (d["T"], d["K"])),
+                ("A", f, (d["K"], d["R"])),
+                ("h", f, (d["T"], d["R"])),
             )
         case "lora_b_add":
             return (
-                ("h", "f32", (d["T"], d["R"])),
-                ("B", "f32", (d["R"], d["N"])),
-                ("y", "f32", (d["T"], d["N"])),
+                ("h", f, (d["T"], d["R"])),
+                ("B", f, (d["R"], d["N"])),
+                ("y", f, (d["T"], d["N"])),
             )
         case "matmul":
             return (
-                ("a", "f32", (d["M"], d["K"])),
-                ("b", "f32", (d["K"], d["N"])),
-                ("y", "f32", (d["M"], d["N"])),
+                ("a", f, (d["M"], d["K"])),
+                ("b", f, (d["K"], d["N"])),
+                ("y", f, (d["M"], d["N"])),
             )
         case "qk":  # keys come transposed, as attention's operand holds them
             return (
-                ("q", "f32", (d["S"], d["D"])),
-                ("kt", "f32", (d["D"], d["S2"])),
-                ("s", "f32", (d["S"], d["S2"])),
+                ("q", f, (d["S"], d["D"])),
+                ("kt", f, (d["D"], d["S2"])),
+                ("s", f, (d["S"], d["S2"])),
             )
         case "av":
             return (
-                ("p", "f32", (d["S"], d["S2"])),
-                ("v", "f32", (d["S2"], d["D"])),
-                ("o", "f32", (d["S"], d["D"])),
+                ("p", f, (d["S"], d["S2"])),
+                ("v", f, (d["S2"], d["D"])),
+                ("o", f, (d["S"], d["D"])),
             )
         case "softmax":
-            return (("x", "f32", (d["M"], d["N"])), ("y", "f32", (d["M"], d["N"])))
+            return (("x", f, (d["M"], d["N"])), ("y", f, (d["M"], d["N"])))
         case "layer_norm":
             return (
-                ("x", "f32", (d["M"], d["N"])),
-                ("gamma", "f32", (d["N"],)),
-                ("beta", "f32", (d["N"],)),
-                ("y", "f32", (d["M"], d["N"])),
+                ("x", f, (d["M"], d["N"])),
+                ("gamma", f, (d["N"],)),
+                ("beta", f, (d["N"],)),
+                ("y", f, (d["M"], d["N"])),
             )
         case "rms_norm":
             return (
-                ("x", "f32", (d["M"], d["N"])),
-                ("gamma", "f32", (d["N"],)),
-                ("y", "f32", (d["M"], d["N"])),
+                ("x", f, (d["M"], d["N"])),
+                ("gamma", f, (d["N"],)),
+                ("y", f, (d["M"], d["N"])),
             )
         case "gelu_erf" | "gelu_tanh" | "silu" | "clip":
-            return (("x", "f32", (d["N"],)), ("y", "f32", (d["N"],)))
+            return (("x", f, (d["N"],)), ("y", f, (d["N"],)))
         case kind if kind in _BINARY_KINDS:
             b_shape = {"": (d["M"], d["N"]), "row": (d["N"],), "col": (d["M"],)}
             return (
-                ("a", "f32", (d["M"], d["N"])),
-                ("b", "f32", b_shape[_BINARY_KINDS[kind][1]]),
-                ("y", "f32", (d["M"], d["N"])),
+                ("a", f, (d["M"], d["N"])),
+                ("b", f, b_shape[_BINARY_KINDS[kind][1]]),
+                ("y", f, (d["M"], d["N"])),
             )
         case "accumulate":
-            return (("parts", "f32", (d["P"], d["M"], d["N"])), ("y", "f32", (d["M"], d["N"])))
+            return (("parts", f, (d["P"], d["M"], d["N"])), ("y", f, (d["M"], d["N"])))
         case "gather":
             return (
-                ("table", "f32", (d["V"], d["D"])),
+                ("table", f, (d["V"], d["D"])),
                 ("idx", "i64", (d["T"],)),  # ONNX token ids are int64
-                ("y", "f32", (d["T"], d["D"])),
+                ("y", f, (d["T"], d["D"])),
             )
         case "rope":
-            return tuple((name, "f32", (d["T"], d["D"])) for name in ("x", "cos", "sin", "y"))
+            return tuple((name, f, (d["T"], d["D"])) for name in ("x", "cos", "sin", "y"))
         case "transpose":
-            return (("x", "f32", (d["A"], d["B"], d["C"])), ("y", "f32", (d["B"], d["A"], d["C"])))
+            return (("x", f, (d["A"], d["B"], d["C"])), ("y", f, (d["B"], d["A"], d["C"])))
         case "broadcast":
-            return (("x", "f32", (d["A"], d["C"])), ("y", "f32", (d["A"], d["B"], d["C"])))
+            return (("x", f, (d["A"], d["C"])), ("y", f, (d["A"], d["B"], d["C"])))
         case "column_slice":
-            return (("x", "f32", (d["M"], d["W"])), ("y", "f32", (d["M"], d["N"])))
+            return (("x", f, (d["M"], d["W"])), ("y", f, (d["M"], d["N"])))
         case "reduce_sum" | "reduce_l2":
-            return (("x", "f32", (d["A"], d["B"], d["C"])), ("y", "f32", (d["A"], d["C"])))
+            return (("x", f, (d["A"], d["B"], d["C"])), ("y", f, (d["A"], d["C"])))
         case kind if kind.startswith("cast_"):
             return (("x", sig.dtype, (d["N"],)), ("y", kind.removeprefix("cast_"), (d["N"],)))
         case kind if kind in _LOGICAL_KINDS:
@@ -224,12 +228,12 @@ def kernel_args(sig: KernelSignature) -> tuple[tuple[str, str, tuple[int, ...]],
         case "where":
             return (
                 ("cond", "bool", (d["M"], d["N"])),
-                ("a", "f32", (d["M"], d["N"])),
-                ("b", "f32", (d["M"], d["N"])),
-                ("y", "f32", (d["M"], d["N"])),
+                ("a", f, (d["M"], d["N"])),
+                ("b", f, (d["M"], d["N"])),
+                ("y", f, (d["M"], d["N"])),
             )
         case "where_const":
-            return (("cond", "bool", (d["M"], d["N"])), ("y", "f32", (d["M"], d["N"])))
+            return (("cond", "bool", (d["M"], d["N"])), ("y", f, (d["M"], d["N"])))
         case "gather_nd":
             axes = [d[name] for name in _GATHER_ND_AXES if name in d]
             return (
@@ -244,7 +248,7 @@ def tcdm_bytes(sig: KernelSignature) -> int:
     """Bytes a kernel call keeps in the cluster's TCDM: every argument except a gather's table,
     which stays in L2 and is streamed row by row (only the looked-up rows move)."""
     return sum(
-        _DTYPE_BYTES[dt] * pymath.prod(shape)
+        DTYPE_BYTES[dt] * pymath.prod(shape)
         for name, dt, shape in kernel_args(sig)
         if not (sig.kind == "gather" and name == "table")
     )

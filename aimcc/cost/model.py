@@ -50,6 +50,7 @@ import math
 from dataclasses import dataclass
 
 from aimcc.arch import Arch
+from aimcc.backends.signatures import DTYPE_BYTES
 from aimcc.errors import AimccError
 
 ANALOG = "analog_mvm"
@@ -73,7 +74,6 @@ DIGITAL_KINDS = (
 )
 # Kinds that read the whole sequence through their second operand (keys, values).
 SEQUENCE_MIXING = ("qk", "av")
-_DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 
 
 @dataclass(frozen=True)
@@ -122,9 +122,9 @@ def dim(stage: Stage, key: str, default: int | None = None) -> int:
 
 
 def dtype_bytes(arch: Arch) -> int:
-    if arch.cluster.dtype not in _DTYPE_BYTES:
-        raise AimccError(f"arch '{arch.name}': cluster.dtype '{arch.cluster.dtype}' unknown")
-    return _DTYPE_BYTES[arch.cluster.dtype]
+    """Bytes of one element of the cluster's number format: the generated kernels' (one size,
+    `signatures.DTYPE_BYTES`, for this model's chunks and the kernels' TCDM pieces)."""
+    return DTYPE_BYTES[arch.cluster.kernel_dtype]
 
 
 def kernel(stage: Stage, tokens: int, arch: Arch) -> Kernel:

@@ -1,12 +1,14 @@
 // RUN: %weights %s %t.npz
 // RUN: aimcc opt %s --weights %t.npz -p lower-cluster | filecheck %s
+// RUN: aimcc opt %s --weights %t.npz -p lower-cluster --set cluster.dtype=fp32 | filecheck %s --check-prefix=F32
 
 // Each digital.kernel becomes a cluster.call listing the RISC-V kernels that compute it, in
 // order, with the operands each reads: the LoRA as X.A then .B added in place; attention as
 // qk, the mask add, softmax and av (one head each, repeat: the heads); a residual ONNX Add as
 // the add kernel. The partial sums of a 2x2 grid of tiles get their kernel on the accumulate
 // (one per column of tiles: repeat 2). A reshape is a view (no kernel); an op no kernel
-// computes is a call without kernels that says why.
+// computes is a call without kernels that says why. The kernels' float data is in the
+// cluster's number format: fp16 in the preset (dtype "f16"), "f32" with cluster.dtype=fp32.
 
 builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
   func.func @main(%x: tensor<1x16x16xf32> {onnx.name = "x"}, %mask: tensor<1x1x16x16xf32> {onnx.name = "mask"}) -> (tensor<1x16x16xf32> {onnx.name = "y"}) {
@@ -36,13 +38,17 @@ builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
   }
 }
 
-// CHECK:       %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<"accumulate", "f32", {M = 16 : i64, N = 8 : i64, P = 2 : i64}, {}, 2 : i64, "M", 1 : i64>}
-// CHECK-NEXT:  %y_9 = "cluster.call"(%x, %y_8, %val_1, %val_2) <{callee = "lora", kernels = [#cluster.kernel<"lora_xa", "f32", {K = 16 : i64, R = 4 : i64, T = 16 : i64}, {}, 1 : i64, "T", 1 : i64>, #cluster.kernel<"lora_b_add", "f32", {N = 16 : i64, R = 4 : i64, T = 16 : i64}, {scale = 2.000000e+00 : f64}, 1 : i64, "T", 1 : i64>], reads = {{\[}}[0 : i64, 2 : i64], [3 : i64, 1 : i64]], params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}>
+// CHECK:       %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<"accumulate", "f16", {M = 16 : i64, N = 8 : i64, P = 2 : i64}, {}, 2 : i64, "M", 1 : i64>}
+// CHECK-NEXT:  %y_9 = "cluster.call"(%x, %y_8, %val_1, %val_2) <{callee = "lora", kernels = [#cluster.kernel<"lora_xa", "f16", {K = 16 : i64, R = 4 : i64, T = 16 : i64}, {}, 1 : i64, "T", 1 : i64>, #cluster.kernel<"lora_b_add", "f16", {N = 16 : i64, R = 4 : i64, T = 16 : i64}, {scale = 2.000000e+00 : f64}, 1 : i64, "T", 1 : i64>], reads = {{\[}}[0 : i64, 2 : i64], [3 : i64, 1 : i64]], params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}>
 // CHECK-NEXT:  %h = "cluster.view"(%y_9, %shape) <{view = "Reshape", params = {}}>
 // CHECK-NEXT:  %kt = "cluster.view"(%h) <{view = "Transpose", params = {perm = [0 : i64, 1 : i64, 3 : i64, 2 : i64]}}>
-// CHECK-NEXT:  %a = "cluster.call"(%h, %kt, %h, %mask) <{callee = "attention", kernels = [#cluster.kernel<"qk", "f32", {D = 8 : i64, S = 16 : i64, S2 = 16 : i64}, {scale = 2.500000e-01 : f64}, 2 : i64, "S", 1 : i64>, #cluster.kernel<"add", "f32", {M = 16 : i64, N = 16 : i64}, {}, 2 : i64, "M", 1 : i64>, #cluster.kernel<"softmax", "f32", {M = 16 : i64, N = 16 : i64}, {}, 2 : i64, "M", 1 : i64>, #cluster.kernel<"av", "f32", {D = 8 : i64, S = 16 : i64, S2 = 16 : i64}, {}, 2 : i64, "S", 1 : i64>], reads = {{\[}}[0 : i64, 1 : i64], [3 : i64], [], [2 : i64]]
+// CHECK-NEXT:  %a = "cluster.call"(%h, %kt, %h, %mask) <{callee = "attention", kernels = [#cluster.kernel<"qk", "f16", {D = 8 : i64, S = 16 : i64, S2 = 16 : i64}, {scale = 2.500000e-01 : f64}, 2 : i64, "S", 1 : i64>, #cluster.kernel<"add", "f16", {M = 16 : i64, N = 16 : i64}, {}, 2 : i64, "M", 1 : i64>, #cluster.kernel<"softmax", "f16", {M = 16 : i64, N = 16 : i64}, {}, 2 : i64, "M", 1 : i64>, #cluster.kernel<"av", "f16", {D = 8 : i64, S = 16 : i64, S2 = 16 : i64}, {}, 2 : i64, "S", 1 : i64>], reads = {{\[}}[0 : i64, 1 : i64], [3 : i64], [], [2 : i64]]
 // CHECK-NEXT:  %a_1 = "cluster.view"(%a, %shape2) <{view = "Reshape", params = {}}>
-// CHECK-NEXT:  %g = "cluster.call"(%a_1) <{callee = "gelu_erf", kernels = [#cluster.kernel<"gelu_erf", "f32", {N = 256 : i64}, {}, 1 : i64, "N", 16 : i64>], reads = {{\[}}[0 : i64]]
-// CHECK-NEXT:  %r = "cluster.call"(%g, %x) <{callee = "onnx.Add", kernels = [#cluster.kernel<"add", "f32", {M = 16 : i64, N = 16 : i64}, {}, 1 : i64, "M", 1 : i64>]
+// CHECK-NEXT:  %g = "cluster.call"(%a_1) <{callee = "gelu_erf", kernels = [#cluster.kernel<"gelu_erf", "f16", {N = 256 : i64}, {}, 1 : i64, "N", 16 : i64>], reads = {{\[}}[0 : i64]]
+// CHECK-NEXT:  %r = "cluster.call"(%g, %x) <{callee = "onnx.Add", kernels = [#cluster.kernel<"add", "f16", {M = 16 : i64, N = 16 : i64}, {}, 1 : i64, "M", 1 : i64>]
 // CHECK-NEXT:  %e = "cluster.call"(%r) <{callee = "onnx.Relu", kernels = [], reads = [], params = {}, cluster = 0 : i64, unsupported = "no RISC-V kernel for onnx.Relu"}>
 // CHECK-NOT:   digital.kernel
+
+// F32-NOT:     "f16"
+// F32:         #cluster.kernel<"gelu_erf", "f32"
+// F32-NOT:     "f16"
