@@ -36,6 +36,7 @@ from xdsl.ir import Attribute, SSAValue
 from aimcc.atomic import atomic_write, write_text
 from aimcc.errors import AimccError
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
+from aimcc.ir.attrs import int_list
 from aimcc.ir.cluster import CallOp, KernelAttr, ViewOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, TensorRefAttr, WeightOp
@@ -246,6 +247,8 @@ def _json_attr(attr: Attribute) -> Any:
         return attr.value.data
     if isinstance(attr, StringAttr):
         return attr.data
+    if (ints := int_list(attr)) is not None:
+        return ints
     if isinstance(attr, ArrayAttr):
         return [_json_attr(a) for a in attr.data]
     if isinstance(attr, TensorRefAttr):

@@ -10,7 +10,6 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     StringAttr,
     TensorType,
-    i64,
 )
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
@@ -28,6 +27,7 @@ from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
+from aimcc.ir.attrs import I64_ARRAY, int_array
 from aimcc.ir.cluster import KernelAttr
 from aimcc.ir.graph import TensorRefAttr, key_of
 from aimcc.ir.types import shape_of
@@ -55,19 +55,12 @@ class TileType(ParametrizedAttribute, TypeAttribute):
         printer.print_string(f"<{self.rows.data}x{self.cols.data}>")
 
 
-def _ints(values: Sequence[int]) -> DenseArrayBase:
-    return DenseArrayBase.from_list(i64, values)
-
-
 def _pair(op: IRDLOperation, name: str, attr: DenseArrayBase) -> tuple[int, int]:
     """The two integers of an ``array<i64: a, b>`` property (the verifier checks the count)."""
     values = attr.get_values()
     if len(values) != 2:
         raise VerifyException(f"{op.name}: {name} must be 2 integers, got {len(values)}")
     return values[0], values[1]
-
-
-I64_ARRAY = DenseArrayBase.constr(i64)
 
 
 @irdl_op_definition
@@ -122,7 +115,7 @@ class ProgramOp(IRDLOperation):
         super().__init__(
             operands=[weight],
             result_types=[tile],
-            properties={"rows": _ints(rows), "cols": _ints(cols)},
+            properties={"rows": int_array(rows), "cols": int_array(cols)},
         )
 
     @property
@@ -207,7 +200,7 @@ class AccumulateOp(IRDLOperation):
         result_type: Attribute,
         layer: StringAttr | None = None,
     ):
-        props: dict[str, Attribute] = {"grid": _ints(grid)}
+        props: dict[str, Attribute] = {"grid": int_array(grid)}
         if layer is not None:
             props["layer"] = layer
         super().__init__(operands=[partials], result_types=[result_type], properties=props)
