@@ -170,7 +170,7 @@ def _analog_instruction(
         "op": "analog",
         "layer": acc.layer.data if acc.layer is not None else None,
         "weight": keys.pop(),
-        "bias": acc.bias.key.data if acc.bias is not None else None,
+        "bias": acc.bias_key,
         "cluster": acc.cluster.value.data,
         "split": parts,
         "kernels": [kernel_json(acc.kernel.column_part(parts))] if acc.kernel else [],
