@@ -101,8 +101,9 @@ _Op = TypeVar("_Op", bound=IRDLOperation)
 
 @irdl_attr_definition
 class KernelAttr(ParametrizedAttribute):
-    """One RISC-V kernel of a call: ``#cluster.kernel<kind, dtype, dims, attrs, repeat, along,
-    unit>``; see the module docstring."""
+    """One RISC-V kernel of a call: kind, dtype, dims, attrs, repeat, along, unit; in text
+    ``#cluster.kernel<qk f32 [D = 8, S = 16, S2 = 16] {scale = 2.500000e-01} repeat 2 along S>``
+    (see the module docstring)."""
 
     name = "cluster.kernel"
 
@@ -145,16 +146,16 @@ class KernelAttr(ParametrizedAttribute):
             attrs = parser.parse_optional_comma_separated_list(
                 parser.Delimiter.BRACES, lambda: _parse_entry(parser, _parse_f64)
             )
-            repeat = parser.parse_integer() if parser.parse_optional_keyword("repeat") else 1
+            repeat = _parse_int(parser) if parser.parse_optional_keyword("repeat") else 1
             along, unit = "", 1
             if parser.parse_optional_keyword("along"):
                 along = parser.parse_identifier_or_str_literal(" (the dim of the tokens)")
-                unit = parser.parse_integer() if parser.parse_optional_keyword("unit") else 1
+                unit = _parse_int(parser) if parser.parse_optional_keyword("unit") else 1
         return (
             StringAttr(kind),
             StringAttr(dtype),
-            DictionaryAttr({k: IntegerAttr(v, i64) for k, v in dims}),
-            DictionaryAttr({k: FloatAttr(v, f64) for k, v in attrs or []}),
+            DictionaryAttr({k: IntegerAttr(v, i64) for k, v in sorted(dims)}),  # as __init__
+            DictionaryAttr({k: FloatAttr(v, f64) for k, v in sorted(attrs or [])}),
             IntegerAttr(repeat, i64),
             StringAttr(along),
             IntegerAttr(unit, i64),

@@ -13,7 +13,8 @@
 // bits in hex), then `repeat`, `along` and `unit` unless they are the defaults. A call prints
 // its callee, operands, cluster, column split, kernels each with the operands it reads,
 // why no kernel computes it, its ONNX params (integer lists as array<i64: ...>) and the other
-// attributes. The generic form parses too and prints in the custom one.
+// attributes. The generic form parses too and prints in the custom one; dims and scalars
+// print sorted by name.
 
 builtin.module {
   func.func @main(%x: tensor<4x8xf32>, %m: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<8x4xf32>, tensor<2x8xf32>) {
@@ -21,7 +22,7 @@ builtin.module {
     %g = cluster.call "gelu_erf"(%w) on cluster 0 kernels [#cluster.kernel<gelu_erf f32 [N = 32] along N unit 8> reads [0]] : (tensor<4x8xf32>) -> tensor<4x8xf32>
     %a = cluster.call "onnx.Add"(%g, %x) on cluster 2 split 2 kernels [#cluster.kernel<add f32 [M = 4, N = 8] along M> reads [0, 1], #cluster.kernel<gelu_tanh f32 [N = 32] repeat 2 along N unit 8> reads []] params {layer = "proj", scale = 2.0 : f32} {note = "kept"} : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
     %r = cluster.call "onnx.Relu"(%a) on cluster 0 unsupported "no RISC-V kernel for onnx.Relu" : (tensor<4x8xf32>) -> tensor<4x8xf32>
-    %s = "cluster.call"(%r) <{callee = "softmax", kernels = [#cluster.kernel<softmax f32 [M = 4, N = 8] along M>], reads = [array<i64: 0>], params = {}, cluster = 3 : i64}> : (tensor<4x8xf32>) -> tensor<4x8xf32>
+    %s = "cluster.call"(%r) <{callee = "softmax", kernels = [#cluster.kernel<softmax f32 [N = 8, M = 4] along M>], reads = [array<i64: 0>], params = {}, cluster = 3 : i64}> : (tensor<4x8xf32>) -> tensor<4x8xf32>
     %t = cluster.view "Transpose"(%s) params {perm = array<i64: 1, 0>} : (tensor<4x8xf32>) -> tensor<8x4xf32>
     %p:2 = cluster.view "Split"(%s) params {axis = 0 : i64} : (tensor<4x8xf32>) -> (tensor<2x8xf32>, tensor<2x8xf32>)
     func.return %s, %t, %p#1 : tensor<4x8xf32>, tensor<8x4xf32>, tensor<2x8xf32>
