@@ -10,6 +10,7 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     StringAttr,
     TensorType,
+    i32,
 )
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
@@ -259,15 +260,11 @@ class AccumulateOp(IRDLOperation):
             props["layer"] = layer
         super().__init__(operands=[partials, bias], result_types=[result_type], properties=props)
 
-    def with_bias(self, bias: SSAValue) -> AccumulateOp:
-        """The same accumulation adding ``bias`` (its properties and attributes kept)."""
-        props = {k: v for k, v in self.properties.items() if k != "operandSegmentSizes"}
-        return AccumulateOp.build(
-            operands=[list(self.partials), [bias]],
-            result_types=[self.result.type],
-            properties=props,
-            attributes=dict(self.attributes),
-        )
+    def set_bias(self, bias: SSAValue) -> None:
+        """Add ``bias`` to the accumulation (in place: its properties and attributes kept)."""
+        partials = list(self.partials)
+        self.operands = [*partials, bias]
+        self.properties["operandSegmentSizes"] = DenseArrayBase.from_list(i32, [len(partials), 1])
 
     @property
     def bias_key(self) -> str | None:
@@ -282,15 +279,16 @@ class AccumulateOp(IRDLOperation):
         nr, nc = self.grid_shape
         if nr < 1 or nc < 1:
             raise VerifyException(f"aimc.accumulate: grid {nr}x{nc} must be at least 1x1")
-        if len(self.partials) != nr * nc:
+        partials, bias = self.partials, self.bias  # each access reads the segment sizes
+        if len(partials) != nr * nc:
             raise VerifyException(f"aimc.accumulate: grid {nr}x{nc} needs {nr * nc} partials")
-        if not all(isinstance(p.owner, MvmOp) for p in self.partials):
+        if not all(isinstance(p.owner, MvmOp) for p in partials):
             raise VerifyException("aimc.accumulate: partials must come from aimc.mvm")
-        if self.bias is not None:
+        if bias is not None:
             n = shape_of(self.result)[-1:]
-            if shape_of(self.bias) != n:
+            if shape_of(bias) != n:
                 raise VerifyException(f"aimc.accumulate: bias must be {list(n)}")
-            if key_of(self.bias) is None:
+            if key_of(bias) is None:
                 raise VerifyException("aimc.accumulate: bias must come from graph.weight")
 
 

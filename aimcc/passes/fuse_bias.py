@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
-from xdsl.rewriter import Rewriter
 
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp
@@ -56,4 +55,4 @@ class FuseBiasPass(ModulePass):
             ):  # a weight has no operands: it moves up to the layer that now reads it
                 weight.detach()
                 producer.parent_block().insert_op_before(weight, producer)
-            Rewriter.replace_op(producer, producer.with_bias(bias))
+            producer.set_bias(bias)
