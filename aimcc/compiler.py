@@ -458,8 +458,6 @@ def referenced_keys(module: ModuleOp) -> set[str]:
             keys.add(op.key.data)
         elif isinstance(op, NodeOp | KernelOp | CallOp | ViewOp):
             keys.update(a.key.data for a in op.params.data.values() if isinstance(a, TensorRefAttr))
-        elif isinstance(op, AccumulateOp) and op.bias is not None:
-            keys.add(op.bias.key.data)  # a bias fused into the tiles
     return keys
 
 

@@ -46,7 +46,7 @@ def test_small_weights_print_inline_and_read_back_exactly(model: str) -> None:
     absorb_inline_weights(parsed, store, model)
     named = {op.key.data for op in comp.module.walk() if isinstance(op, WeightOp)}
     inline = named & set(store)
-    small = {  # weights an op holds (a fused bias is a reference on its layer, not an op)
+    small = {  # every small weight, a bias fused into its layer's tiles too (an operand)
         k
         for k, v in comp.ctx.weights.items()
         if k in named and v.nbytes <= INLINE_BYTES and (v.dtype.kind != "f" or np.isfinite(v).all())
@@ -71,3 +71,21 @@ def test_weights_are_referenced_by_key_never_printed() -> None:
     weight = comp.ctx.weights["lm_head.weight"]
     assert f"{float(weight.reshape(-1)[0]):.6e}" not in text
     assert isinstance(weight, np.ndarray)
+
+
+def test_integer_lists_print_as_dense_arrays() -> None:
+    """ONNX ints, head groups and replicas print as array<i64: ...>, never as a list of
+    IntegerAttrs; the readers take both forms (ir/attrs.int_list)."""
+    from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, i64
+
+    from aimcc.ir.attrs import int_array, int_list
+
+    dumps: dict[str, str] = {}
+    compile_model(model_path("gpt2"), "hybrid", after_pass=lambda s, m: dumps.update({s: str(m)}))
+    assert "perm = array<i64: 0, 2, 1, 3>" in dumps["import"]
+    assert "head_clusters = array<i64: " in dumps["head-split"]
+    assert all(" : i64, " not in line for text in dumps.values() for line in text.splitlines()
+               if "= [" in line)  # fmt: skip
+    assert int_list(int_array([3, -1])) == [3, -1]
+    assert int_list(ArrayAttr([IntegerAttr(3, i64), IntegerAttr(-1, i64)])) == [3, -1]
+    assert int_list(ArrayAttr([])) == [] and int_list(None) is None

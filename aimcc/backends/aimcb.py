@@ -40,6 +40,7 @@ from aimcc import atomic
 from aimcc.atomic import StreamWriter, atomic_write, write_text
 from aimcc.errors import AimccError
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp, weight_key
+from aimcc.ir.attrs import int_list
 from aimcc.ir.cluster import CallOp, KernelAttr, ViewOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, TensorRefAttr, WeightOp
@@ -178,7 +179,7 @@ def _analog_instruction(
         "op": "analog",
         "layer": acc.layer.data if acc.layer is not None else None,
         "weight": keys.pop(),
-        "bias": acc.bias.key.data if acc.bias is not None else None,
+        "bias": acc.bias_key,
         "cluster": acc.cluster.value.data,
         "split": parts,
         "kernels": [kernel_json(acc.kernel.column_part(parts))] if acc.kernel else [],
@@ -255,6 +256,8 @@ def _json_attr(attr: Attribute) -> Any:
         return attr.value.data
     if isinstance(attr, StringAttr):
         return attr.data
+    if (ints := int_list(attr)) is not None:
+        return ints
     if isinstance(attr, ArrayAttr):
         return [_json_attr(a) for a in attr.data]
     if isinstance(attr, TensorRefAttr):

@@ -36,8 +36,9 @@ from aimcc.passes.schedule import column_split, head_clusters
 if TYPE_CHECKING:
     from aimcc.compiler import Compilation
 
-MANIFEST_VERSION = 4  # 3: calls of the lowered IR; views and fused biases have no entry calls;
-# 4: float kernels in the cluster's number format (riscv_dtype and call dtypes f16 or f32)
+MANIFEST_VERSION = 4  # 3: calls of the lowered IR, no entry for views and fused biases;
+# 4: float kernels in the cluster's number format (riscv_dtype and call dtypes f16 or f32),
+# integer-list params as MLIR prints them now, `array<i64: 0, 2, 1, 3>`
 
 
 def estimated_cycles(kernel: KernelAttr, tokens: int, comp: Compilation) -> float:

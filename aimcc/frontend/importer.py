@@ -45,6 +45,7 @@ from aimcc.frontend.proto import (
     type_name,
 )
 from aimcc.frontend.validate import check_input_sizes, memory_limit
+from aimcc.ir.attrs import int_array
 from aimcc.ir.graph import NAME_ATTR, AbsentOp, NodeOp, TensorRefAttr, WeightOp
 from aimcc.ir.types import tensor_type
 from aimcc.ir.weights import WeightStore
@@ -322,6 +323,8 @@ def _xdsl_attr(value: Any, hint: str, weights: WeightStore) -> Attribute:
     if isinstance(value, np.ndarray):
         return TensorRefAttr(weights.add(hint, value))
     if isinstance(value, list | tuple):
+        if all(isinstance(v, bool | int | np.integer) for v in value):
+            return int_array(value)  # ONNX ints (and an empty list): array<i64: ...>
         return ArrayAttr([_xdsl_attr(v, hint, weights) for v in value])
     raise AimccError(f"{hint}: unsupported attribute value of type {type(value).__name__}")
 

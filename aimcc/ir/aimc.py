@@ -10,26 +10,29 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     StringAttr,
     TensorType,
-    i64,
+    i32,
 )
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
+    AttrSizedOperandSegments,
     IRDLOperation,
     ParsePropInAttrDict,
     irdl_attr_definition,
     irdl_op_definition,
     operand_def,
+    opt_operand_def,
     opt_prop_def,
     prop_def,
     result_def,
     var_operand_def,
 )
-from xdsl.parser import AttrParser
+from xdsl.parser import AttrParser, Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
+from aimcc.ir.attrs import I64_ARRAY, int_array
 from aimcc.ir.cluster import KernelAttr
-from aimcc.ir.graph import TensorRefAttr, key_of
+from aimcc.ir.graph import key_of
 from aimcc.ir.types import shape_of
 
 
@@ -55,19 +58,12 @@ class TileType(ParametrizedAttribute, TypeAttribute):
         printer.print_string(f"<{self.rows.data}x{self.cols.data}>")
 
 
-def _ints(values: Sequence[int]) -> DenseArrayBase:
-    return DenseArrayBase.from_list(i64, values)
-
-
 def _pair(op: IRDLOperation, name: str, attr: DenseArrayBase) -> tuple[int, int]:
     """The two integers of an ``array<i64: a, b>`` property (the verifier checks the count)."""
     values = attr.get_values()
     if len(values) != 2:
         raise VerifyException(f"{op.name}: {name} must be 2 integers, got {len(values)}")
     return values[0], values[1]
-
-
-I64_ARRAY = DenseArrayBase.constr(i64)
 
 
 @irdl_op_definition
@@ -122,7 +118,7 @@ class ProgramOp(IRDLOperation):
         super().__init__(
             operands=[weight],
             result_types=[tile],
-            properties={"rows": _ints(rows), "cols": _ints(cols)},
+            properties={"rows": int_array(rows), "cols": int_array(cols)},
         )
 
     @property
@@ -182,23 +178,74 @@ class MvmOp(IRDLOperation):
 class AccumulateOp(IRDLOperation):
     """Adds the partial sums of each column of tiles (digitally) and joins the columns.
 
-    Partials come in row-major grid order: grid = [row tiles, column tiles].
+    Partials come in row-major grid order: grid = [row tiles, column tiles]. ``bias`` (a
+    weight, one value per output column) is the bias the tiles' post-processing adds, fused
+    by fuse-bias: an operand like any weight, so a small one prints its value in text.
     """
 
     name = "aimc.accumulate"
 
     partials = var_operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
     grid = prop_def(I64_ARRAY)
     layer = opt_prop_def(StringAttr)
-    # set by passes: the bias the tiles' post-processing adds (fuse-bias), the cluster that
-    # adds the partial sums (place), the kernel that does it (lower-cluster, rows of tiles > 1)
-    bias = opt_prop_def(TensorRefAttr)
+    # set by passes: the cluster that adds the partial sums (place), the kernel that does it
+    # (lower-cluster, rows of tiles > 1)
     cluster = opt_prop_def(IntegerAttr)
     kernel = opt_prop_def(KernelAttr)
     result = result_def(TensorType)
 
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$partials `grid` $grid attr-dict `:` functional-type($partials, $result)"
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    # %y = aimc.accumulate %p0, %p1 bias %b grid [1, 2] {layer = "proj"}
+    #      : (partial types, bias type) -> type   (custom, as nn.linear's: the declarative
+    # format cannot give the types of a variadic and an optional operand in one list)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> AccumulateOp:
+        names = [parser.parse_unresolved_operand()]
+        while parser.parse_optional_punctuation(",") is not None:
+            names.append(parser.parse_unresolved_operand())
+        has_bias = parser.parse_optional_keyword("bias") is not None
+        if has_bias:
+            names.append(parser.parse_unresolved_operand())
+        parser.parse_keyword("grid")
+        grid = parser.parse_comma_separated_list(
+            parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False)
+        )
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        at = parser.pos
+        typ = parser.parse_function_type()
+        if len(typ.inputs) != len(names) or len(typ.outputs) != 1:
+            parser.raise_error(
+                f"aimc.accumulate: {len(names)} operands and one result, but the type is {typ}",
+                at,
+            )
+        values = list(parser.resolve_operands(names, typ.inputs.data, at))
+        defined = cls.get_irdl_definition().properties
+        props = {k: v for k, v in attrs.items() if k in defined}
+        props["grid"] = int_array(grid)
+        return cls.build(
+            operands=[values[: len(values) - has_bias], values[len(values) - has_bias :]],
+            result_types=[typ.outputs.data[0]],
+            properties=props,
+            attributes={k: v for k, v in attrs.items() if k not in defined},
+        )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_list(self.partials, printer.print_operand)
+        if self.bias is not None:
+            printer.print_string(" bias ")
+            printer.print_operand(self.bias)
+        printer.print_string(" grid ")
+        with printer.in_square_brackets():
+            printer.print_list(self.grid.get_values(), printer.print_int)
+        hidden = ("grid", "operandSegmentSizes")
+        props = {k: v for k, v in self.properties.items() if k not in hidden}
+        printer.print_op_attributes({**self.attributes, **props})
+        printer.print_string(" : ")
+        printer.print_function_type([o.type for o in self.operands], [self.result.type])
 
     def __init__(
         self,
@@ -206,11 +253,23 @@ class AccumulateOp(IRDLOperation):
         grid: tuple[int, int],
         result_type: Attribute,
         layer: StringAttr | None = None,
+        bias: SSAValue | None = None,
     ):
-        props: dict[str, Attribute] = {"grid": _ints(grid)}
+        props: dict[str, Attribute] = {"grid": int_array(grid)}
         if layer is not None:
             props["layer"] = layer
-        super().__init__(operands=[partials], result_types=[result_type], properties=props)
+        super().__init__(operands=[partials, bias], result_types=[result_type], properties=props)
+
+    def set_bias(self, bias: SSAValue) -> None:
+        """Add ``bias`` to the accumulation (in place: its properties and attributes kept)."""
+        partials = list(self.partials)
+        self.operands = [*partials, bias]
+        self.properties["operandSegmentSizes"] = DenseArrayBase.from_list(i32, [len(partials), 1])
+
+    @property
+    def bias_key(self) -> str | None:
+        """The weight-store key of the fused bias (None without one)."""
+        return key_of(self.bias) if self.bias is not None else None
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -220,10 +279,17 @@ class AccumulateOp(IRDLOperation):
         nr, nc = self.grid_shape
         if nr < 1 or nc < 1:
             raise VerifyException(f"aimc.accumulate: grid {nr}x{nc} must be at least 1x1")
-        if len(self.partials) != nr * nc:
+        partials, bias = self.partials, self.bias  # each access reads the segment sizes
+        if len(partials) != nr * nc:
             raise VerifyException(f"aimc.accumulate: grid {nr}x{nc} needs {nr * nc} partials")
-        if not all(isinstance(p.owner, MvmOp) for p in self.partials):
+        if not all(isinstance(p.owner, MvmOp) for p in partials):
             raise VerifyException("aimc.accumulate: partials must come from aimc.mvm")
+        if bias is not None:
+            n = shape_of(self.result)[-1:]
+            if shape_of(bias) != n:
+                raise VerifyException(f"aimc.accumulate: bias must be {list(n)}")
+            if key_of(bias) is None:
+                raise VerifyException("aimc.accumulate: bias must come from graph.weight")
 
 
 def weight_key(op: MatmulOp | ProgramOp) -> str:

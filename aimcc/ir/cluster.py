@@ -18,16 +18,34 @@ the runtime executes the calls (the binary carries the kernels, which the runtim
 
 A ``cluster.view`` only re-indexes its operand (reshape, transpose, slice, split, expand): no
 kernel runs; the DMA transfer of its consumer reads through it with strides.
+
+In text (custom formats, as the ``nn`` ops'; a callee is a string, as emitc.call_opaque's: it
+names what the runtime computes, no symbol of the module)::
+
+    #cluster.kernel<qk f32 [D = 8, S = 16, S2 = 16] {scale = 2.500000e-01} repeat 2 along S>
+    %a = cluster.call "attention"(%q, %kt, %v, %mask) on cluster 0 kernels [
+           #cluster.kernel<qk ...> reads [0, 1], #cluster.kernel<add ...> reads [3], ...]
+           params {scale = 2.500000e-01 : f32} : (tensor<..>, ...) -> tensor<..>
+    %e = cluster.call "onnx.Relu"(%r) on cluster 0 unsupported "no RISC-V kernel for onnx.Relu"
+           : (tensor<..>) -> tensor<..>
+    %t = cluster.view "Transpose"(%h) params {perm = array<i64: 0, 1, 3, 2>} : (..) -> ..
+
+(one line each). A kernel prints its kind, element type, dims, then its scalars, ``repeat`` and
+``along``/``unit`` where they are not the defaults ({}, 1, none, 1); a scalar prints as MLIR
+prints an f64 (a NaN or infinity as its bits in hex).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 from functools import cache
+from typing import TypeVar
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
+    DenseArrayBase,
     DictionaryAttr,
     FloatAttr,
     IntegerAttr,
@@ -46,6 +64,8 @@ from xdsl.irdl import (
     var_operand_def,
     var_result_def,
 )
+from xdsl.parser import AttrParser, Parser, UnresolvedOperand
+from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
 from aimcc.backends.signatures import (
@@ -56,6 +76,7 @@ from aimcc.backends.signatures import (
     tcdm_bytes,
 )
 from aimcc.errors import AimccError
+from aimcc.ir.attrs import int_array, int_list
 
 # ONNX ops a call never computes: they only re-index (cluster.view).
 VIEW_OPS = frozenset(
@@ -74,12 +95,15 @@ _COST_KINDS = frozenset(
     | {"gelu_erf", "gelu_tanh", "silu", "add", "bias_add", "accumulate", "gather"}
 )
 _ELEMENT_OPS = {"rope": 3}  # x * cos + rotate(x) * sin; other kernels: 1 per element
+_T = TypeVar("_T")
+_Op = TypeVar("_Op", bound=IRDLOperation)
 
 
 @irdl_attr_definition
 class KernelAttr(ParametrizedAttribute):
-    """One RISC-V kernel of a call: ``#cluster.kernel<kind, dtype, dims, attrs, repeat, along,
-    unit>``; see the module docstring."""
+    """One RISC-V kernel of a call: kind, dtype, dims, attrs, repeat, along, unit; in text
+    ``#cluster.kernel<qk f32 [D = 8, S = 16, S2 = 16] {scale = 2.500000e-01} repeat 2 along S>``
+    (see the module docstring)."""
 
     name = "cluster.kernel"
 
@@ -110,6 +134,57 @@ class KernelAttr(ParametrizedAttribute):
             StringAttr(along),
             IntegerAttr(unit, i64),
         )
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
+        with parser.in_angle_brackets():
+            kind = parser.parse_identifier_or_str_literal(" (the kernel's kind)")
+            dtype = parser.parse_identifier_or_str_literal(" (the kernel's element type)")
+            dims = parser.parse_comma_separated_list(
+                parser.Delimiter.SQUARE, lambda: _parse_entry(parser, _parse_int)
+            )
+            attrs = parser.parse_optional_comma_separated_list(
+                parser.Delimiter.BRACES, lambda: _parse_entry(parser, _parse_f64)
+            )
+            repeat = _parse_int(parser) if parser.parse_optional_keyword("repeat") else 1
+            along, unit = "", 1
+            if parser.parse_optional_keyword("along"):
+                along = parser.parse_identifier_or_str_literal(" (the dim of the tokens)")
+                unit = _parse_int(parser) if parser.parse_optional_keyword("unit") else 1
+        return (
+            StringAttr(kind),
+            StringAttr(dtype),
+            DictionaryAttr({k: IntegerAttr(v, i64) for k, v in sorted(dims)}),  # as __init__
+            DictionaryAttr({k: FloatAttr(v, f64) for k, v in sorted(attrs or [])}),
+            IntegerAttr(repeat, i64),
+            StringAttr(along),
+            IntegerAttr(unit, i64),
+        )
+
+    def print_parameters(self, printer: Printer) -> None:
+        with printer.in_angle_brackets():
+            printer.print_identifier_or_string_literal(self.kind)
+            printer.print_string(" ")
+            printer.print_identifier_or_string_literal(self.dtype)
+            printer.print_string(" ")
+            with printer.in_square_brackets():
+                printer.print_list(
+                    self.dim_map.items(), lambda kv: _print_entry(printer, kv, printer.print_int)
+                )
+            if self.attrs.data:
+                printer.print_string(" ")
+                with printer.in_braces():
+                    printer.print_list(
+                        self.attr_map.items(),
+                        lambda kv: _print_entry(printer, kv, lambda v: printer.print_float(v, f64)),
+                    )
+            if self.repeat.value.data != 1:
+                printer.print_string(f" repeat {self.repeat.value.data}")
+            if self.along.data:
+                printer.print_string(" along ")
+                printer.print_identifier_or_string_literal(self.along)
+                if self.unit.value.data != 1:
+                    printer.print_string(f" unit {self.unit.value.data}")
 
     def verify(self) -> None:
         super().verify()
@@ -244,6 +319,34 @@ class KernelAttr(ParametrizedAttribute):
                               tokens, arch)  # type: ignore[arg-type]  # fmt: skip
 
 
+def _parse_entry(parser: AttrParser, value: Callable[[AttrParser], _T]) -> tuple[str, _T]:
+    name = parser.parse_identifier_or_str_literal(" (a dim or scalar name)")
+    parser.parse_punctuation("=")
+    return name, value(parser)
+
+
+def _print_entry(printer: Printer, entry: tuple[str, _T], value: Callable[[_T], None]) -> None:
+    printer.print_identifier_or_string_literal(entry[0])
+    printer.print_string(" = ")
+    value(entry[1])
+
+
+def _parse_int(parser: AttrParser) -> int:
+    return parser.parse_integer(allow_boolean=False)
+
+
+def _parse_f64(parser: AttrParser) -> float:
+    """A scalar as MLIR prints an f64: a number, or the bits of a NaN or infinity in hex."""
+    hexadecimal = parser._current_token.text[:2] in ("0x", "0X")  # as xDSL's own float parse
+    at = parser.pos
+    value = parser.parse_number()
+    if isinstance(value, int) and hexadecimal:
+        if value.bit_length() > 64:
+            parser.raise_error("hexadecimal f64 out of range", at)
+        return struct.unpack("<d", value.to_bytes(8, "little"))[0]
+    return float(value)
+
+
 @cache
 def _signature(kernel: KernelAttr) -> KernelSignature:
     dims = {k: v.value.data for k, v in kernel.dims.data.items()}  # type: ignore[union-attr]
@@ -256,10 +359,6 @@ def _signature(kernel: KernelAttr) -> KernelSignature:
     )
 
 
-def _ints(values: Sequence[int]) -> ArrayAttr[IntegerAttr]:
-    return ArrayAttr([IntegerAttr(v, i64) for v in values])
-
-
 @irdl_op_definition
 class CallOp(IRDLOperation):
     """``callee`` on the cluster ``cluster``, computed by the RISC-V ``kernels`` in order
@@ -270,7 +369,7 @@ class CallOp(IRDLOperation):
 
     callee = prop_def(StringAttr)
     kernels = prop_def(ArrayAttr[KernelAttr])
-    reads = prop_def(ArrayAttr[ArrayAttr[IntegerAttr]])
+    reads = prop_def(ArrayAttr[DenseArrayBase])  # of array<i64: ...>
     params = prop_def(DictionaryAttr)
     cluster = prop_def(IntegerAttr)
     split = opt_prop_def(IntegerAttr)
@@ -292,7 +391,7 @@ class CallOp(IRDLOperation):
         props: dict[str, Attribute] = {
             "callee": StringAttr(callee),
             "kernels": ArrayAttr(kernels),
-            "reads": ArrayAttr([_ints(r) for r in reads]),
+            "reads": ArrayAttr([int_array(r) for r in reads]),
             "params": params,
             "cluster": IntegerAttr(cluster, i64),
         }
@@ -310,11 +409,54 @@ class CallOp(IRDLOperation):
         return [k.column_part(self.parts) for k in self.kernels.data]
 
     def kernel_reads(self) -> list[list[int]]:
-        return [[i.value.data for i in r.data] for r in self.reads.data]
+        return [int_list(r) or [] for r in self.reads.data]
 
     @property
     def column_splittable(self) -> bool:
         return bool(self.kernels.data) and all(k.column_splittable for k in self.kernels.data)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> CallOp:
+        callee = parser.parse_str_literal(" (the callee: what the call computes)")
+        names = parser.parse_comma_separated_list(
+            parser.Delimiter.PAREN, parser.parse_unresolved_operand
+        )
+        parser.parse_keyword("on")
+        parser.parse_keyword("cluster")
+        props: dict[str, Attribute] = {
+            "callee": StringAttr(callee),
+            "cluster": IntegerAttr(parser.parse_integer(allow_boolean=False), i64),
+        }
+        if parser.parse_optional_keyword("split"):
+            props["split"] = IntegerAttr(parser.parse_integer(allow_boolean=False), i64)
+        kernels: list[tuple[KernelAttr, DenseArrayBase]] = []
+        if parser.parse_optional_keyword("kernels"):
+            kernels = parser.parse_comma_separated_list(
+                parser.Delimiter.SQUARE, lambda: _parse_kernel(parser)
+            )
+        props["kernels"] = ArrayAttr([k for k, _ in kernels])
+        props["reads"] = ArrayAttr([r for _, r in kernels])
+        if parser.parse_optional_keyword("unsupported"):
+            props["unsupported"] = StringAttr(parser.parse_str_literal(" (why no kernel)"))
+        props["params"] = _parse_params(parser)
+        return _build(cls, parser, names, props)
+
+    def print(self, printer: Printer) -> None:
+        _print_head(printer, self.callee, self.args)
+        printer.print_string(f" on cluster {self.cluster.value.data}")
+        if self.split is not None:
+            printer.print_string(f" split {self.split.value.data}")
+        if self.kernels.data:
+            printer.print_string(" kernels ")
+            with printer.in_square_brackets():
+                printer.print_list(
+                    zip(self.kernels.data, self.reads.data, strict=False),
+                    lambda kr: _print_kernel(printer, *kr),
+                )
+        if self.unsupported is not None:
+            printer.print_string(" unsupported ")
+            printer.print_string_literal(self.unsupported.data)
+        _print_tail(printer, self)
 
     def verify_(self) -> None:
         kernels, reads = self.kernels.data, self.kernel_reads()
@@ -354,11 +496,84 @@ class ViewOp(IRDLOperation):
             properties={"view": StringAttr(view), "params": params},
         )
 
+    @classmethod
+    def parse(cls, parser: Parser) -> ViewOp:
+        view = parser.parse_str_literal(" (the ONNX op type of the view)")
+        names = parser.parse_comma_separated_list(
+            parser.Delimiter.PAREN, parser.parse_unresolved_operand
+        )
+        props = {"view": StringAttr(view), "params": _parse_params(parser)}
+        return _build(cls, parser, names, props)
+
+    def print(self, printer: Printer) -> None:
+        _print_head(printer, self.view, self.args)
+        _print_tail(printer, self)
+
     def verify_(self) -> None:
         if self.view.data not in VIEW_OPS:
             raise VerifyException(f"cluster.view: '{self.view.data}' is not a view")
         if not self.args:
             raise VerifyException("cluster.view: needs the tensor it views")
+
+
+# --- the text of calls and views -----------------------------------------------------------
+def _parse_kernel(parser: Parser) -> tuple[KernelAttr, DenseArrayBase]:
+    at = parser.pos
+    kernel = parser.parse_attribute()
+    if not isinstance(kernel, KernelAttr):
+        parser.raise_error(f"cluster.call: expected a #cluster.kernel, got {kernel}", at)
+    parser.parse_keyword("reads", " (the operands the kernel reads)")
+    reads = parser.parse_comma_separated_list(
+        parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False)
+    )
+    return kernel, int_array(reads)
+
+
+def _print_kernel(printer: Printer, kernel: Attribute, reads: Attribute) -> None:
+    printer.print_attribute(kernel)
+    printer.print_string(" reads ")
+    with printer.in_square_brackets():
+        printer.print_list(int_list(reads) or [], printer.print_int)
+
+
+def _parse_params(parser: Parser) -> DictionaryAttr:
+    if not parser.parse_optional_keyword("params"):
+        return DictionaryAttr({})
+    at = parser.pos
+    params = parser.parse_attribute()
+    if not isinstance(params, DictionaryAttr):
+        parser.raise_error(f"expected the params dictionary, got {params}", at)
+    return params
+
+
+def _print_head(printer: Printer, name: StringAttr, args: Sequence[SSAValue]) -> None:
+    printer.print_string(" ")
+    printer.print_string_literal(name.data)
+    with printer.in_parens():
+        printer.print_list(args, printer.print_operand)
+
+
+def _print_tail(printer: Printer, op: CallOp | ViewOp) -> None:
+    """``params {...}`` (when any), the other attributes, ``: (operand types) -> results``."""
+    if op.params.data:
+        printer.print_string(" params ")
+        printer.print_attribute(op.params)
+    printer.print_op_attributes(op.attributes)
+    printer.print_string(" : ")
+    printer.print_function_type([a.type for a in op.args], [r.type for r in op.outs])
+
+
+def _build(
+    cls: type[_Op], parser: Parser, names: list[UnresolvedOperand], props: dict[str, Attribute]
+) -> _Op:
+    attrs = parser.parse_optional_attr_dict()
+    parser.parse_punctuation(":")
+    at = parser.pos
+    typ = parser.parse_function_type()
+    args = parser.resolve_operands(names, typ.inputs.data, at)
+    return cls.build(
+        operands=[args], result_types=[typ.outputs.data], properties=props, attributes=attrs
+    )
 
 
 Cluster = Dialect("cluster", [CallOp, ViewOp], [KernelAttr])

@@ -4,7 +4,8 @@ The tiles' periphery already applies a digital affine scale to every column afte
 (docs/REFERENCES.md "Analog tile", the DAC and ADC row); adding one constant per column
 there costs no extra pass over the output. So a ``bias_add`` of a constant bias on an analog layer's
 result, directly or after its LoRA (``lora`` is ``y + s * x A B``, linear in ``y``), is removed
-and recorded on the ``aimc.accumulate`` as ``bias`` (a reference to the weight). The schedule,
+and the weight becomes the ``bias`` operand of the ``aimc.accumulate`` (a small one prints its
+value in text, as any weight: the IR after fuse-bias stays self-contained). The schedule,
 the manifest, the RISC-V backend and the runtime all follow: no cluster stage, no kernel
 call, no function; the runtime's analog step adds it.
 """
@@ -19,7 +20,7 @@ from xdsl.passes import ModulePass
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp
 from aimcc.ir.digital import KernelOp
-from aimcc.ir.graph import TensorRefAttr, WeightOp
+from aimcc.ir.graph import WeightOp
 from aimcc.ir.types import shape_of
 
 
@@ -45,11 +46,13 @@ class FuseBiasPass(ModulePass):
                 continue
             if shape_of(bias)[0] != shape_of(producer.result)[-1]:
                 continue
-            producer.bias = TensorRefAttr(bias.owner.key.data)
             add.outs[0].replace_all_uses_with(y)
             add.detach()
             add.erase()
-            if bias.first_use is None:
-                weight = bias.owner
+            weight = bias.owner
+            if weight.parent_block() is producer.parent_block() and not weight.is_before_in_block(
+                producer
+            ):  # a weight has no operands: it moves up to the layer that now reads it
                 weight.detach()
-                weight.erase()
+                producer.parent_block().insert_op_before(weight, producer)
+            producer.set_bias(bias)

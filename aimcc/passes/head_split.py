@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, ModuleOp, i64
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
@@ -28,6 +28,7 @@ from aimcc.arch import Arch
 from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp, ProgramOp
+from aimcc.ir.attrs import int_array
 from aimcc.ir.cluster import VIEW_OPS
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.types import shape_of
@@ -79,7 +80,7 @@ class HeadSplitPass(ModulePass):
                 continue
             chosen = candidates[:groups]
             used.update(chosen)
-            heads_at = ArrayAttr([IntegerAttr(c, i64) for c in chosen])
+            heads_at = int_array(chosen)
             kernel.properties["params"] = DictionaryAttr(
                 {**kernel.params.data, HEAD_CLUSTERS: heads_at}
             )

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, FloatAttr, IntegerAttr, ModuleOp
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
@@ -27,6 +27,7 @@ from xdsl.rewriter import Rewriter
 from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp
+from aimcc.ir.attrs import int_list
 from aimcc.ir.cluster import VIEW_OPS, CallOp, KernelAttr, ViewOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.graph import AbsentOp, WeightOp
@@ -107,8 +108,8 @@ def _rows(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def _param(op: KernelOp, name: str) -> object:
     attr = op.params.data.get(name)
-    if isinstance(attr, ArrayAttr):
-        return [a.value.data for a in attr.data if isinstance(a, IntegerAttr)]
+    if (ints := int_list(attr)) is not None:
+        return ints
     if isinstance(attr, IntegerAttr | FloatAttr):
         return attr.value.data
     return None

@@ -30,6 +30,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.rewriter import InsertPoint
 
 from aimcc.ir import CompileContext
+from aimcc.ir.attrs import int_list
 from aimcc.ir.graph import AbsentOp, NodeOp, key_of
 from aimcc.ir.nn import (
     ActivationOp,
@@ -348,12 +349,10 @@ def _reduces_last_axis(ctx: CompileContext, op: NodeOp) -> bool:
     if not int_attr(op, "keepdims", 1):
         return False
     rank = len(shape_of(op.args[0]))
-    axes_attr = op.params.data.get("axes")
-    if axes_attr is not None:
-        axes = [a.value.data for a in axes_attr.data]
-    elif len(op.args) > 1 and (c := const(ctx, op.args[1])) is not None:
+    axes = int_list(op.params.data.get("axes"))
+    if axes is None and len(op.args) > 1 and (c := const(ctx, op.args[1])) is not None:
         axes = [int(a) for a in c.reshape(-1)]
-    else:
+    if axes is None:
         return False
     return axes in ([-1], [rank - 1])
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, ModuleOp, i64
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.passes import ModulePass
 
 from aimcc.arch import Arch
@@ -41,6 +41,7 @@ from aimcc.cost.pipeline import critical
 from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp, ProgramOp
+from aimcc.ir.attrs import int_array
 from aimcc.passes.schedule import PIPELINES, REPLICAS_ATTR, replica_firsts, stage_builder
 
 UNREPLICATED_ATTR = "aimc.unreplicated_ns"
@@ -128,9 +129,7 @@ class ReplicatePass(ModulePass):
                 continue
             acc = owners[name]
             old = replica_firsts(acc)
-            acc.attributes[REPLICAS_ATTR] = ArrayAttr(
-                [IntegerAttr(t, i64) for t in [*old, *firsts]]
-            )
+            acc.attributes[REPLICAS_ATTR] = int_array([*old, *firsts])
 
 
 class _Search:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
-    ArrayAttr,
     DictionaryAttr,
     IntegerAttr,
     ModuleOp,
@@ -38,6 +37,7 @@ from aimcc.cost.model import SEQUENCE_MIXING
 from aimcc.errors import AimccError
 from aimcc.ir import CompileContext
 from aimcc.ir.aimc import AccumulateOp, MvmOp, ProgramOp
+from aimcc.ir.attrs import int_list
 from aimcc.ir.cluster import CallOp, KernelAttr, ViewOp
 from aimcc.ir.digital import KernelOp
 from aimcc.ir.types import shape_of
@@ -132,10 +132,7 @@ def column_split(op: Operation) -> int:
 
 def replica_firsts(op: Operation) -> list[int]:
     """The first tile of each replica the replicate pass recorded on an accumulation."""
-    attr = op.attributes.get(REPLICAS_ATTR)
-    if not isinstance(attr, ArrayAttr):
-        return []
-    return [a.value.data for a in attr.data if isinstance(a, IntegerAttr)]
+    return int_list(op.attributes.get(REPLICAS_ATTR)) or []
 
 
 def head_clusters(op: Operation) -> list[int]:
@@ -143,9 +140,9 @@ def head_clusters(op: Operation) -> list[int]:
     pass); one not split runs on its one cluster."""
     if not isinstance(op, KernelOp | CallOp):
         return []
-    attr = op.params.data.get(HEAD_CLUSTERS)
-    if isinstance(attr, ArrayAttr):
-        return [a.value.data for a in attr.data if isinstance(a, IntegerAttr)]
+    groups = int_list(op.params.data.get(HEAD_CLUSTERS))
+    if groups is not None:
+        return groups
     return [op.cluster.value.data] if op.cluster is not None else []
 
 

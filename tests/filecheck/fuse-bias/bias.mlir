@@ -1,15 +1,18 @@
 // RUN: %weights %s %t.npz
-// RUN: aimcc opt %s --weights %t.npz -p fuse-bias | filecheck %s
+// RUN: aimcc opt %s --weights %t.npz -p fuse-bias -o %t.fused.mlir
+// RUN: filecheck %s < %t.fused.mlir
+// RUN: aimcc opt %t.fused.mlir | filecheck %s
 
 // The bias of an analog layer goes into its tiles' post-processing: after the LoRA (which is
-// linear in the layer's output) as on a plain layer. The accumulate records it as `bias`; the
-// bias_add and its weight are gone. A bias added to a computed value (not a weight) stays.
+// linear in the layer's output) as on a plain layer. The bias_add is gone and its weight is the
+// accumulate's `bias` operand (moved up when it came later), printed inline as any small weight:
+// the output is a complete test case (it reads back with no weight store). A bias added to a
+// computed value (not a weight) stays.
 
 builtin.module attributes {aimc.target = "hybrid"} {
   func.func @main(%x: tensor<1x16x16xf32> {onnx.name = "x"}, %b: tensor<16xf32> {onnx.name = "b"}) -> (tensor<1x16x16xf32> {onnx.name = "y"}, tensor<1x16x16xf32> {onnx.name = "z"}) {
     %val = graph.weight "val_0" : tensor<16x16xf32>
     %proj_base_layer_bias = graph.weight "proj.base_layer.bias" : tensor<16xf32>
-    %plain_bias = graph.weight "plain.bias" : tensor<16xf32>
     %val_1 = graph.weight "val_2" : tensor<16x4xf32>
     %val_2 = graph.weight "val_3" : tensor<4x16xf32>
     %y = aimc.program %val rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
@@ -20,18 +23,20 @@ builtin.module attributes {aimc.target = "hybrid"} {
     %p = aimc.program %val rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
     %p_1 = aimc.mvm %y_10, %p : (tensor<1x16x16xf32>, !aimc.tile<16x16>) -> tensor<1x16x16xf32>
     %p_2 = aimc.accumulate %p_1 grid [1, 1] {layer = "plain"} : (tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
+    %plain_bias = graph.weight "plain.bias" : tensor<16xf32>
     %p_3 = "digital.kernel"(%p_2, %plain_bias) <{kind = "bias_add", params = {}}> : (tensor<1x16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
     %z = "digital.kernel"(%p_3, %b) <{kind = "bias_add", params = {}}> : (tensor<1x16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
     func.return %y_10, %z : tensor<1x16x16xf32>, tensor<1x16x16xf32>
   }
 }
 
-// CHECK-NOT:   graph.weight "proj.base_layer.bias"
-// CHECK-NOT:   graph.weight "plain.bias"
-// CHECK:       %[[ACC:.*]] = aimc.accumulate %{{.*}} grid [1, 1] {layer = "proj", bias = #graph.ref<"proj.base_layer.bias">}
+// CHECK:       %proj_base_layer_bias = graph.weight "proj.base_layer.bias" : tensor<16xf32> = dense<[
+// CHECK:       %[[ACC:.*]] = aimc.accumulate %{{.*}} bias %proj_base_layer_bias grid [1, 1] {layer = "proj"} : (tensor<1x16x16xf32>, tensor<16xf32>) -> tensor<1x16x16xf32>
 // CHECK-NEXT:  %[[LORA:.*]] = "digital.kernel"(%x, %[[ACC]], %val_1, %val_2) <{kind = "lora"
 // CHECK-NEXT:  %p = aimc.program
 // CHECK-NEXT:  %p_1 = aimc.mvm %[[LORA]], %p
-// CHECK-NEXT:  %p_2 = aimc.accumulate %p_1 grid [1, 1] {layer = "plain", bias = #graph.ref<"plain.bias">}
+// CHECK-NEXT:  %plain_bias = graph.weight "plain.bias" : tensor<16xf32> = dense<[
+// CHECK-NEXT:  %p_2 = aimc.accumulate %p_1 bias %plain_bias grid [1, 1] {layer = "plain"}
 // CHECK-NEXT:  %z = "digital.kernel"(%p_2, %b) <{kind = "bias_add", params = {}}>
 // CHECK-NEXT:  func.return %[[LORA]], %z
+// CHECK-NOT:   bias_add

@@ -14,9 +14,9 @@ builtin.module attributes {aimc.arch = {preset = "paper-512"}, aimc.target = "hy
   }
 }
 
-// HEADS:      %a = "digital.kernel"(%q, %kt, %v) <{kind = "attention", params = {scale = 0.353553385 : f32, head_clusters = [0 : i64, 1 : i64, 2 : i64, 3 : i64]}, cluster = 0 : i64}> : (tensor<1x4x16x8xf32>, tensor<1x4x8x16xf32>, tensor<1x4x16x8xf32>) -> tensor<1x4x16x8xf32>
+// HEADS:      %a = "digital.kernel"(%q, %kt, %v) <{kind = "attention", params = {scale = 0.353553385 : f32, head_clusters = array<i64: 0, 1, 2, 3>}, cluster = 0 : i64}> : (tensor<1x4x16x8xf32>, tensor<1x4x8x16xf32>, tensor<1x4x16x8xf32>) -> tensor<1x4x16x8xf32>
 
-// TWO:        %a = "digital.kernel"(%q, %kt, %v) <{kind = "attention", params = {scale = 0.353553385 : f32, head_clusters = [0 : i64, 1 : i64]}, cluster = 0 : i64}>
+// TWO:        %a = "digital.kernel"(%q, %kt, %v) <{kind = "attention", params = {scale = 0.353553385 : f32, head_clusters = array<i64: 0, 1>}, cluster = 0 : i64}>
 
 // ONE-NOT:    head_clusters
 // ONE:        %a = "digital.kernel"(%q, %kt, %v) <{kind = "attention", params = {scale = 0.353553385 : f32}, cluster = 0 : i64}>

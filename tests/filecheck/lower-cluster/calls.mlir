@@ -28,7 +28,7 @@ builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
     %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {layer = "proj", cluster = 0 : i64} : (tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>, tensor<1x16x8xf32>) -> tensor<1x16x16xf32>
     %y_9 = "digital.kernel"(%x, %y_8, %val_1, %val_2) <{kind = "lora", params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<1x16x16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
     %h = "digital.kernel"(%y_9, %shape) <{kind = "onnx.Reshape", params = {}, cluster = 0 : i64}> : (tensor<1x16x16xf32>, tensor<4xi64>) -> tensor<1x2x16x8xf32>
-    %kt = "digital.kernel"(%h) <{kind = "onnx.Transpose", params = {perm = [0 : i64, 1 : i64, 3 : i64, 2 : i64]}, cluster = 0 : i64}> : (tensor<1x2x16x8xf32>) -> tensor<1x2x8x16xf32>
+    %kt = "digital.kernel"(%h) <{kind = "onnx.Transpose", params = {perm = array<i64: 0, 1, 3, 2>}, cluster = 0 : i64}> : (tensor<1x2x16x8xf32>) -> tensor<1x2x8x16xf32>
     %a = "digital.kernel"(%h, %kt, %h, %mask) <{kind = "attention", params = {scale = 0.25 : f32}, cluster = 0 : i64}> : (tensor<1x2x16x8xf32>, tensor<1x2x8x16xf32>, tensor<1x2x16x8xf32>, tensor<1x1x16x16xf32>) -> tensor<1x2x16x8xf32>
     %a_1 = "digital.kernel"(%a, %shape2) <{kind = "onnx.Reshape", params = {}, cluster = 0 : i64}> : (tensor<1x2x16x8xf32>, tensor<3xi64>) -> tensor<1x16x16xf32>
     %g = "digital.kernel"(%a_1) <{kind = "gelu_erf", params = {}, cluster = 0 : i64}> : (tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
@@ -38,17 +38,17 @@ builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
   }
 }
 
-// CHECK:       %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<"accumulate", "f16", {M = 16 : i64, N = 8 : i64, P = 2 : i64}, {}, 2 : i64, "M", 1 : i64>}
-// CHECK-NEXT:  %y_9 = "cluster.call"(%x, %y_8, %val_1, %val_2) <{callee = "lora", kernels = [#cluster.kernel<"lora_xa", "f16", {K = 16 : i64, R = 4 : i64, T = 16 : i64}, {}, 1 : i64, "T", 1 : i64>, #cluster.kernel<"lora_b_add", "f16", {N = 16 : i64, R = 4 : i64, T = 16 : i64}, {scale = 2.000000e+00 : f64}, 1 : i64, "T", 1 : i64>], reads = {{\[}}[0 : i64, 2 : i64], [3 : i64, 1 : i64]], params = {scale = 2.000000e+00 : f32, layer = "proj"}, cluster = 0 : i64}>
-// CHECK-NEXT:  %h = "cluster.view"(%y_9, %shape) <{view = "Reshape", params = {}}>
-// CHECK-NEXT:  %kt = "cluster.view"(%h) <{view = "Transpose", params = {perm = [0 : i64, 1 : i64, 3 : i64, 2 : i64]}}>
-// CHECK-NEXT:  %a = "cluster.call"(%h, %kt, %h, %mask) <{callee = "attention", kernels = [#cluster.kernel<"qk", "f16", {D = 8 : i64, S = 16 : i64, S2 = 16 : i64}, {scale = 2.500000e-01 : f64}, 2 : i64, "S", 1 : i64>, #cluster.kernel<"add", "f16", {M = 16 : i64, N = 16 : i64}, {}, 2 : i64, "M", 1 : i64>, #cluster.kernel<"softmax", "f16", {M = 16 : i64, N = 16 : i64}, {}, 2 : i64, "M", 1 : i64>, #cluster.kernel<"av", "f16", {D = 8 : i64, S = 16 : i64, S2 = 16 : i64}, {}, 2 : i64, "S", 1 : i64>], reads = {{\[}}[0 : i64, 1 : i64], [3 : i64], [], [2 : i64]]
-// CHECK-NEXT:  %a_1 = "cluster.view"(%a, %shape2) <{view = "Reshape", params = {}}>
-// CHECK-NEXT:  %g = "cluster.call"(%a_1) <{callee = "gelu_erf", kernels = [#cluster.kernel<"gelu_erf", "f16", {N = 256 : i64}, {}, 1 : i64, "N", 16 : i64>], reads = {{\[}}[0 : i64]]
-// CHECK-NEXT:  %r = "cluster.call"(%g, %x) <{callee = "onnx.Add", kernels = [#cluster.kernel<"add", "f16", {M = 16 : i64, N = 16 : i64}, {}, 1 : i64, "M", 1 : i64>]
-// CHECK-NEXT:  %e = "cluster.call"(%r) <{callee = "onnx.Relu", kernels = [], reads = [], params = {}, cluster = 0 : i64, unsupported = "no RISC-V kernel for onnx.Relu"}>
+// CHECK:       %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<accumulate f16 [M = 16, N = 8, P = 2] repeat 2 along M>}
+// CHECK-NEXT:  %y_9 = cluster.call "lora"(%x, %y_8, %val_1, %val_2) on cluster 0 kernels [#cluster.kernel<lora_xa f16 [K = 16, R = 4, T = 16] along T> reads [0, 2], #cluster.kernel<lora_b_add f16 [N = 16, R = 4, T = 16] {scale = 2.000000e+00} along T> reads [3, 1]] params {scale = 2.000000e+00 : f32, layer = "proj"} : (tensor<1x16x16xf32>, tensor<1x16x16xf32>, tensor<16x4xf32>, tensor<4x16xf32>) -> tensor<1x16x16xf32>
+// CHECK-NEXT:  %h = cluster.view "Reshape"(%y_9, %shape) : (tensor<1x16x16xf32>, tensor<4xi64>) -> tensor<1x2x16x8xf32>
+// CHECK-NEXT:  %kt = cluster.view "Transpose"(%h) params {perm = array<i64: 0, 1, 3, 2>} : (tensor<1x2x16x8xf32>) -> tensor<1x2x8x16xf32>
+// CHECK-NEXT:  %a = cluster.call "attention"(%h, %kt, %h, %mask) on cluster 0 kernels [#cluster.kernel<qk f16 [D = 8, S = 16, S2 = 16] {scale = 2.500000e-01} repeat 2 along S> reads [0, 1], #cluster.kernel<add f16 [M = 16, N = 16] repeat 2 along M> reads [3], #cluster.kernel<softmax f16 [M = 16, N = 16] repeat 2 along M> reads [], #cluster.kernel<av f16 [D = 8, S = 16, S2 = 16] repeat 2 along S> reads [2]] params {scale = 2.500000e-01 : f32}
+// CHECK-NEXT:  %a_1 = cluster.view "Reshape"(%a, %shape2)
+// CHECK-NEXT:  %g = cluster.call "gelu_erf"(%a_1) on cluster 0 kernels [#cluster.kernel<gelu_erf f16 [N = 256] along N unit 16> reads [0]] : (tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
+// CHECK-NEXT:  %r = cluster.call "onnx.Add"(%g, %x) on cluster 0 kernels [#cluster.kernel<add f16 [M = 16, N = 16] along M> reads [0, 1]]
+// CHECK-NEXT:  %e = cluster.call "onnx.Relu"(%r) on cluster 0 unsupported "no RISC-V kernel for onnx.Relu" : (tensor<1x16x16xf32>) -> tensor<1x16x16xf32>
 // CHECK-NOT:   digital.kernel
 
-// F32-NOT:     "f16"
-// F32:         #cluster.kernel<"gelu_erf", "f32"
-// F32-NOT:     "f16"
+// F32-NOT:     {{ f16 \[}}
+// F32:         #cluster.kernel<gelu_erf f32 [
+// F32-NOT:     {{ f16 \[}}

@@ -34,9 +34,9 @@ builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic"} {
 }
 
 // AUTO:      builtin.module attributes {aimc.target = "hybrid", aimc.chips = "automatic", aimc.arch = {preset = "paper-512"}, aimc.unreplicated_ns = {{[0-9]+}} : i64} {
-// AUTO:      aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {replicas = [4 : i64, 8 : i64, 12 : i64, 16 : i64, 20 : i64, 24 : i64, 28 : i64], layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<"accumulate"
+// AUTO:      aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {replicas = array<i64: 4, 8, 12, 16, 20, 24, 28>, layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<accumulate
 
-// TWO:       aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {replicas = [4 : i64], layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<"accumulate"
+// TWO:       aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {replicas = array<i64: 4>, layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<accumulate
 
 // OFF-NOT:   replicas
 // OFF-NOT:   aimc.unreplicated_ns

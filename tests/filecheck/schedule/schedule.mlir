@@ -29,7 +29,7 @@ builtin.module attributes {aimc.arch = {preset = "paper-512"}, aimc.target = "hy
 
 // AUTO:        builtin.module attributes {aimc.arch = {preset = "paper-512"}, aimc.target = "hybrid", aimc.chips = "automatic", aimc.schedule = {strategy = "intra", clusters_per_tile = 1 : i64, tokens = 16 : i64, chunks = {"0" = 8 : i64}, makespan_ns = 8878 : i64, energy_pj = 2538923 : i64, busy_bound_ns = 8480 : i64, critical_path_ns = 4638 : i64, chain_bound_ns = 8878 : i64}} {
 // AUTO:        %y = aimc.program %val rows [0, 8] cols [0, 8] {tile_id = 0 : i64}
-// AUTO:        "cluster.call"(%y_9, %proj_base_layer_bias) <{callee = "bias_add"
+// AUTO:        cluster.call "bias_add"(%y_9, %proj_base_layer_bias) on cluster 0
 
 // SERIAL:      aimc.schedule = {strategy = "serial", clusters_per_tile = 1 : i64, tokens = 16 : i64, chunks = {"0" = 16 : i64}, makespan_ns = 9156 : i64, energy_pj = 2476800 : i64, busy_bound_ns = 8480 : i64, critical_path_ns = 9004 : i64, chain_bound_ns = 9004 : i64}
 

@@ -30,6 +30,6 @@ builtin.module attributes {aimc.arch = {preset = "paper-512"}, aimc.target = "hy
 
 // The --set is recorded with the arch: the output compiles as it was split.
 // SPLIT:      builtin.module attributes {aimc.arch = {preset = "paper-512", cluster.tcdm_kib = 1 : i64}, aimc.target = "hybrid", aimc.chips = "automatic"} {
-// SPLIT:      %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {split = 2 : i64, layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<"accumulate", "f16", {M = 16 : i64, N = 8 : i64, P = 2 : i64}, {}, 2 : i64, "M", 1 : i64>}
-// SPLIT-NEXT: %y_9 = "cluster.call"(%x, %y_8, %val_1, %val_2) <{callee = "lora", {{.*}}, cluster = 0 : i64}>
-// SPLIT-NEXT: %y_10 = "cluster.call"(%y_9, %proj_base_layer_bias) <{callee = "bias_add", kernels = [#cluster.kernel<"bias_add", "f16", {M = 16 : i64, N = 16 : i64}, {}, 1 : i64, "M", 1 : i64>], reads = {{\[}}[0 : i64, 1 : i64]], params = {layer = "proj"}, cluster = 0 : i64, split = 2 : i64}>
+// SPLIT:      %y_8 = aimc.accumulate %y_1, %y_3, %y_5, %y_7 grid [2, 2] {split = 2 : i64, layer = "proj", cluster = 0 : i64, kernel = #cluster.kernel<accumulate f16 [M = 16, N = 8, P = 2] repeat 2 along M>}
+// SPLIT-NEXT: %y_9 = cluster.call "lora"(%x, %y_8, %val_1, %val_2) on cluster 0 kernels [{{.*}}]
+// SPLIT-NEXT: %y_10 = cluster.call "bias_add"(%y_9, %proj_base_layer_bias) on cluster 0 split 2 kernels [#cluster.kernel<bias_add f16 [M = 16, N = 16] along M> reads [0, 1]] params {layer = "proj"}

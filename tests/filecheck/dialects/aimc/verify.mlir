@@ -8,11 +8,12 @@ builtin.module {
     %w = graph.weight "ok" : tensor<16x16xf32> = dense<1.000000e-02>
     %t = aimc.program %w rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
     %p = aimc.mvm %x, %t : (tensor<1x4x16xf32>, !aimc.tile<16x16>) -> tensor<1x4x16xf32>
-    %y = aimc.accumulate %p grid [1, 1] {layer = "l"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+    %b = graph.weight "b" : tensor<16xf32> = dense<5.000000e-01>
+    %y = aimc.accumulate %p bias %b grid [1, 1] {layer = "l"} : (tensor<1x4x16xf32>, tensor<16xf32>) -> tensor<1x4x16xf32>
     func.return %y : tensor<1x4x16xf32>
   }
 }
-// CHECK:      %y = aimc.accumulate %p grid [1, 1] {layer = "l"}
+// CHECK:      %y = aimc.accumulate %p bias %b grid [1, 1] {layer = "l"} : (tensor<1x4x16xf32>, tensor<16xf32>) -> tensor<1x4x16xf32>
 // CHECK:      // -----
 
 // -----
@@ -116,5 +117,31 @@ builtin.module {
   }
 }
 // CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.accumulate: partials must come from aimc.mvm
-// CHECK-NOT:  // -----
+// CHECK-NEXT: // -----
 
+// -----
+builtin.module {
+  func.func @main(%x: tensor<1x4x16xf32>, %c: tensor<16xf32>) -> tensor<1x4x16xf32> {
+    %w = graph.weight "ok" : tensor<16x16xf32> = dense<1.000000e-02>
+    %t = aimc.program %w rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    %p = aimc.mvm %x, %t : (tensor<1x4x16xf32>, !aimc.tile<16x16>) -> tensor<1x4x16xf32>
+    %b = graph.weight "b" : tensor<8xf32> = dense<5.000000e-01>
+    %y = aimc.accumulate %p bias %b grid [1, 1] : (tensor<1x4x16xf32>, tensor<8xf32>) -> tensor<1x4x16xf32>
+    func.return %y : tensor<1x4x16xf32>
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.accumulate: bias must be [16]
+// CHECK-NEXT: // -----
+
+// -----
+builtin.module {
+  func.func @main(%x: tensor<1x4x16xf32>, %c: tensor<16xf32>) -> tensor<1x4x16xf32> {
+    %w = graph.weight "ok" : tensor<16x16xf32> = dense<1.000000e-02>
+    %t = aimc.program %w rows [0, 16] cols [0, 16] : tensor<16x16xf32> -> !aimc.tile<16x16>
+    %p = aimc.mvm %x, %t : (tensor<1x4x16xf32>, !aimc.tile<16x16>) -> tensor<1x4x16xf32>
+    %y = aimc.accumulate %p bias %c grid [1, 1] : (tensor<1x4x16xf32>, tensor<16xf32>) -> tensor<1x4x16xf32>
+    func.return %y : tensor<1x4x16xf32>
+  }
+}
+// CHECK-NEXT: error: {{.*}}: IR does not verify: aimc.accumulate: bias must come from graph.weight
+// CHECK-NOT:  // -----
