@@ -40,7 +40,6 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Sequence
-from functools import cache
 from typing import TypeVar
 
 from xdsl.dialects.builtin import (
@@ -214,7 +213,11 @@ class KernelAttr(ParametrizedAttribute):
     @property
     def signature(self) -> KernelSignature:
         """The RISC-V function this kernel calls (all its tokens at once)."""
-        return _signature(self)
+        found = self.__dict__.get("_memo_signature")
+        if found is None:  # kept on the instance: a cache keyed by value hashes the dicts
+            found = _signature(self)
+            object.__setattr__(self, "_memo_signature", found)
+        return found
 
     @property
     def symbol(self) -> str:
@@ -235,8 +238,14 @@ class KernelAttr(ParametrizedAttribute):
 
     def at(self, tokens: int) -> KernelAttr:
         """The same kernel on ``tokens`` tokens."""
-        if not self.along.data:
+        if not self.along.data or tokens == self.tokens:
             return self
+        memo = self.__dict__.setdefault("_memo_at", {})  # derived kernels, built once
+        if tokens not in memo:
+            memo[tokens] = self._at(tokens)
+        return memo[tokens]
+
+    def _at(self, tokens: int) -> KernelAttr:
         dims = {**self.dim_map, self.along.data: tokens * self.unit.value.data}
         return KernelAttr(
             self.kind.data, dims, self.attr_map, self.dtype.data, self.repeat.value.data,
@@ -269,6 +278,12 @@ class KernelAttr(ParametrizedAttribute):
         """The kernel of one of ``parts`` column parts (the largest: sizes rounded up)."""
         if parts <= 1:
             return self
+        memo = self.__dict__.setdefault("_memo_parts", {})
+        if parts not in memo:
+            memo[parts] = self._column_part(parts)
+        return memo[parts]
+
+    def _column_part(self, parts: int) -> KernelAttr:
         if not self.column_splittable:
             raise AimccError(f"cluster.kernel {self.symbol}: no column split")
         dims, unit, repeat = dict(self.dim_map), self.unit.value.data, self.repeat.value.data
@@ -289,6 +304,13 @@ class KernelAttr(ParametrizedAttribute):
         """The cost model's stage kind and dims: of one of ``per`` tokens the call's work is
         spread over (the schedule cuts it into chunks of tokens), or with ``per`` None of all
         of its rows at once (dim ``T``)."""
+        memo = self.__dict__.setdefault("_memo_stages", {})
+        if per not in memo:
+            memo[per] = self._stage(per)
+        kind, dims = memo[per]
+        return kind, dict(dims)
+
+    def _stage(self, per: int | None) -> tuple[str, dict[str, int]]:
         d, kind, h = self.dim_map, self.kind.data, self.repeat.value.data
         tokens = self.tokens
         rows = {} if per else {"T": tokens}
@@ -347,7 +369,6 @@ def _parse_f64(parser: AttrParser) -> float:
     return float(value)
 
 
-@cache
 def _signature(kernel: KernelAttr) -> KernelSignature:
     dims = {k: v.value.data for k, v in kernel.dims.data.items()}  # type: ignore[union-attr]
     attrs = {k: v.value.data for k, v in kernel.attrs.data.items()}  # type: ignore[union-attr]
