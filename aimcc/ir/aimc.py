@@ -33,7 +33,7 @@ from xdsl.utils.exceptions import VerifyException
 from aimcc.ir.attrs import I64_ARRAY, int_array
 from aimcc.ir.cluster import KernelAttr
 from aimcc.ir.graph import key_of
-from aimcc.ir.types import shape_of
+from aimcc.ir.types import parse_typed_operands, shape_of
 
 
 @irdl_attr_definition
@@ -212,22 +212,13 @@ class AccumulateOp(IRDLOperation):
         grid = parser.parse_comma_separated_list(
             parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False)
         )
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        at = parser.pos
-        typ = parser.parse_function_type()
-        if len(typ.inputs) != len(names) or len(typ.outputs) != 1:
-            parser.raise_error(
-                f"aimc.accumulate: {len(names)} operands and one result, but the type is {typ}",
-                at,
-            )
-        values = list(parser.resolve_operands(names, typ.inputs.data, at))
+        values, result, attrs = parse_typed_operands(parser, names, "aimc.accumulate")
         defined = cls.get_irdl_definition().properties
         props = {k: v for k, v in attrs.items() if k in defined}
         props["grid"] = int_array(grid)
         return cls.build(
             operands=[values[: len(values) - has_bias], values[len(values) - has_bias :]],
-            result_types=[typ.outputs.data[0]],
+            result_types=[result],
             properties=props,
             attributes={k: v for k, v in attrs.items() if k not in defined},
         )

@@ -33,7 +33,7 @@ from xdsl.printer import Printer
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
-from aimcc.ir.types import shape_of
+from aimcc.ir.types import parse_typed_operands, shape_of
 
 
 def f32(value: float) -> FloatAttr:
@@ -106,15 +106,8 @@ class LinearOp(IRDLOperation):
             parser.parse_punctuation(",")
             names.append(parser.parse_unresolved_operand())
             parser.parse_punctuation(")")
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        at = parser.pos
-        typ = parser.parse_function_type()
-        if len(typ.inputs) != len(names) or len(typ.outputs) != 1:
-            parser.raise_error(
-                f"nn.linear: {len(names)} operands and one result, but the type is {typ}", at
-            )
-        values = iter(parser.resolve_operands(names, typ.inputs.data, at))
+        operands, result, attrs = parse_typed_operands(parser, names, "nn.linear")
+        values = iter(operands)
         x, weight = next(values), next(values)
         bias = next(values) if has_bias else None
         a, b = (next(values), next(values)) if has_lora else (None, None)
@@ -122,7 +115,7 @@ class LinearOp(IRDLOperation):
         others = {k: v for k, v in attrs.items() if k not in props}
         return cls.build(
             operands=[x, weight, bias, a, b],
-            result_types=[typ.outputs.data[0]],
+            result_types=[result],
             properties=props,
             attributes=others,
         )

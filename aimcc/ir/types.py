@@ -14,6 +14,7 @@ from xdsl.dialects.builtin import (
     TensorType,
 )
 from xdsl.ir import Attribute, SSAValue
+from xdsl.parser import Parser, UnresolvedOperand
 
 from aimcc.errors import AimccError
 
@@ -50,3 +51,17 @@ def shape_of(value: SSAValue | Attribute) -> tuple[int, ...]:
     typ = value.type if isinstance(value, SSAValue) else value
     assert isinstance(typ, TensorType)
     return tuple(typ.get_shape())
+
+
+def parse_typed_operands(
+    parser: Parser, names: list[UnresolvedOperand], op: str
+) -> tuple[list[SSAValue], Attribute, dict[str, Attribute]]:
+    """The tail of a custom op format, ``{attrs} : (operand types) -> result type``: the
+    operands ``names`` resolved against it, the result type and the attribute dictionary."""
+    attrs = parser.parse_optional_attr_dict()
+    parser.parse_punctuation(":")
+    at = parser.pos
+    typ = parser.parse_function_type()
+    if len(typ.inputs) != len(names) or len(typ.outputs) != 1:
+        parser.raise_error(f"{op}: {len(names)} operands and one result, but the type is {typ}", at)
+    return list(parser.resolve_operands(names, typ.inputs.data, at)), typ.outputs.data[0], attrs
