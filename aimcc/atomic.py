@@ -79,8 +79,7 @@ class StreamWriter:
     STAGE = 16 << 20
 
     def __init__(self, f: IO[bytes], size: int):
-        self.file = f
-        self._f, self._pos, self._fd = f, 0, -1
+        self.file, self._pos, self._fd = f, 0, -1
         if size >= DIRECT_MIN_BYTES and hasattr(os, "O_DIRECT"):
             f.flush()
             fd = f.fileno()
@@ -92,13 +91,13 @@ class StreamWriter:
                 pass
         if self._fd >= 0:
             # Two page-aligned stages (as O_DIRECT needs): one fills while a thread writes the
-            # other (pwrite releases the GIL), so copying overlaps the device's time.
-            self._stages = [mmap.mmap(-1, self.STAGE) for _ in range(2)]
-            self._stage = self._stages[0]
-            # numpy copies release the GIL (slice assignment into an mmap does not), so a
-            # thread streaming weights leaves the passes their interpreter
-            self._views = {id(m): np.frombuffer(m, np.uint8) for m in self._stages}
-            self._base = self._filled = 0  # the stage holds the file's bytes from _base
+            # other (pwrite releases the GIL), so copying overlaps the device's time. They are
+            # filled through numpy, whose copies release the GIL too (slice assignment into an
+            # mmap does not), so a thread streaming weights leaves the passes their interpreter.
+            self._maps = [mmap.mmap(-1, self.STAGE) for _ in range(2)]
+            self._stages = [np.frombuffer(m, np.uint8) for m in self._maps]
+            self._stage = 0  # the one filling, with the file's bytes from _base
+            self._base = self._filled = 0
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="aimcc-write")
             self._pending: Future[None] | None = None
 
@@ -107,20 +106,19 @@ class StreamWriter:
             raise ValueError("StreamWriter: regions must come in increasing offset order")
         data = memoryview(data).cast("B")
         if self._fd < 0:
-            self._f.seek(offset)
-            self._f.write(data)
-        elif offset % mmap.PAGESIZE or _address(data) % mmap.PAGESIZE or len(data) < self.STAGE:
-            self._stage_bytes(None, offset - self._pos)  # the gap: zeros
+            self.file.seek(offset)
+            self.file.write(data)
+            self._pos = offset + len(data)
+            return
+        self._stage_bytes(None, offset - self._pos)  # the gap: zeros
+        if offset % mmap.PAGESIZE or _address(data) % mmap.PAGESIZE or len(data) < self.STAGE:
             self._stage_bytes(data, len(data))
         else:
             # Page-aligned in memory and in the file (a mapped model's weights): written from
             # where they are, in one call without the GIL; only the tail goes through a stage.
-            self._stage_bytes(None, offset - self._pos)
             if self._filled:
                 self._flush()  # whole pages: the stage ends at ``offset``
-            if self._pending is not None:
-                self._pending.result()
-                self._pending = None
+            self._wait()
             bulk = len(data) // mmap.PAGESIZE * mmap.PAGESIZE
             _pwrite_all(self._fd, data, bulk, offset)
             self._base = offset + bulk
@@ -132,15 +130,12 @@ class StreamWriter:
         done = 0
         while done < n:
             take = min(self.STAGE - self._filled, n - done)
-            end = self._filled + take
-            stage = self._views[id(self._stage)]
+            part = self._stages[self._stage][self._filled : self._filled + take]
             if data is None:
-                stage[self._filled : end] = 0
+                part[:] = 0
             else:
-                np.copyto(
-                    stage[self._filled : end], np.frombuffer(data[done : done + take], np.uint8)
-                )
-            self._filled, done = end, done + take
+                np.copyto(part, np.frombuffer(data[done : done + take], np.uint8))
+            self._filled, done = self._filled + take, done + take
             if self._filled == self.STAGE:
                 self._flush()
 
@@ -149,35 +144,40 @@ class StreamWriter:
         to whole pages: only the last flush pads, :meth:`close` truncates it away) and fill
         the other stage once its own write is done."""
         length = -(-self._filled // mmap.PAGESIZE) * mmap.PAGESIZE
-        self._views[id(self._stage)][self._filled : length] = 0
-        if self._pending is not None:
-            self._pending.result()
-        self._pending = self._pool.submit(_pwrite_all, self._fd, self._stage, length, self._base)
-        self._stage = self._stages[self._stage is self._stages[0]]
+        stage = self._stages[self._stage]
+        stage[self._filled : length] = 0
+        self._wait()
+        self._pending = self._pool.submit(_pwrite_all, self._fd, stage, length, self._base)
+        self._stage = 1 - self._stage
         self._base += self._filled
         self._filled = 0
+
+    def _wait(self) -> None:
+        """Until the write in flight (if any) is done."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
 
     def close(self, size: int) -> None:
         """Flush and make the file ``size`` bytes long (zeros after the last region)."""
         if self._fd >= 0:
             if self._filled:
                 self._flush()
-            if self._pending is not None:
-                self._pending.result()
+            self._wait()
             self._pool.shutdown()
             fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)  # buffered again, for the header
-            self._views.clear()
-            for stage in self._stages:
+            self._stages.clear()
+            for stage in self._maps:
                 stage.close()
             self._fd = -1
-        self._f.truncate(size)
+        self.file.truncate(size)
 
 
 def _address(view: memoryview) -> int:
     return np.frombuffer(view, np.uint8).ctypes.data if len(view) else 0
 
 
-def _pwrite_all(fd: int, buffer: mmap.mmap | memoryview, length: int, offset: int) -> None:
+def _pwrite_all(fd: int, buffer: np.ndarray | memoryview, length: int, offset: int) -> None:
     with memoryview(buffer) as whole:
         view = whole[:length]
         while view:

@@ -131,8 +131,8 @@ def run_passes(
         checked = time.perf_counter()
         seconds[p.name] = seconds.get(p.name, 0.0) + checked - start
         if verify_each or i == len(passes) - 1:
-            names = [q.name for q in passes[: i + 1]]
-            _verify(module, p.name, "" if verify_each or i == 0 else ", ".join(names))
+            unchecked = "" if verify_each or i == 0 else ", ".join(q.name for q in passes)
+            _verify(module, p.name, unchecked)
             seconds["verify"] = seconds.get("verify", 0.0) + time.perf_counter() - checked
         if after_pass:
             after_pass(p.name, module)

@@ -308,10 +308,11 @@ class BinaryStream:
         # A second thread hashes the next tensor while one is written (the device's time
         # overlaps the CPU's), at most two tensors ahead: their pages stay mapped till written.
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="aimcc-hash")
-        for key, array, offset in _layout(weights, large_only=True):
+        large = _layout(weights, large_only=True)
+        self._placed = _placements(large)
+        for key, array, offset in large:
             digest = self._hasher.submit(self._hash, array)
             self._digests[key] = self._pool.submit(self._put, offset, array, digest)
-            self._placed.append((key, offset, array.nbytes))
 
     def _hash(self, array: np.ndarray) -> str:
         self._ahead.acquire()  # _put releases it once the tensor is written
@@ -340,8 +341,7 @@ class BinaryStream:
         """Write the small tensors and the header, rename the file into place; its size.
         None (and nothing kept) when the large tensors are not the ones streamed."""
         assert self._writer is not None and self._pool is not None and self._file is not None
-        large = [(k, o, a.nbytes) for k, a, o in places if a.nbytes >= PAGE_ALIGN_MIN]
-        if large != self._placed:
+        if _placements(_layout(weights, large_only=True)) != self._placed:
             self.abort()
             return None
         for key, digest in self._digests.items():
@@ -370,10 +370,13 @@ class BinaryStream:
         for pool in (self._pool, self._hasher):
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
-        try:
-            raise AimccError("compile failed")
-        except AimccError as exc:
-            self._file.__exit__(type(exc), exc, exc.__traceback__)
+        failed = AimccError("compile failed")  # atomic_write removes the file on an error
+        self._file.__exit__(AimccError, failed, None)
+
+
+def _placements(places: list[tuple[str, np.ndarray, int]]) -> list[tuple[str, int, int]]:
+    """(key, offset, nbytes) of each tensor placed: what a stream compares at the end."""
+    return [(key, offset, array.nbytes) for key, array, offset in places]
 
 
 def _layout(weights: WeightStore, large_only: bool = False) -> list[tuple[str, np.ndarray, int]]:

@@ -200,8 +200,15 @@ class KernelAttr(ParametrizedAttribute):
             raise VerifyException(f"cluster.kernel: no dim '{along}' of {unit}-element tokens")
 
     # --- what the kernel is -------------------------------------------------------------
-    # Derived views, computed once per attribute value (attributes are immutable; the
-    # schedule's search and the verifier ask again and again).
+    def _derived(self, what: str, arg: object, make: Callable[[], _T]) -> _T:
+        """``what`` of ``arg``, made once per instance: attributes are immutable, and the
+        schedule's search and the verifier ask again and again (a cache keyed by the value
+        would hash the attribute's dicts on every lookup)."""
+        memo = self.__dict__.setdefault("_derived_memo", {})
+        if (what, arg) not in memo:
+            memo[what, arg] = make()
+        return memo[what, arg]
+
     @property
     def dim_map(self) -> dict[str, int]:
         return dict(self.signature.dims)
@@ -213,11 +220,7 @@ class KernelAttr(ParametrizedAttribute):
     @property
     def signature(self) -> KernelSignature:
         """The RISC-V function this kernel calls (all its tokens at once)."""
-        found = self.__dict__.get("_memo_signature")
-        if found is None:  # kept on the instance: a cache keyed by value hashes the dicts
-            found = _signature(self)
-            object.__setattr__(self, "_memo_signature", found)
-        return found
+        return self._derived("signature", None, lambda: _signature(self))
 
     @property
     def symbol(self) -> str:
@@ -240,10 +243,7 @@ class KernelAttr(ParametrizedAttribute):
         """The same kernel on ``tokens`` tokens."""
         if not self.along.data or tokens == self.tokens:
             return self
-        memo = self.__dict__.setdefault("_memo_at", {})  # derived kernels, built once
-        if tokens not in memo:
-            memo[tokens] = self._at(tokens)
-        return memo[tokens]
+        return self._derived("at", tokens, lambda: self._at(tokens))
 
     def _at(self, tokens: int) -> KernelAttr:
         dims = {**self.dim_map, self.along.data: tokens * self.unit.value.data}
@@ -278,10 +278,7 @@ class KernelAttr(ParametrizedAttribute):
         """The kernel of one of ``parts`` column parts (the largest: sizes rounded up)."""
         if parts <= 1:
             return self
-        memo = self.__dict__.setdefault("_memo_parts", {})
-        if parts not in memo:
-            memo[parts] = self._column_part(parts)
-        return memo[parts]
+        return self._derived("column_part", parts, lambda: self._column_part(parts))
 
     def _column_part(self, parts: int) -> KernelAttr:
         if not self.column_splittable:
@@ -304,11 +301,8 @@ class KernelAttr(ParametrizedAttribute):
         """The cost model's stage kind and dims: of one of ``per`` tokens the call's work is
         spread over (the schedule cuts it into chunks of tokens), or with ``per`` None of all
         of its rows at once (dim ``T``)."""
-        memo = self.__dict__.setdefault("_memo_stages", {})
-        if per not in memo:
-            memo[per] = self._stage(per)
-        kind, dims = memo[per]
-        return kind, dict(dims)
+        kind, dims = self._derived("stage", per, lambda: self._stage(per))
+        return kind, dict(dims)  # the caller's to change
 
     def _stage(self, per: int | None) -> tuple[str, dict[str, int]]:
         d, kind, h = self.dim_map, self.kind.data, self.repeat.value.data

@@ -70,8 +70,11 @@ class SplitPass(ModulePass):
         # the decisions of checking every cluster after every split, at a fraction of the cost.
         units: dict[str, dict[Operation, None]] = defaultdict(dict)
 
+        def cluster_of(s: Stage) -> str | None:
+            return None if s.kind == ANALOG else s.unit.partition(".")[0]
+
         def place(o: Operation, add: bool) -> set[str]:
-            touched = {s.unit.partition(".")[0] for s in by_op[o] if s.kind != ANALOG}
+            touched = {u for s in by_op[o] if (u := cluster_of(s)) is not None}
             for unit in touched:
                 if add:
                     units[unit][o] = None
@@ -81,21 +84,11 @@ class SplitPass(ModulePass):
 
         def on(unit: str) -> list[tuple[Operation, Stage]]:
             ops = sorted(units[unit], key=position.__getitem__)
-            return [
-                (o, s)
-                for o in ops
-                for s in by_op[o]
-                if s.kind != ANALOG and s.unit.partition(".")[0] == unit
-            ]
+            return [(o, s) for o in ops for s in by_op[o] if cluster_of(s) == unit]
 
         def first(unit: str) -> tuple[int, int]:
             o = min(units[unit], key=position.__getitem__)
-            pos = next(
-                i
-                for i, s in enumerate(by_op[o])
-                if s.kind != ANALOG and s.unit.partition(".")[0] == unit
-            )
-            return position[o], pos
+            return position[o], next(i for i, s in enumerate(by_op[o]) if cluster_of(s) == unit)
 
         # Dirty clusters in a heap by their first stage; an entry is stale once the cluster's
         # first stage moved or it was checked.
